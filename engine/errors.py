@@ -1,0 +1,31 @@
+"""User-facing errors: one line on stderr, a non-zero exit, no traceback."""
+import functools
+import sys
+
+
+class EngineError(Exception):
+    """A problem with the user's input or environment, reported as one line."""
+
+
+# Exit codes a script can tell apart.
+EXIT_USAGE = 2          # bad input: paths, names, flags, data
+EXIT_DIVERGED = 3       # training produced a non-finite loss
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+def cli(main):
+    """Wrap a CLI entry point so that EngineError becomes `error: ...` and an exit code."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except EngineError as e:
+            code = getattr(e, "exit_code", EXIT_USAGE)
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            sys.exit(code)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper

@@ -1,0 +1,18 @@
+"""A very small CNN for tests and smoke runs."""
+import keras
+
+from engine.models import ModelSpec, register
+
+
+def body(x, num_classes):
+    L = keras.layers
+    for width in (16, 32):
+        x = L.Conv2D(width, 3, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization(momentum=0.9)(x)
+        x = L.ReLU()(x)
+        x = L.MaxPooling2D(2)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return L.Dense(num_classes)(x)
+
+
+register(ModelSpec("tiny", body, normalization="cifar10", description="2-conv test net for tests and smoke runs"))

@@ -1,0 +1,46 @@
+"""`python -m engine.train`: argparse over the config dataclasses -> Trainer."""
+from __future__ import annotations
+
+import os
+
+from engine import config as C
+from engine.errors import EngineError, cli
+
+DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. Every flag "
+               "overrides the defaults; with --resume, the run's saved config.json is the base instead.")
+
+
+def parse(argv=None) -> C.Config:
+    parser = C.build_parser("python -m engine.train", DESCRIPTION)
+    parser.add_argument("--list-models", action="store_true", help="list the registered models and exit")
+    ns = parser.parse_args(argv)
+    if getattr(ns, "list_models", False):
+        from engine import models
+        for name in models.names():
+            spec = models.get(name)
+            print(f"{name:12s} {spec.description} (input >= {spec.min_size}, default {spec.default_size})")
+        raise SystemExit(0)
+    overrides = C.overrides_from(ns)
+    cfg = C.defaults().with_overrides(overrides)
+    if cfg.run.resume:
+        saved_path = os.path.join(cfg.run.out, "config.json")
+        if not os.path.exists(saved_path):
+            raise EngineError(f"nothing to resume: {cfg.run.out} holds no engine run")
+        saved = C.Config.load(saved_path)
+        for section, name in C.RESUME_FIXED:
+            if (section, name) in overrides and overrides[(section, name)] != getattr(getattr(saved, section), name):
+                raise EngineError(f"--{name.replace('_', '-')} differs from the run being resumed "
+                                  f"({getattr(getattr(saved, section), name)}); start a new --out instead")
+        cfg = saved.with_overrides(overrides)
+    return cfg
+
+
+@cli
+def main(argv=None):
+    cfg = parse(argv)
+    from engine.trainer import Trainer  # builds Keras and the models: only once the flags are sane
+    Trainer(cfg).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Pixel normalisation: uint8 (or float 0..255) RGB in, float32 model input out.
+
+Each mode is one model family's convention, written once here and used by training and export:
+- `cifar10`: scale to [0,1], subtract the CIFAR-10 channel mean, divide by its std.
+- `torch`:   the same with ImageNet statistics (keras.applications densenet, `mode="torch"`).
+- `tf`:      scale to [-1, 1] (keras.applications inception_v3, `mode="tf"`).
+- `caffe`:   RGB->BGR, subtract the ImageNet BGR mean pixel, no scaling (vgg16/19, resnet50).
+- `unit`:    scale to [0,1].
+"""
+import tensorflow as tf
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+NORMALIZATIONS = ("cifar10", "torch", "tf", "caffe", "unit")
+
+
+def normalize(images, mode="cifar10"):
+    x = tf.cast(images, tf.float32)
+    if mode == "cifar10":
+        return (x / 255.0 - tf.constant(CIFAR10_MEAN)) / tf.constant(CIFAR10_STD)
+    if mode == "torch":
+        return (x / 255.0 - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "caffe":
+        return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_MEAN_BGR)
+    if mode == "unit":
+        return x / 255.0
+    raise ValueError(f"unknown normalization {mode!r}; choose from {NORMALIZATIONS}")

@@ -309,20 +309,21 @@ def _write_cache(cache_file: str, s: Splits, log) -> None:
 
 
 def balanced_subset(x, y, n: int, seed: int = 0, num_classes: int | None = None):
-    """A class-balanced random subset of n examples (n // classes per class), in a stable order.
+    """A class-balanced random subset of exactly n examples (n // k or one more per class), in a
+    stable order.
 
     Returns (x_subset, y_subset, x_rest, y_rest)."""
     num_classes = num_classes or int(y.max()) + 1
-    per_class = n // num_classes
-    if per_class < 1:
+    if n < num_classes:
         raise EngineError(f"a subset of {n} images cannot hold one image of each of {num_classes} classes")
     rng = np.random.default_rng(seed)
     take = []
     for c in range(num_classes):
+        want = n // num_classes + (c < n % num_classes)  # the first n % k classes get one more
         idx = np.flatnonzero(y == c)
-        if len(idx) < per_class:
-            raise EngineError(f"class {c} has {len(idx)} images, fewer than the {per_class} asked for")
-        take.append(rng.choice(idx, per_class, replace=False))
+        if len(idx) < want:
+            raise EngineError(f"class {c} has {len(idx)} images, fewer than the {want} asked for")
+        take.append(rng.choice(idx, want, replace=False))
     take = np.sort(np.concatenate(take))
     rest = np.setdiff1d(np.arange(len(y)), take)
     return x[take], y[take], x[rest], y[rest]

@@ -56,13 +56,15 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
 def make_schedule(o, steps_per_epoch: int):
     total = o.epochs * steps_per_epoch
     warm = int(round(o.warmup * total))
+    # Always a schedule object, never a float: Keras keeps a float LR in a variable that a checkpoint
+    # restore would overwrite, so a resumed run would ignore a changed --lr.
     if o.schedule == "constant":
-        return o.lr
+        return PiecewiseLinear([0], [o.lr])
     if o.schedule == "step":
         every = o.lr_step_epochs * steps_per_epoch
         bounds = list(range(every, total, every)) if every > 0 else []
         if not bounds:
-            return o.lr
+            return PiecewiseLinear([0], [o.lr])
         return keras.optimizers.schedules.PiecewiseConstantDecay(
             bounds, [o.lr * o.lr_decay ** i for i in range(len(bounds) + 1)])
     if o.schedule == "cosine":
@@ -92,8 +94,7 @@ def make_optimizer(o, schedule):
 
 def current_lr(optimizer) -> float:
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    lr = inner.learning_rate
-    return float(lr(inner.iterations) if callable(lr) else lr)
+    return float(inner.learning_rate)  # Keras evaluates the schedule at the current step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +142,25 @@ def prepare_run_dir(run) -> None:
         raise EngineError(f"cannot write to --out {out}: {e.strerror or e}") from None
 
 
+def build_training(cfg: Config, num_classes: int, steps_per_epoch: int, policy: str, strategy=None):
+    """Model, optimizer (with its schedule and loss scaling) and TrainLoop for a config.
+    The policy must already be applied (precision.apply) so that layers pick it up."""
+    strategy = strategy or tf.distribute.get_strategy()
+    o = cfg.optim
+    spec = models.get(cfg.model.model)
+    size = models.input_size(spec, cfg.model.upsample)
+    with strategy.scope():
+        model = models.build(spec.name, size, num_classes)
+        optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, steps_per_epoch)), policy)
+    step_cfg = StepConfig(
+        num_classes=num_classes, global_batch=o.batch_size, size=size,
+        normalization=spec.normalization, upsample_method=cfg.model.upsample_method,
+        crop_pad=cfg.model.crop_pad, pad_mode=cfg.model.pad_mode, flip=cfg.model.flip,
+        label_smoothing=o.label_smoothing, seed=cfg.run.seed, xla=cfg.run.xla,
+        loss_scaling=precision.needs_loss_scaling(policy))
+    return model, optimizer, TrainLoop(model, optimizer, step_cfg, strategy)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -155,6 +175,9 @@ class Trainer:
         size = models.input_size(spec, cfg.model.upsample)
         if o.batch_size < 1 or r.steps_per_call < 1 or o.epochs < 1:
             raise EngineError("--batch-size, --steps-per-call and --epochs must be at least 1")
+        if r.deterministic and r.xla:
+            raise EngineError("--deterministic cannot be combined with --xla: XLA has no deterministic "
+                              "max-pool gradient; drop one of them")
         prepare_run_dir(r)
         self.log(cfg.summary())
         for w in precision.speed_warnings(r.amp, r.xla):
@@ -169,25 +192,15 @@ class Trainer:
         cfg.save(os.path.join(r.out, "config.json"))
 
         keras.utils.set_random_seed(r.seed)
-        if r.deterministic:
-            tf.config.experimental.enable_op_determinism()
+        set_determinism(r.deterministic)
         policy = precision.apply(r.amp)
         strategy = tf.distribute.get_strategy()
         train_pipe, val_pipe = data.Pipeline(xtr, ytr), data.Pipeline(xva, yva)
         test_pipe = val_pipe if val_is_test else data.Pipeline(xte, yte)
         steps_per_epoch = train_pipe.steps_per_epoch(o.batch_size)
 
-        with strategy.scope():
-            model = models.build(spec.name, size, splits.num_classes)
-            optimizer = precision.wrap_optimizer(
-                make_optimizer(o, make_schedule(o, steps_per_epoch)), policy)
-        step_cfg = StepConfig(
-            num_classes=splits.num_classes, global_batch=o.batch_size, size=size,
-            normalization=spec.normalization, upsample_method=cfg.model.upsample_method,
-            crop_pad=cfg.model.crop_pad, pad_mode=cfg.model.pad_mode, flip=cfg.model.flip,
-            label_smoothing=o.label_smoothing, seed=r.seed, xla=r.xla,
-            loss_scaling=precision.needs_loss_scaling(policy))
-        loop = TrainLoop(model, optimizer, step_cfg, strategy)
+        model, optimizer, loop = build_training(cfg, splits.num_classes, steps_per_epoch, policy, strategy)
+        step_cfg = loop.cfg
 
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         ckpt_dir = os.path.join(r.out, "checkpoints")
@@ -305,7 +318,11 @@ class Trainer:
 
     def _restore(self, ckpt, manager):
         """Restore the newest readable checkpoint; a damaged newest one falls back to the one before."""
-        candidates = list(reversed(manager.checkpoints))
+        state = tf.train.get_checkpoint_state(manager.directory)
+        candidates = [manager.latest_checkpoint] if manager.latest_checkpoint else []
+        if state is not None:
+            candidates += [p for p in reversed(state.all_model_checkpoint_paths) if p not in candidates]
+        candidates = [p if os.path.isabs(p) else os.path.join(manager.directory, p) for p in candidates]
         if not candidates:
             raise EngineError(f"nothing to resume: {manager.directory} holds no checkpoint")
         for path in candidates:
@@ -317,6 +334,16 @@ class Trainer:
             except (tf.errors.OpError, ValueError, AssertionError) as e:
                 print(f"warning: cannot read checkpoint {path}: {type(e).__name__}", file=sys.stderr)
         raise EngineError(f"no readable checkpoint in {manager.directory}")
+
+
+def set_determinism(on: bool) -> None:
+    """Op determinism is process-wide in TensorFlow; set it per run so that runs in one process
+    (tests, notebooks) do not inherit it from each other."""
+    from tensorflow.python.framework import config as tf_config
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
 
 
 def _read_json(path, default):

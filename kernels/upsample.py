@@ -1,16 +1,45 @@
-"""Upsampling of NHWC image batches to a square size, on the device."""
+"""Upsampling of NHWC image batches to a square size, on the device.
+
+Written as static gathers (nearest) and two small interpolation matmuls (bilinear) rather than
+`tf.image.resize`: XLA on CPU (TF 2.21) computes ResizeBilinear wrongly at odd integer factors
+(32->96, ->160, ->224 differ from eager by up to 251 grey levels; tests/test_kernels.py), while
+these forms are exact under XLA and map to plain Gather/MatMul in ONNX and TensorRT.
+"""
+import numpy as np
 import tensorflow as tf
 
 METHODS = ("nearest", "bilinear")
 
 
-def upsample(images, size, method="nearest"):
-    """Resize `images` [N,H,W,C] to [N,size,size,C].
+def _source_coords(out_size: int, in_size: int) -> np.ndarray:
+    """Half-pixel-centre source coordinate of each output pixel (TF2 / Keras / PyTorch convention)."""
+    return (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
 
-    `nearest` at an integer factor repeats each pixel factor x factor times, exactly as Keras's
-    `UpSampling2D` does; `bilinear` uses half-pixel centres without antialiasing (what
-    `UpSampling2D(interpolation="bilinear")` and `tf.image.resize` do). Returns the input unchanged
-    when it already has that size. The output dtype is float32 for bilinear, the input's for nearest.
+
+def nearest_indices(out_size: int, in_size: int) -> np.ndarray:
+    src = np.floor(_source_coords(out_size, in_size) + 0.5 + 1e-9)
+    return np.clip(src, 0, in_size - 1).astype(np.int32)
+
+
+def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """[out, in] weights: each row mixes the two nearest source pixels, edges clamped."""
+    src = np.clip(_source_coords(out_size, in_size), 0, in_size - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, in_size - 1)
+    w = (src - lo).astype(np.float32)
+    m = np.zeros((out_size, in_size), np.float32)
+    np.add.at(m, (np.arange(out_size), lo), 1.0 - w)
+    np.add.at(m, (np.arange(out_size), hi), w)
+    return m
+
+
+def upsample(images, size, method="nearest"):
+    """Resize `images` [N,H,W,C] (static H, W) to [N,size,size,C].
+
+    `nearest` equals Keras's `UpSampling2D` at integer factors (each pixel repeated) and
+    `tf.image.resize(method="nearest")` otherwise, and keeps the input dtype (uint8 stays small).
+    `bilinear` equals `tf.image.resize(method="bilinear")` (half-pixel centres, no antialiasing)
+    and returns float32. Returns the input unchanged when it already has that size.
     """
     if method not in METHODS:
         raise ValueError(f"unknown upsampling method {method!r}; choose from {METHODS}")
@@ -18,9 +47,8 @@ def upsample(images, size, method="nearest"):
     if h == size and w == size:
         return images
     if method == "nearest":
-        if h and w and size % h == 0 and size % w == 0:
-            fy, fx = size // h, size // w
-            x = tf.repeat(images, fy, axis=1)
-            return tf.repeat(x, fx, axis=2)
-        return tf.image.resize(images, [size, size], method="nearest")
-    return tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear")
+        x = tf.gather(images, nearest_indices(size, h), axis=1)
+        return tf.gather(x, nearest_indices(size, w), axis=2)
+    x = tf.cast(images, tf.float32)
+    x = tf.einsum("ph,nhwc->npwc", tf.constant(bilinear_matrix(size, h)), x)
+    return tf.einsum("qw,npwc->npqc", tf.constant(bilinear_matrix(size, w)), x)

@@ -1,0 +1,77 @@
+"""Fixtures: the real shared CIFAR-10 (through ENGINE_DATA) and small data sets the tests make."""
+import io
+import os
+import pathlib
+import tarfile
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def pytest_configure(config):
+    # One decode of the shared archive per machine, shared by in-process and CLI tests.
+    os.environ.setdefault("ENGINE_CACHE", str(ROOT / ".cache" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> str:
+    path = os.environ.get("ENGINE_DATA") or str(DEFAULT_DATA)
+    if not os.path.exists(path):
+        if os.environ.get("ENGINE_DATA"):
+            pytest.fail(f"ENGINE_DATA={path} does not exist")
+        pytest.skip(f"the shared CIFAR-10 archive is not at {path}; set ENGINE_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_splits(shared_data):
+    from engine import data
+    return data.load(shared_data, os.environ["ENGINE_CACHE"], log=lambda *a: None)
+
+
+CLASSES = ["cat", "ant", "bee"]  # not alphabetical on purpose
+
+
+def make_images(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def png_bytes(arr) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A class-folder tree of lossless PNGs: 4 train and 2 test images per class.
+    Returns (root, {(split, class): [arrays in filename order]})."""
+    root = tmp_path / "tree"
+    truth = {}
+    for split, n in (("train", 4), ("test", 2)):
+        for ci, c in enumerate(CLASSES):
+            d = root / split / c
+            d.mkdir(parents=True)
+            arrays = make_images(n, seed=len(truth))
+            for i, a in enumerate(arrays):
+                (d / f"{i:03d}.png").write_bytes(png_bytes(a))
+            truth[(split, c)] = arrays
+    return root, truth
+
+
+def make_tar(path, members):
+    """members: list of (name, bytes) or (name, TarInfo-modifier callable)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            if callable(payload):
+                payload(info)
+                tar.addfile(info)
+            else:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return path

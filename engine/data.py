@@ -87,7 +87,8 @@ def _load_keras_cifar10() -> Splits:
     try:
         (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
     except Exception as e:  # noqa: BLE001 - any download failure means the same thing to the user
-        raise EngineError(f"could not download CIFAR-10 ({type(e).__name__}); {OFFLINE_HINT}") from None
+        raise EngineError(f"could not download CIFAR-10 ({str(e)[:100] or type(e).__name__}); "
+                          f"{OFFLINE_HINT}") from None
     return Splits(xtr, ytr.reshape(-1).astype(np.int32), xte, yte.reshape(-1).astype(np.int32),
                   list(CIFAR10_CLASSES))
 
@@ -364,7 +365,9 @@ class Pipeline:
             self.x = tf.constant(x)
             self.y = tf.constant(y.astype(np.int32))
 
-    def train(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0):
+    def train(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, device: str | None = None):
+        """One epoch of uint8 batches. `device` (e.g. "/gpu:0", single-device runs only: a
+        tf.distribute strategy places batches itself) stages the next batches in device memory."""
         import tensorflow as tf
         steps = self.n // batch_size  # drop_remainder: static shapes for XLA and TensorRT
         perm = np.random.default_rng([seed, epoch]).permutation(self.n)
@@ -373,6 +376,8 @@ class Pipeline:
         ds = tf.data.Dataset.from_tensor_slices(idx)
         ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if device:
+            return ds.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def eval(self, batch_size: int):

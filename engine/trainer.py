@@ -22,7 +22,7 @@ from engine.config import Config, default_cache_dir
 from engine.errors import EXIT_DIVERGED, EngineError
 from engine.loop import StepConfig, TrainLoop
 
-RUN_FILES = ("config.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
+RUN_FILES = ("config.json", "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
 
 
 class Diverged(EngineError):
@@ -165,14 +165,16 @@ def build_training(cfg: Config, num_classes: int, steps_per_epoch: int, policy: 
 
 
 class Trainer:
+    """One run: `Trainer(cfg).run()` trains, checkpoints and writes the run directory; returns metrics."""
+
     def __init__(self, cfg: Config, log=print):
         self.cfg = cfg
         self.log = log
 
     def run(self) -> dict:
         cfg, r, o = self.cfg, self.cfg.run, self.cfg.optim
-        spec = models.get(cfg.model.model)
-        size = models.input_size(spec, cfg.model.upsample)
+        self.spec = models.get(cfg.model.model)
+        models.input_size(self.spec, cfg.model.upsample)  # size check before any work
         if o.batch_size < 1 or r.steps_per_call < 1 or o.epochs < 1:
             raise EngineError("--batch-size, --steps-per-call and --epochs must be at least 1")
         if r.deterministic and r.xla:
@@ -182,138 +184,163 @@ class Trainer:
         self.log(cfg.summary())
         for w in precision.speed_warnings(r.amp, r.xla):
             print(f"warning: {w}", file=sys.stderr)
+        self._setup()
 
+        self.wall0 = time.perf_counter()
+        self.timed_images, self.timed_seconds = 0, 0.0
+        self.warm = False
+        stopped_early = False
+        for epoch in range(self.start_epoch, o.epochs):
+            stats = self._train_epoch(epoch)
+            self._end_epoch(epoch, stats)
+            if o.early_stop and epoch + 1 - self.best_epoch >= o.early_stop:
+                self.log(f"early stop: no better validation accuracy for {o.early_stop} epochs "
+                         f"(best {self.best_acc:.4f} at epoch {self.best_epoch})")
+                stopped_early = True
+                break
+        return self._finish(stopped_early)
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _setup(self):
+        cfg, r, o = self.cfg, self.cfg.run, self.cfg.optim
         splits = data.load(cfg.data.data, cfg.data.cache_dir or default_cache_dir(), log=self.log)
         (xtr, ytr), (xva, yva), (xte, yte) = data.prepare(splits, cfg.data.limit, cfg.data.limit_test,
                                                           cfg.data.val_split)
         if len(xtr) < o.batch_size:
             raise EngineError(f"--batch-size {o.batch_size} is larger than the {len(xtr)} training images")
-        val_is_test = cfg.data.val_split == 0
+        self.val_is_test = cfg.data.val_split == 0
         cfg.save(os.path.join(r.out, "config.json"))
+        write_json(os.path.join(r.out, "classes.json"), splits.class_names)
 
         keras.utils.set_random_seed(r.seed)
         set_determinism(r.deterministic)
-        policy = precision.apply(r.amp)
-        strategy = tf.distribute.get_strategy()
-        train_pipe, val_pipe = data.Pipeline(xtr, ytr), data.Pipeline(xva, yva)
-        test_pipe = val_pipe if val_is_test else data.Pipeline(xte, yte)
-        steps_per_epoch = train_pipe.steps_per_epoch(o.batch_size)
+        self.policy = precision.apply(r.amp)
+        self.strategy = strategy = tf.distribute.get_strategy()
+        self.train_pipe, self.val_pipe = data.Pipeline(xtr, ytr), data.Pipeline(xva, yva)
+        self.test_pipe = self.val_pipe if self.val_is_test else data.Pipeline(xte, yte)
+        self.steps_per_epoch = self.train_pipe.steps_per_epoch(o.batch_size)
+        self.model, self.optimizer, self.loop = build_training(
+            cfg, splits.num_classes, self.steps_per_epoch, self.policy, strategy)
+        # One GPU, no distribution: stage uint8 batches in GPU memory ahead of the step.
+        self.stage_on = "/gpu:0" if precision.gpus() and strategy.num_replicas_in_sync == 1 else None
 
-        model, optimizer, loop = build_training(cfg, splits.num_classes, steps_per_epoch, policy, strategy)
-        step_cfg = loop.cfg
-
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         ckpt_dir = os.path.join(r.out, "checkpoints")
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-        manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=max(r.keep_checkpoints, 1),
-                                             step_counter=optimizer.iterations)
-        best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
-                                          os.path.join(ckpt_dir, "best"), max_to_keep=1)
+        ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch_var)
+        self.manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=max(r.keep_checkpoints, 1),
+                                                  step_counter=self.optimizer.iterations)
+        self.best = tf.train.CheckpointManager(tf.train.Checkpoint(model=self.model),
+                                               os.path.join(ckpt_dir, "best"), max_to_keep=1)
         history = []
         if r.resume:
-            self._restore(ckpt, manager)
+            self._restore(ckpt, self.manager)
             history = _read_json(os.path.join(r.out, "history.json"), [])
-        global_step = int(optimizer.iterations.numpy())
-        start_epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
-        history = [h for h in history if h["epoch"] <= start_epoch]
+        self.global_step = int(self.optimizer.iterations.numpy())
+        self.start_epoch, self.step_in_epoch = divmod(self.global_step, self.steps_per_epoch)
+        self.history = [h for h in history if h["epoch"] <= self.start_epoch]
         if r.resume:
-            self.log(f"resumed at step {global_step} (epoch {start_epoch + 1}, step {step_in_epoch})")
+            self.log(f"resumed at step {self.global_step} (epoch {self.start_epoch + 1}, "
+                     f"step {self.step_in_epoch})")
+        self.best_acc = max((h["val_accuracy"] for h in self.history), default=-1.0)
+        self.best_epoch = (max(self.history, key=lambda h: h["val_accuracy"])["epoch"]
+                           if self.history else 0)
+        self.writer = tf.summary.create_file_writer(os.path.join(r.out, "tb"))
+        self.train_images, self.test_images = len(xtr), len(xte)
 
-        writer = tf.summary.create_file_writer(os.path.join(r.out, "tb"))
-        eval_batch = max(o.batch_size, 256)
-        best_acc = max((h["val_accuracy"] for h in history), default=-1.0)
-        best_epoch = max(history, key=lambda h: h["val_accuracy"])["epoch"] if history else 0
-        timed_images, timed_seconds = 0, 0.0
-        wall0 = time.perf_counter()
-        stopped_early = False
+    # -- one epoch -------------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict:
+        r, o = self.cfg.run, self.cfg.optim
+        skip, spe, batch = self.step_in_epoch, self.steps_per_epoch, o.batch_size
+        self.step_in_epoch = 0
+        ds = self.train_pipe.train(batch, r.seed, epoch, skip_batches=skip, device=self.stage_on)
+        iterator = iter(self.strategy.experimental_distribute_dataset(ds))
+        bar = None if r.quiet else keras.utils.Progbar(
+            spe - skip, stateful_metrics=["loss", "accuracy", "img/s"])
+        loss_sum = correct = 0.0
+        seen = epoch_images = 0
+        epoch_seconds = 0.0
+        t0 = prev = time.perf_counter()
+        done = skip
+        while done < spe:
+            n = min(r.steps_per_call, spe - done)
+            if r.checkpoint_every:
+                n = min(n, r.checkpoint_every - self.global_step % r.checkpoint_every)
+            l, c, bad = self.loop.train_calls(iterator, tf.constant(n, tf.int32))
+            l, c, bad = float(l), float(c), int(bad)  # also waits for the device
+            now = time.perf_counter()
+            if bad >= 0 and not self.loop.cfg.loss_scaling:
+                last = self.manager.latest_checkpoint
+                raise Diverged(f"loss became {l:.3g} at step {bad + 1}; stopped. Last good "
+                               f"checkpoint: {last or 'none (no checkpoint was written yet)'}")
+            done += n
+            self.global_step += n
+            seen += n * batch
+            loss_sum += l
+            correct += c
+            if self.warm:  # the run's first call (tracing, compilation) is not timed
+                epoch_images += n * batch
+                epoch_seconds += now - prev
+            self.warm = True
+            prev = now
+            ips = epoch_images / epoch_seconds if epoch_images else seen / (now - t0)
+            if bar is not None:
+                bar.update(done - skip, values=[("loss", loss_sum / seen), ("accuracy", correct / seen),
+                                                ("img/s", round(ips, 1))])
+            if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < spe:
+                self.manager.save(checkpoint_number=self.global_step)
+                prev = time.perf_counter()  # checkpoint writing is not training time
+        self.timed_images += epoch_images
+        self.timed_seconds += epoch_seconds
+        return {"loss": loss_sum / seen, "accuracy": correct / seen, "img_s": ips,
+                "seconds": time.perf_counter() - t0}
 
-        for epoch in range(start_epoch, o.epochs):
-            ds = train_pipe.train(o.batch_size, r.seed, epoch, skip_batches=step_in_epoch)
-            iterator = iter(strategy.experimental_distribute_dataset(ds))
-            bar = None if r.quiet else keras.utils.Progbar(
-                steps_per_epoch - step_in_epoch, stateful_metrics=["loss", "accuracy", "img/s"])
-            loss_sum = correct = 0.0
-            seen = 0
-            window_images, window_t0 = 0, None
-            epoch_t0 = time.perf_counter()
-            done = step_in_epoch
-            while done < steps_per_epoch:
-                n = min(r.steps_per_call, steps_per_epoch - done)
-                if r.checkpoint_every:
-                    n = min(n, r.checkpoint_every - global_step % r.checkpoint_every)
-                l, c, bad = loop.train_calls(iterator, tf.constant(n, tf.int32))
-                l, c, bad = float(l), float(c), int(bad)  # also waits for the device
-                now = time.perf_counter()
-                if bad >= 0 and not step_cfg.loss_scaling:
-                    last = manager.latest_checkpoint
-                    raise Diverged(f"loss became {l:.3g} at step {bad + 1}; stopped. Last good "
-                                   f"checkpoint: {last or 'none (no checkpoint was written yet)'}")
-                done += n
-                global_step += n
-                seen += n * o.batch_size
-                loss_sum += l
-                correct += c
-                if window_t0 is None:
-                    window_t0 = now  # the first call of an epoch (tracing, iterator start) is not timed
-                else:
-                    window_images += n * o.batch_size
-                ips = window_images / (now - window_t0) if window_images else seen / (now - epoch_t0)
-                if bar is not None:
-                    bar.update(done - step_in_epoch, values=[("loss", loss_sum / seen),
-                                                             ("accuracy", correct / seen),
-                                                             ("img/s", round(ips, 1))])
-                if r.checkpoint_every and global_step % r.checkpoint_every == 0 and done < steps_per_epoch:
-                    manager.save(checkpoint_number=global_step)
-            step_in_epoch = 0
-            epoch_seconds = time.perf_counter() - epoch_t0
-            if window_images:
-                timed_images += window_images
-                timed_seconds += time.perf_counter() - window_t0
-            val_loss, val_acc = loop.evaluate(strategy.experimental_distribute_dataset(
-                val_pipe.eval(eval_batch)))
-            entry = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
-                     "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(optimizer),
-                     "img_s": ips, "seconds": epoch_seconds}
-            history.append(entry)
-            epoch_var.assign(epoch + 1)
-            manager.save(checkpoint_number=global_step)
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch + 1
-                best.save(checkpoint_number=global_step)
-            write_json(os.path.join(r.out, "history.json"), history)
-            with writer.as_default(step=epoch + 1):
-                for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "img_s"):
-                    tf.summary.scalar(k, entry[k])
-            writer.flush()
-            self.log(f"epoch {epoch + 1}/{o.epochs}: loss {entry['loss']:.4f} acc {entry['accuracy']:.4f} "
-                      f"val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {entry['lr']:.3g} "
-                      f"{ips:.1f} img/s {epoch_seconds:.1f}s")
-            if o.early_stop and epoch + 1 - best_epoch >= o.early_stop:
-                self.log(f"early stop: no better validation accuracy for {o.early_stop} epochs "
-                          f"(best {best_acc:.4f} at epoch {best_epoch})")
-                stopped_early = True
-                break
+    def _evaluate(self, pipe):
+        batch = max(self.cfg.optim.batch_size, 256)
+        return self.loop.evaluate(self.strategy.experimental_distribute_dataset(pipe.eval(batch)))
 
-        plots.curves(history, os.path.join(r.out, "curves.png"), title=f"{spec.name} ({r.out})")
-        if val_is_test and history and history[-1]["epoch"] == int(epoch_var.numpy()):
-            test_loss, test_acc = history[-1]["val_loss"], history[-1]["val_accuracy"]
+    def _end_epoch(self, epoch: int, stats: dict):
+        val_loss, val_acc = self._evaluate(self.val_pipe)
+        entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],
+                 "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.optimizer),
+                 "img_s": stats["img_s"], "seconds": stats["seconds"]}
+        self.history.append(entry)
+        self.epoch_var.assign(epoch + 1)
+        self.manager.save(checkpoint_number=self.global_step)
+        if val_acc > self.best_acc:
+            self.best_acc, self.best_epoch = val_acc, epoch + 1
+            self.best.save(checkpoint_number=self.global_step)
+        write_json(os.path.join(self.cfg.run.out, "history.json"), self.history)
+        with self.writer.as_default(step=epoch + 1):
+            for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "img_s"):
+                tf.summary.scalar(k, entry[k])
+        self.writer.flush()
+        self.log(f"epoch {epoch + 1}/{self.cfg.optim.epochs}: loss {entry['loss']:.4f} "
+                 f"acc {entry['accuracy']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} "
+                 f"lr {entry['lr']:.3g} {entry['img_s']:.1f} img/s {entry['seconds']:.1f}s")
+
+    # -- end of run ------------------------------------------------------------------------------
+    def _finish(self, stopped_early: bool) -> dict:
+        r, o = self.cfg.run, self.cfg.optim
+        plots.curves(self.history, os.path.join(r.out, "curves.png"), title=f"{self.spec.name} ({r.out})")
+        last = self.history[-1] if self.history else None
+        if self.val_is_test and last and last["epoch"] == int(self.epoch_var.numpy()):
+            test_loss, test_acc = last["val_loss"], last["val_accuracy"]  # same weights, same images
         else:
-            test_loss, test_acc = loop.evaluate(strategy.experimental_distribute_dataset(
-                test_pipe.eval(eval_batch)))
+            test_loss, test_acc = self._evaluate(self.test_pipe)
         metrics = {
             "test_accuracy": test_acc, "test_loss": test_loss,
-            "best_epoch": best_epoch, "best_val_accuracy": best_acc,
-            "epochs_run": len(history), "stopped_early": stopped_early, "steps": global_step,
-            "train_img_s": timed_images / timed_seconds if timed_seconds else None,
-            "wall_seconds": time.perf_counter() - wall0,
-            "train_images": len(xtr), "test_images": len(xte), "val_is_test": val_is_test,
-            "policy": policy, "xla": r.xla, "steps_per_call": r.steps_per_call,
-            "batch_size": o.batch_size, "device": device_name(), "tensorflow": tf.__version__,
+            "best_epoch": self.best_epoch, "best_val_accuracy": self.best_acc,
+            "epochs_run": len(self.history), "stopped_early": stopped_early, "steps": self.global_step,
+            "train_img_s": self.timed_images / self.timed_seconds if self.timed_seconds else None,
+            "wall_seconds": time.perf_counter() - self.wall0,
+            "train_images": self.train_images, "test_images": self.test_images,
+            "val_is_test": self.val_is_test, "policy": self.policy, "xla": r.xla,
+            "steps_per_call": r.steps_per_call, "batch_size": o.batch_size,
+            "device": device_name(), "tensorflow": tf.__version__,
         }
         write_json(os.path.join(r.out, "metrics.json"), metrics)
-        self.log(f"test accuracy {test_acc:.4f} (best val {best_acc:.4f} at epoch {best_epoch}); "
-                  f"run in {r.out}")
-        self.model, self.loop = model, loop
+        self.log(f"test accuracy {test_acc:.4f} (best val {self.best_acc:.4f} at epoch {self.best_epoch}); "
+                 f"run in {r.out}")
         return metrics
 
     def _restore(self, ckpt, manager):

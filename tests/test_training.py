@@ -131,6 +131,15 @@ def test_out_holding_a_run_is_not_overwritten(tmp_path, shared_data):
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
 
 
+def test_early_stop(tmp_path, shared_data):
+    """With a zero LR only BN statistics move, so validation accuracy soon stops improving; the run
+    must end exactly `patience` epochs after its best one."""
+    t = train(config(tmp_path / "e", shared_data, epochs=10, lr=0.0, schedule="constant").replace(
+        "optim", early_stop=2))
+    m = t.metrics
+    assert m["stopped_early"] and m["epochs_run"] == m["best_epoch"] + 2 < 10
+
+
 def test_onecycle_schedule_knots():
     s = PiecewiseLinear([0, 10, 50], [0.0, 0.4, 0.0])
     got = [float(s(i)) for i in (0, 5, 10, 30, 50, 60)]

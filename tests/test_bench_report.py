@@ -1,0 +1,33 @@
+"""bench.report turns pytest-benchmark JSON into a table with ratios to Keras fit, and a chart."""
+import json
+
+from bench import report
+
+
+def _bench(config, img_s, xla=False, spc=10):
+    return {"stats": {"rounds": 3}, "extra_info": {
+        "config": config, "img_s": img_s, "model": "resnet9", "batch": 128, "precision": "float32",
+        "xla": xla, "steps_per_call": spc, "device": "Test CPU, 2 cores", "tensorflow": "2.21.0"}}
+
+
+def test_report_table_ratios_and_chart(tmp_path):
+    data = {"datetime": "2026-11-23T10:00:00", "benchmarks": [
+        _bench("keras fit", 50.0), _bench("loop fp32 spc10", 65.0), _bench("loop xla spc10", 25.0, xla=True),
+        {"stats": {"rounds": 1}, "extra_info": {}}]}  # a benchmark of another kind is skipped
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("| resnet9")]
+    assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× |")
+    assert lines[1].endswith("| 10 | 65.0 | 1.30× |")
+    assert lines[2].endswith("| on | 10 | 25.0 | 0.50× |")
+    assert "2026-11-23" in md and "Test CPU, 2 cores" in md
+    assert (tmp_path / "r" / "train_throughput.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_bad_input(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "e.json").write_text('{"benchmarks": []}')
+    assert report.main([str(tmp_path / "e.json")]) == 2
+    assert "holds no throughput benchmarks" in capsys.readouterr().err

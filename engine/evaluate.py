@@ -1,0 +1,95 @@
+"""`python -m engine.evaluate --backend tf|onnx|trt --model PATH`: top-1 accuracy on the test split,
+img/s, and with `--against BACKEND:PATH` the agreement between two backends on the same images
+(top-1 agreement, max and mean |logit difference|). Writes a JSON report."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from engine.errors import EngineError, cli
+from engine.runtime import BACKENDS, open_predictor
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise EngineError(f"{self.prog}: {message}")
+
+
+def parse(argv=None):
+    p = _Parser(prog="python -m engine.evaluate", description=__doc__)
+    p.add_argument("--backend", choices=BACKENDS, required=True, help="runtime for --model")
+    p.add_argument("--model", required=True,
+                   help="SavedModel folder or run directory (tf), .onnx file (onnx), engine file (trt)")
+    p.add_argument("--against", metavar="BACKEND:PATH",
+                   help="a second model to compare with on the same images, e.g. tf:runs/x")
+    p.add_argument("--data", default=os.environ.get("ENGINE_DATA", "cifar10"),
+                   help="data source, as for engine.train (default: $ENGINE_DATA or cifar10)")
+    p.add_argument("--limit-test", type=int, default=0, help="class-balanced subset of N test images")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--report", help="JSON report path (default: evaluate-<backend>.json beside --model)")
+    a = p.parse_args(argv)
+    if a.batch_size < 1 or a.limit_test < 0:
+        raise EngineError("--batch-size must be >= 1 and --limit-test >= 0")
+    if a.against and (":" not in a.against or a.against.split(":", 1)[0] not in BACKENDS):
+        raise EngineError(f"--against takes BACKEND:PATH with BACKEND one of {', '.join(BACKENDS)}, "
+                          f"got {a.against!r}")
+    return a
+
+
+def timed_predict(predictor, images):
+    predictor.predict(images[: predictor.batch_size])  # warm-up: session init, tracing
+    t0 = time.perf_counter()
+    logits = predictor.predict(images)
+    return logits, len(images) / (time.perf_counter() - t0)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    if a.shape != b.shape:
+        raise EngineError(f"the two models disagree in output shape: {a.shape} vs {b.shape}")
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return {"top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
+            "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean())}
+
+
+@cli
+def main(argv=None):
+    a = parse(argv)
+    from engine import data
+    from engine.config import default_cache_dir
+    predictor = open_predictor(a.backend, a.model, a.batch_size)
+    other = None
+    if a.against:
+        backend, path = a.against.split(":", 1)
+        other = open_predictor(backend, path, a.batch_size)
+    splits = data.load(a.data, default_cache_dir())
+    x, y = splits.x_test, splits.y_test
+    if a.limit_test:
+        x, y, _, _ = data.balanced_subset(x, y, a.limit_test, seed=0, num_classes=splits.num_classes)
+    logits, ips = timed_predict(predictor, x)
+    report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data, "images": len(x),
+              "top1_accuracy": float(np.mean(logits.argmax(1) == y)), "img_s": ips,
+              "batch_size": a.batch_size}
+    print(f"{a.backend}: top-1 {report['top1_accuracy']:.4f} on {len(x)} test images, {ips:.1f} img/s")
+    if other is not None:
+        other_logits, other_ips = timed_predict(other, x)
+        report["against"] = {"backend": other.backend, "model": os.path.abspath(other.path),
+                             "top1_accuracy": float(np.mean(other_logits.argmax(1) == y)),
+                             "img_s": other_ips, **agreement(logits, other_logits)}
+        r = report["against"]
+        print(f"{other.backend}: top-1 {r['top1_accuracy']:.4f}, {other_ips:.1f} img/s; agreement "
+              f"{r['top1_agreement']:.4%}, max |dlogit| {r['max_abs_logit_diff']:.3g}, "
+              f"mean {r['mean_abs_logit_diff']:.3g}")
+    model = os.path.abspath(a.model)
+    is_run = os.path.exists(os.path.join(model, "config.json"))
+    path = a.report or os.path.join(model if is_run else os.path.dirname(model), f"evaluate-{a.backend}.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""One Predictor interface over TensorFlow, ONNX Runtime and TensorRT.
+
+    p = open_predictor("onnx", "runs/x/model.onnx")
+    logits = p.predict(images)   # uint8 [N,32,32,3] in, float32 [N,classes] out, batched inside
+
+Every backend runs the same exported contract, so any two can be compared (`engine.evaluate
+--against`). Inputs are checked once, here, with a one-line error for the wrong dtype or shape.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from engine.errors import EngineError
+
+BACKENDS = ("tf", "onnx", "trt")
+
+
+def check_images(images) -> np.ndarray:
+    if not isinstance(images, np.ndarray):
+        raise EngineError(f"images must be a numpy array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise EngineError(f"images must be uint8 (raw pixels), got {images.dtype}")
+    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise EngineError(f"images must be NHWC [N,32,32,3], got {list(images.shape)}")
+    return images
+
+
+class Predictor:
+    backend = ""
+
+    def __init__(self, path: str, batch_size: int = 256):
+        if not os.path.exists(path):
+            raise EngineError(f"model not found: {path}")
+        self.path = path
+        self.batch_size = batch_size
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, images) -> np.ndarray:
+        images = check_images(images)
+        out = [self._run(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+class TFPredictor(Predictor):
+    """A SavedModel exported by engine.export, or a run directory (its best checkpoint)."""
+    backend = "tf"
+
+    def __init__(self, path, batch_size=256):
+        super().__init__(path, batch_size)
+        import tensorflow as tf
+        if os.path.exists(os.path.join(path, "config.json")):
+            from engine.export import load_run
+            self._fn = load_run(path).serve_fn()
+        else:
+            try:
+                self._fn = tf.saved_model.load(path).signatures["serving_default"]
+            except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+                raise EngineError(f"cannot load SavedModel {path}: {type(e).__name__}") from None
+        self._tf = tf
+
+    def _run(self, batch):
+        return self._fn(images=self._tf.constant(batch))["logits"].numpy()
+
+
+class ONNXPredictor(Predictor):
+    backend = "onnx"
+
+    def __init__(self, path, batch_size=256, threads: int = 0):
+        super().__init__(path, batch_size)
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        try:
+            self._session = ort.InferenceSession(path, opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise EngineError(f"cannot load ONNX model {path}: {str(e).splitlines()[0][:160]}") from None
+
+    def _run(self, batch):
+        return self._session.run(["logits"], {"images": batch})[0]
+
+
+class TRTPredictor(Predictor):
+    """A serialized TensorRT engine built by `engine.export trt` (needs TensorRT and an NVIDIA GPU)."""
+    backend = "trt"
+
+    def __init__(self, path, batch_size=256):
+        super().__init__(path, batch_size)
+        try:
+            from polygraphy.backend.common import BytesFromPath
+            from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        except ImportError:
+            raise EngineError("the trt backend needs TensorRT and polygraphy: pip install -e .[trt] "
+                              "on a machine with an NVIDIA GPU") from None
+        self._runner = TrtRunner(EngineFromBytes(BytesFromPath(path)))
+        self._runner.activate()
+
+    def _run(self, batch):
+        return np.asarray(self._runner.infer({"images": batch})["logits"])
+
+
+def open_predictor(backend: str, path: str, batch_size: int = 256) -> Predictor:
+    cls = {"tf": TFPredictor, "onnx": ONNXPredictor, "trt": TRTPredictor}.get(backend)
+    if cls is None:
+        raise EngineError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    return cls(path, batch_size)

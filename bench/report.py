@@ -12,7 +12,7 @@ def rows(bench: dict) -> list[dict]:
     out = []
     for b in bench["benchmarks"]:
         info = b.get("extra_info", {})
-        if "img_s" not in info or "config" not in info:
+        if info.get("kind", "train") != "train" or "img_s" not in info or "config" not in info:
             continue
         out.append({**info, "rounds": b["stats"]["rounds"]})
     return out
@@ -36,6 +36,34 @@ def markdown(rows_: list[dict], machine: dict, date: str) -> str:
         spc = "–" if r["config"] == "keras fit" else r["steps_per_call"]
         lines.append(f"| {r['model']} | {r['batch']} | {r['config']} | {r['precision']} | "
                      f"{'on' if r['xla'] else 'off'} | {spc} | {r['img_s']:.1f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def inference_rows(bench: dict) -> dict:
+    """{(model, backend): {p50_ms, p90_ms, p99_ms, img_s}} from the inference benchmarks."""
+    out: dict = {}
+    for b in bench["benchmarks"]:
+        info = b.get("extra_info", {})
+        if info.get("kind") != "inference":
+            continue
+        row = out.setdefault((info["model"], info["backend"]), {})
+        row.update({k: info[k] for k in ("p50_ms", "p90_ms", "p99_ms", "img_s") if k in info})
+    return out
+
+
+def inference_markdown(rows_: dict) -> str:
+    lines = ["| model | backend | batch 1 p50 ms | p90 ms | p99 ms | batch 256 img/s | "
+             "× Keras (p50 latency) | × Keras (batch 256) |", "|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v, spec):
+        return format(v, spec) if v is not None else "–"
+    for (model, backend), r in sorted(rows_.items()):
+        base = rows_.get((model, "keras"), {})
+        lat = base.get("p50_ms") / r["p50_ms"] if base.get("p50_ms") and r.get("p50_ms") else None
+        thr = r["img_s"] / base["img_s"] if base.get("img_s") and r.get("img_s") else None
+        lines.append(f"| {model} | {backend} | {fmt(r.get('p50_ms'), '.2f')} | {fmt(r.get('p90_ms'), '.2f')} | "
+                     f"{fmt(r.get('p99_ms'), '.2f')} | {fmt(r.get('img_s'), '.0f')} | "
+                     f"{fmt(lat, '.2f')}× | {fmt(thr, '.2f')}× |")
     return "\n".join(lines) + "\n"
 
 
@@ -72,15 +100,23 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         print(f"error: cannot read {a.bench_json}: {e}", file=sys.stderr)
         return 2
-    rs = rows(bench)
-    if not rs:
+    rs, inf = rows(bench), inference_rows(bench)
+    if not rs and not inf:
         print(f"error: {a.bench_json} holds no throughput benchmarks", file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
-    md = markdown(rs, rs[0], bench.get("datetime", "")[:10])
+    parts = []
+    if rs:
+        parts.append(markdown(rs, rs[0], bench.get("datetime", "")[:10]))
+        chart(rs, os.path.join(a.out, "train_throughput.png"))
+    if inf:
+        info = next(b["extra_info"] for b in bench["benchmarks"] if b.get("extra_info", {}).get("kind") == "inference")
+        parts.append(f"Inference, measured {bench.get('datetime', '')[:10]} on {info.get('device', '?')}, "
+                     f"TensorFlow {info.get('tensorflow', '?')}, onnxruntime {info.get('onnxruntime', '?')}; "
+                     f"float32, same exported graph (uint8 in, logits out):\n\n" + inference_markdown(inf))
+    md = "\n".join(parts)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(md)
-    chart(rs, os.path.join(a.out, "train_throughput.png"))
     print(md)
     return 0
 

@@ -146,8 +146,8 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is our one line and exit code 2 (no usage block)."""
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is our one line and exit code 2 (no usage block). Every CLI uses it."""
 
     def error(self, message):
         raise EngineError(f"{self.prog}: {message}")
@@ -173,7 +173,7 @@ _TYPES = {"int": integer, "float": number, "str": str}
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with one flag per config field. Defaults are SUPPRESSed so that the parsed namespace
     holds exactly the flags the user gave; `--help` still shows every default."""
-    parser = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    parser = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     base = defaults()
     for section, dc in SECTIONS.items():
         group = parser.add_argument_group(section)

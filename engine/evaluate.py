@@ -3,24 +3,19 @@ img/s, and with `--against BACKEND:PATH` the agreement between two backends on t
 (top-1 agreement, max and mean |logit difference|). Writes a JSON report."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
 import numpy as np
 
+from engine.config import Parser
 from engine.errors import EngineError, cli
 from engine.runtime import BACKENDS, open_predictor
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise EngineError(f"{self.prog}: {message}")
-
-
 def parse(argv=None):
-    p = _Parser(prog="python -m engine.evaluate", description=__doc__)
+    p = Parser(prog="python -m engine.evaluate", description=__doc__)
     p.add_argument("--backend", choices=BACKENDS, required=True, help="runtime for --model")
     p.add_argument("--model", required=True,
                    help="SavedModel folder or run directory (tf), .onnx file (onnx), engine file (trt)")

@@ -10,7 +10,6 @@ trainer's internals. Never overwrites an existing output without --overwrite.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import sys
 import tempfile
 
 from engine import __version__
+from engine.config import Parser
 from engine.errors import EngineError, cli
 
 CONTRACT = "uint8 NHWC [N,32,32,3] images -> float32 [N,classes] logits"
@@ -211,15 +211,10 @@ def _write_bytes(path: str, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise EngineError(f"{self.prog}: {message}")
-
-
 def parse(argv=None):
-    p = _Parser(prog="python -m engine.export", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="format", required=True, parser_class=_Parser)
-    common = _Parser(add_help=False)
+    p = Parser(prog="python -m engine.export", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="format", required=True, parser_class=Parser)
+    common = Parser(add_help=False)
     common.add_argument("run", help="a run directory written by engine.train")
     common.add_argument("--out", required=True, help="output path")
     common.add_argument("--checkpoint", choices=["best", "latest"], default="best",

@@ -31,3 +31,19 @@ def test_report_bad_input(tmp_path, capsys):
     (tmp_path / "e.json").write_text('{"benchmarks": []}')
     assert report.main([str(tmp_path / "e.json")]) == 2
     assert "holds no throughput benchmarks" in capsys.readouterr().err
+
+
+def test_report_inference_table(tmp_path):
+    def inf(backend, **kw):
+        return {"stats": {"rounds": 5}, "extra_info": {"kind": "inference", "model": "tiny", "backend": backend,
+                                                         "device": "Test CPU", **kw}}
+    data = {"datetime": "2026-11-23T10:00:00", "benchmarks": [
+        inf("keras", p50_ms=2.0, p90_ms=3.0, p99_ms=4.0), inf("keras", img_s=1000.0),
+        inf("onnxruntime", p50_ms=0.5, p90_ms=0.6, p99_ms=0.9), inf("onnxruntime", img_s=2500.0)]}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    assert report.main([str(path), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| tiny | keras | 2.00 | 3.00 | 4.00 | 1000 | 1.00× | 1.00× |" in md
+    assert "| tiny | onnxruntime | 0.50 | 0.60 | 0.90 | 2500 | 4.00× | 2.50× |" in md
+    assert not (tmp_path / "train_throughput.png").exists()  # no training rows, no training chart

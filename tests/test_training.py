@@ -5,7 +5,6 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from engine.config import Config
 from engine.errors import EngineError
@@ -97,6 +96,7 @@ def test_xla_step_trains(tmp_path, shared_data):
     t = train(config(tmp_path / "x", shared_data, xla=True, epochs=2))
     h = json.load(open(tmp_path / "x" / "history.json"))
     assert np.isfinite(h[-1]["loss"]) and h[-1]["loss"] < h[0]["loss"]
+    assert t.metrics["xla"] and t.loop._step_fn._jit_compile
 
 
 def test_amp_trains_with_float32_logits(tmp_path, shared_data):
@@ -105,6 +105,21 @@ def test_amp_trains_with_float32_logits(tmp_path, shared_data):
     assert t.model.layers[1].compute_dtype == "bfloat16"
     assert t.model.output.dtype == "float32"
     assert np.isfinite(t.metrics["test_loss"])
+
+
+def test_float16_loss_scaling_path(tmp_path, shared_data, monkeypatch):
+    """The GPU --amp path (mixed_float16 + LossScaleOptimizer), forced on the CPU: it trains, and
+    non-finite steps are skipped by the scaler instead of stopping the run."""
+    from engine import precision
+    monkeypatch.setattr(precision, "policy_name", lambda amp: "mixed_float16" if amp else "float32")
+    t = train(config(tmp_path / "h", shared_data, amp=True, epochs=2))
+    assert isinstance(t.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert t.model.layers[1].compute_dtype == "float16" and t.model.output.dtype == "float32"
+    h = json.load(open(tmp_path / "h" / "history.json"))
+    assert np.isfinite(h[-1]["loss"]) and h[-1]["loss"] < h[0]["loss"]
+    # An absurd LR: the scaler skips overflowing steps rather than raising Diverged.
+    t = train(config(tmp_path / "h2", shared_data, amp=True, lr=1e30, schedule="constant"))
+    assert t.metrics["steps"] == 16
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shared_data):

@@ -1,0 +1,76 @@
+"""Inference: the Keras model (the serving tf.function around it), the exported SavedModel and ONNX
+Runtime on the same exported graph: batch-1 latency percentiles and batch-256 throughput.
+
+Speed does not depend on the weight values, so the models are freshly initialised (seed 0); accuracy
+parity is what tests/test_export.py checks.
+
+    pytest bench/test_inference.py --benchmark-json=bench-infer.json
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bench.conftest import QUICK, machine_info
+from engine import export, models
+from engine.runtime import ONNXPredictor, TFPredictor
+
+MODELS = ["tiny"] if QUICK else ["tiny", "resnet9"]
+LATENCY_ROUNDS = 20 if QUICK else 300
+THROUGHPUT_ROUNDS = 2 if QUICK else 5
+BATCH = 256
+
+
+class _KerasPredictor:
+    """The live Keras model behind the same serving function the exports are made from."""
+
+    def __init__(self, exp):
+        self._fn = exp.serve_fn()
+
+    def predict(self, images):
+        return self._fn(tf.constant(images))["logits"].numpy()
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def exported(request, tmp_path_factory):
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    spec = models.get(request.param)
+    exp = export.Exportable(models.build(spec.name, 32, 10), 32, spec.normalization, "nearest",
+                            [str(i) for i in range(10)], {"bench": "untrained"})
+    d = tmp_path_factory.mktemp(request.param)
+    return {"model": request.param,
+            "keras": _KerasPredictor(exp),
+            "savedmodel": TFPredictor(export.export_savedmodel(exp, str(d / "sm")), BATCH),
+            "onnxruntime": ONNXPredictor(export.export_onnx(exp, str(d / "m.onnx")), BATCH)}
+
+
+def _info(benchmark, exported, backend, mode):
+    import onnxruntime
+    info = machine_info()
+    info.update(kind="inference", model=exported["model"], backend=backend, mode=mode,
+                precision="float32", onnxruntime=onnxruntime.__version__)
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("backend", ["keras", "savedmodel", "onnxruntime"])
+def test_latency_batch1(benchmark, exported, backend):
+    predictor = exported[backend]
+    image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    _info(benchmark, exported, backend, "batch 1 latency")
+    benchmark.pedantic(predictor.predict, args=(image,), rounds=LATENCY_ROUNDS, warmup_rounds=5,
+                       iterations=1)
+    times_ms = np.array(benchmark.stats.stats.data) * 1000
+    benchmark.extra_info.update(batch=1, p50_ms=float(np.percentile(times_ms, 50)),
+                                p90_ms=float(np.percentile(times_ms, 90)),
+                                p99_ms=float(np.percentile(times_ms, 99)))
+
+
+@pytest.mark.parametrize("backend", ["keras", "savedmodel", "onnxruntime"])
+def test_throughput_batch256(benchmark, exported, backend):
+    predictor = exported[backend]
+    images = np.random.default_rng(0).integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)
+    _info(benchmark, exported, backend, f"batch {BATCH} throughput")
+    benchmark.pedantic(predictor.predict, args=(images,), rounds=THROUGHPUT_ROUNDS, warmup_rounds=1,
+                       iterations=1)
+    benchmark.extra_info.update(batch=BATCH, img_s=BATCH / benchmark.stats.stats.mean)

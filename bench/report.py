@@ -113,7 +113,7 @@ def main(argv=None):
         info = next(b["extra_info"] for b in bench["benchmarks"] if b.get("extra_info", {}).get("kind") == "inference")
         parts.append(f"Inference, measured {bench.get('datetime', '')[:10]} on {info.get('device', '?')}, "
                      f"TensorFlow {info.get('tensorflow', '?')}, onnxruntime {info.get('onnxruntime', '?')}; "
-                     f"float32, same exported graph (uint8 in, logits out):\n\n" + inference_markdown(inf))
+                     f"same exported graph (uint8 in, logits out), fp32 unless the backend says:\n\n" + inference_markdown(inf))
     md = "\n".join(parts)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(md)

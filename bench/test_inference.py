@@ -1,5 +1,6 @@
 """Inference: the Keras model (the serving tf.function around it), the exported SavedModel and ONNX
-Runtime on the same exported graph: batch-1 latency percentiles and batch-256 throughput.
+Runtime on the same exported graph, plus its fp16 and int8 (Q/DQ) ONNX variants: batch-1 latency
+percentiles and batch-256 throughput.
 
 Speed does not depend on the weight values, so the models are freshly initialised (seed 0); accuracy
 parity is what tests/test_export.py checks.
@@ -39,21 +40,31 @@ def exported(request, tmp_path_factory):
     exp = export.Exportable(models.build(spec.name, 32, 10), 32, spec.normalization, "nearest",
                             [str(i) for i in range(10)], {"bench": "untrained"})
     d = tmp_path_factory.mktemp(request.param)
+    calib = np.random.default_rng(1).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
     return {"model": request.param,
             "keras": _KerasPredictor(exp),
             "savedmodel": TFPredictor(export.export_savedmodel(exp, str(d / "sm")), BATCH),
-            "onnxruntime": ONNXPredictor(export.export_onnx(exp, str(d / "m.onnx")), BATCH)}
+            "onnxruntime": ONNXPredictor(export.export_onnx(exp, str(d / "m.onnx")), BATCH),
+            "onnxruntime fp16": ONNXPredictor(export.export_onnx(exp, str(d / "fp16.onnx"), precision="fp16"),
+                                              BATCH),
+            # fused ORT int8 kernels: the CPU speed; accuracy is verified unfused (tests/test_quantize.py)
+            "onnxruntime int8": ONNXPredictor(export.export_onnx(exp, str(d / "int8.onnx"), precision="int8",
+                                                                 calib_images=calib), BATCH)}
+
+
+BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime fp16", "onnxruntime int8"]
 
 
 def _info(benchmark, exported, backend, mode):
     import onnxruntime
     info = machine_info()
+    precision = backend.split()[-1] if backend.endswith(("fp16", "int8")) else "fp32"
     info.update(kind="inference", model=exported["model"], backend=backend, mode=mode,
-                precision="float32", onnxruntime=onnxruntime.__version__)
+                precision=precision, onnxruntime=onnxruntime.__version__)
     benchmark.extra_info.update(info)
 
 
-@pytest.mark.parametrize("backend", ["keras", "savedmodel", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_latency_batch1(benchmark, exported, backend):
     predictor = exported[backend]
     image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
@@ -66,7 +77,7 @@ def test_latency_batch1(benchmark, exported, backend):
                                 p99_ms=float(np.percentile(times_ms, 99)))
 
 
-@pytest.mark.parametrize("backend", ["keras", "savedmodel", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_throughput_batch256(benchmark, exported, backend):
     predictor = exported[backend]
     images = np.random.default_rng(0).integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8)

@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.config import Parser
 from engine.errors import EngineError, cli
-from engine.runtime import BACKENDS, open_predictor
+from engine.runtime import BACKENDS, ORT_LEVELS, open_predictor
 
 
 def parse(argv=None):
@@ -25,6 +25,9 @@ def parse(argv=None):
                    help="data source, as for engine.train (default: $ENGINE_DATA or cifar10)")
     p.add_argument("--limit-test", type=int, default=0, help="class-balanced subset of N test images")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--ort-optimization", choices=ORT_LEVELS, default="all",
+                   help="onnx backend: 'basic' keeps int8 Q/DQ exact (as TensorRT computes it); 'all' "
+                        "lets ORT fuse it into CPU int8 kernels (default: all)")
     p.add_argument("--report", help="JSON report path (default: evaluate-<backend>.json beside --model)")
     a = p.parse_args(argv)
     if a.batch_size < 1 or a.limit_test < 0:
@@ -55,11 +58,11 @@ def main(argv=None):
     a = parse(argv)
     from engine import data
     from engine.config import default_cache_dir
-    predictor = open_predictor(a.backend, a.model, a.batch_size)
-    other = None
-    if a.against:
-        backend, path = a.against.split(":", 1)
-        other = open_predictor(backend, path, a.batch_size)
+    def open_(backend, path):
+        opts = {"optimization": a.ort_optimization} if backend == "onnx" else {}
+        return open_predictor(backend, path, a.batch_size, **opts)
+    predictor = open_(a.backend, a.model)
+    other = open_(*a.against.split(":", 1)) if a.against else None
     splits = data.load(a.data, default_cache_dir())
     x, y = splits.x_test, splits.y_test
     if a.limit_test:
@@ -67,7 +70,7 @@ def main(argv=None):
     logits, ips = timed_predict(predictor, x)
     report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data, "images": len(x),
               "top1_accuracy": float(np.mean(logits.argmax(1) == y)), "img_s": ips,
-              "batch_size": a.batch_size}
+              "batch_size": a.batch_size, "ort_optimization": a.ort_optimization}
     print(f"{a.backend}: top-1 {report['top1_accuracy']:.4f} on {len(x)} test images, {ips:.1f} img/s")
     if other is not None:
         other_logits, other_ips = timed_predict(other, x)

@@ -10,6 +10,7 @@ trainer's internals. Never overwrites an existing output without --overwrite.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -118,9 +119,13 @@ def export_savedmodel(exp: Exportable, out: str, overwrite: bool = False) -> str
     return out
 
 
-def export_onnx(exp: Exportable, out: str, overwrite: bool = False, check_images=None) -> str:
-    """tf2onnx at opset 17 from the float32 serving function; checked with onnx.checker and run
-    once with onnxruntime against TensorFlow before it is moved into place."""
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+def _fp32_onnx(exp: Exportable, check_images):
+    """tf2onnx at opset 17 from the float32 serving function, checked with onnx.checker and against
+    TensorFlow with onnxruntime (max |dlogit| <= 1e-3)."""
     import numpy as np
     try:
         import onnx
@@ -129,22 +134,105 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, check_images
         raise EngineError(f"ONNX export needs tf2onnx and onnx ({e.name} is missing): "
                           f"pip install -e .[dev]") from None
     import tensorflow as tf
-    _claim(out, overwrite)
     serve = exp.serve_fn()
     spec = [tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")]
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=OPSET)
-    for k, v in exp.metadata.items():
-        proto.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
     onnx.checker.check_model(proto)
-    images = check_images if check_images is not None else \
-        np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    import onnxruntime as ort
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"images": images})[0]
-    want = serve(tf.constant(images))["logits"].numpy()
+    got = _run_onnx(proto, check_images)
+    want = serve(tf.constant(check_images))["logits"].numpy()
     err = float(np.max(np.abs(got - want)))
     if not err <= 1e-3:
         raise EngineError(f"ONNX export disagrees with TensorFlow (max |dlogit| {err:.3g}); not written")
+    return proto
+
+
+def _run_onnx(proto, images):
+    import onnxruntime as ort
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"images": images})[0]
+
+
+def to_fp16(proto):
+    """Weights and activations in float16; the graph's input (uint8) and output (float32 logits)
+    stay as the contract says (`keep_io_types`)."""
+    from onnxconverter_common import float16
+    # Cast nodes stay as they are: the converter retypes a Cast's output to float16 without changing
+    # its `to` attribute (uint8 -> float), which onnxruntime rejects; blocked, it adds its own casts.
+    return float16.convert_float_to_float16(
+        proto, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + ["Cast"])
+
+
+def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = True):
+    """Static post-training quantization to Q/DQ with symmetric int8 activations and (per-channel)
+    symmetric int8 weights: the form TensorRT consumes. Calibrated on `calib_images` (uint8 training
+    images, never test images)."""
+    import onnx
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+               "percentile": q.CalibrationMethod.Percentile}
+
+    class Reader(q.CalibrationDataReader):
+        """uint8 training images in batches of 64; one pass is all calibration needs."""
+
+        def __init__(self, batch=64):
+            self._batches = iter([calib_images[i:i + batch] for i in range(0, len(calib_images), batch)])
+
+        def get_next(self):
+            b = next(self._batches, None)
+            return None if b is None else {"images": b}
+
+    reader = Reader()
+    with tempfile.TemporaryDirectory(prefix="engine-int8-") as d:
+        fp32, pre, int8 = (os.path.join(d, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(proto, fp32)
+        quant_pre_process(fp32, pre, skip_symbolic_shape=True)  # only the batch is dynamic
+        q.quantize_static(pre, int8, reader, quant_format=q.QuantFormat.QDQ,
+                          activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                          per_channel=per_channel, calibrate_method=methods[method],
+                          extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        return onnx.load(int8)
+
+
+def calibration_images(exp: Exportable, n: int, data: str | None = None):
+    """n class-balanced training images of the run's data source (or `data`)."""
+    from engine import data as data_mod
+    from engine.config import default_cache_dir
+    source = data or exp.metadata["config"]["data"]["data"]
+    splits = data_mod.load(source, default_cache_dir(), log=lambda *a: None)
+    x, _, _, _ = data_mod.balanced_subset(splits.x_train, splits.y_train, n, seed=0,
+                                          num_classes=splits.num_classes)
+    return x
+
+
+def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: str = "fp32",
+                calib_images=None, calib_method: str = "minmax", per_channel: bool = True) -> str:
+    """ONNX in fp32, fp16 or int8 Q/DQ, always built from the checked fp32 graph, with metadata.
+    Written to a temporary file and moved into place only when whole."""
+    import numpy as np
+    import onnx
+    _claim(out, overwrite)
+    check = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    proto = _fp32_onnx(exp, check)
+    meta = dict(exp.metadata, precision=precision)
+    if precision == "fp16":
+        proto = to_fp16(proto)
+    elif precision == "int8":
+        if calib_images is None or len(calib_images) == 0:
+            raise EngineError("int8 export needs calibration images (--calib-images N)")
+        proto = to_int8(proto, calib_images, calib_method, per_channel)
+        meta["calibration"] = {"images": len(calib_images), "method": calib_method, "per_channel": per_channel}
+    elif precision != "fp32":
+        raise EngineError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision != "fp32":
+        logits = _run_onnx(proto, check)
+        if logits.dtype != np.float32 or logits.shape != (len(check), len(exp.class_names)) \
+                or not np.all(np.isfinite(logits)):
+            raise EngineError(f"the {precision} graph does not keep the contract "
+                              f"({logits.dtype} {logits.shape}); not written")
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), prefix=".export-", suffix=".onnx")
     os.close(fd)
     try:
@@ -165,8 +253,8 @@ def gpu_available() -> bool:
 def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, max_batch: int,
                      timing_cache: str | None, workspace_gib: float = 4.0, overwrite: bool = False) -> str:
     """A TensorRT engine from an exported ONNX file with OnnxParser. TensorRT 10+/11 networks are
-    strongly typed: the precision is the ONNX graph's (fp32 here; fp16/int8 graphs carry their own
-    casts or Q/DQ nodes), so no builder precision flags are set."""
+    strongly typed: the precision is the ONNX graph's (fp16 graphs carry float16 tensors and casts,
+    int8 graphs Q/DQ nodes; see export_onnx), so no builder precision flags are set."""
     _claim(out, overwrite)
     try:
         import tensorrt as trt
@@ -221,8 +309,18 @@ def parse(argv=None):
                         help="which checkpoint of the run (default: best validation epoch)")
     common.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     sub.add_parser("savedmodel", parents=[common], help="TensorFlow SavedModel with a serving signature")
-    sub.add_parser("onnx", parents=[common], help=f"ONNX (opset {OPSET}), checked with onnxruntime")
-    t = sub.add_parser("trt", parents=[common], help="TensorRT engine via ONNX (needs an NVIDIA GPU)")
+    prec = Parser(add_help=False)
+    prec.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                      help="fp16: float16 weights and activations; int8: Q/DQ static quantization "
+                           "(symmetric int8, per-channel weights) calibrated on training images")
+    prec.add_argument("--calib-images", type=int, default=512, help="int8: training images to calibrate on")
+    prec.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="int8 calibration")
+    prec.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                      help="int8: per-channel weight scales (default: on)")
+    prec.add_argument("--data", help="int8: data source for calibration (default: the run's)")
+    sub.add_parser("onnx", parents=[common, prec], help=f"ONNX (opset {OPSET}), checked with onnxruntime")
+    t = sub.add_parser("trt", parents=[common, prec],
+                       help="TensorRT engine built from the ONNX export of that precision (needs an NVIDIA GPU)")
     t.add_argument("--onnx", help="ONNX file to build from (default: export one next to --out)")
     t.add_argument("--min-batch", type=int, default=1)
     t.add_argument("--opt-batch", type=int, default=64)
@@ -230,6 +328,8 @@ def parse(argv=None):
     t.add_argument("--timing-cache", help="TensorRT timing cache file, reused across builds "
                                           "(default: timing.cache next to --out)")
     a = p.parse_args(argv)
+    if getattr(a, "calib_images", 1) < 1:
+        raise EngineError("--calib-images must be at least 1")
     if a.format == "trt" and not 1 <= a.min_batch <= a.opt_batch <= a.max_batch:
         raise EngineError("need 1 <= --min-batch <= --opt-batch <= --max-batch")
     return a
@@ -242,13 +342,13 @@ def main(argv=None):
     exp = load_run(a.run, a.checkpoint)
     if a.format == "savedmodel":
         export_savedmodel(exp, a.out, a.overwrite)
-    elif a.format == "onnx":
-        export_onnx(exp, a.out, a.overwrite)
     else:
-        onnx_path = a.onnx or os.path.splitext(a.out)[0] + ".onnx"
-        if not a.onnx:
-            export_onnx(exp, onnx_path, overwrite=a.overwrite)
-        elif not os.path.exists(onnx_path):
+        onnx_path = a.out if a.format == "onnx" else (a.onnx or os.path.splitext(a.out)[0] + ".onnx")
+        if a.format == "onnx" or not a.onnx:
+            calib = calibration_images(exp, a.calib_images, a.data) if a.precision == "int8" else None
+            export_onnx(exp, onnx_path, a.overwrite, a.precision, calib, a.calib_method, a.per_channel)
+    if a.format == "trt":
+        if not os.path.exists(onnx_path):
             raise EngineError(f"--onnx {onnx_path} does not exist")
         cache = a.timing_cache or os.path.join(os.path.dirname(os.path.abspath(a.out)), "timing.cache")
         build_trt_engine(onnx_path, a.out, a.min_batch, a.opt_batch, a.max_batch, cache,

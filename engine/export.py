@@ -5,8 +5,8 @@ output `logits`, float32 [N,num_classes]. In between: kernels.upsample -> kernel
 the model in inference mode, the same kernels the training step used. Built under a float32
 policy whatever the run trained in (bf16 graphs do not give valid ONNX; weights are float32 anyway).
 
-Reads a run directory (its best or latest checkpoint) or a saved `.keras` model; never the
-trainer's internals. Never overwrites an existing output without --overwrite.
+Reads a run directory (its best or latest checkpoint), never the trainer's internals. Never
+overwrites an existing output without --overwrite.
 """
 from __future__ import annotations
 
@@ -127,16 +127,11 @@ def _fp32_onnx(exp: Exportable, check_images):
     """tf2onnx at opset 17 from the float32 serving function, checked with onnx.checker and against
     TensorFlow with onnxruntime (max |dlogit| <= 1e-3)."""
     import numpy as np
-    try:
-        import onnx
-        import tf2onnx
-    except ImportError as e:
-        raise EngineError(f"ONNX export needs tf2onnx and onnx ({e.name} is missing): "
-                          f"pip install -e .[dev]") from None
+    import onnx
     import tensorflow as tf
+    import tf2onnx
     serve = exp.serve_fn()
-    spec = [tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")]
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=OPSET)
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=OPSET)
     onnx.checker.check_model(proto)
     got = _run_onnx(proto, check_images)
     want = serve(tf.constant(check_images))["logits"].numpy()

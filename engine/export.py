@@ -205,7 +205,6 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: s
     """ONNX in fp32, fp16 or int8 Q/DQ, always built from the checked fp32 graph, with metadata.
     Written to a temporary file and moved into place only when whole."""
     import numpy as np
-    import onnx
     _claim(out, overwrite)
     check = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     proto = _fp32_onnx(exp, check)
@@ -228,21 +227,8 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: s
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), prefix=".export-", suffix=".onnx")
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        _replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    _write_bytes(out, proto.SerializeToString())
     return out
-
-
-def gpu_available() -> bool:
-    import tensorflow as tf
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, max_batch: int,
@@ -256,7 +242,8 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
     except ImportError:
         raise EngineError(f"TensorRT is not installed (pip install -e .[trt] on a machine with an NVIDIA "
                           f"GPU); the checked ONNX input is at {onnx_path}") from None
-    if not gpu_available():
+    from engine.precision import gpus
+    if not gpus():
         raise EngineError(f"no usable NVIDIA GPU: TensorRT engines are built on the GPU they run on; "
                           f"the checked ONNX input is at {onnx_path}")
     logger = trt.Logger(trt.Logger.WARNING)
@@ -288,10 +275,16 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
 
 
 def _write_bytes(path: str, payload: bytes) -> None:
+    """Write a file whole or not at all: a temporary file beside it, then moved into place."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".export-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        _replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def parse(argv=None):

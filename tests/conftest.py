@@ -2,6 +2,8 @@
 import io
 import os
 import pathlib
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -75,3 +77,22 @@ def make_tar(path, members):
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
     return path
+
+
+def run_cli(module, *args, env=None):
+    """Run `python -m module args...` from the repo root, as a user would."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(p, *fragments):
+    """Non-zero exit, exactly one stderr line `error: ...` naming the problem, no traceback."""
+    err = p.stderr.strip()
+    assert p.returncode != 0, p.stdout
+    assert "Traceback" not in p.stderr, p.stderr
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: "), err
+    for f in fragments:
+        assert f in err, err

@@ -4,31 +4,16 @@ import dataclasses
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import pytest
 
 from engine import config as C
-from tests.conftest import ROOT, make_images, png_bytes
+from tests.conftest import assert_one_line_error, make_images, png_bytes, run_cli
 
 
 def run(*args, env=None):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "engine.train", *map(str, args)], cwd=ROOT, env=e,
-                          capture_output=True, text=True, timeout=600)
-
-
-def assert_one_line_error(p, *fragments):
-    err = p.stderr.strip()
-    assert p.returncode != 0, p.stdout
-    assert "Traceback" not in p.stderr, p.stderr
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("error: "), err
-    for f in fragments:
-        assert f in err, err
+    return run_cli("engine.train", *args, env=env)
 
 
 QUICK = ["--model", "tiny", "--limit", 512, "--limit-test", 200, "--batch-size", 64, "--quiet"]

@@ -2,8 +2,6 @@
 all 10,000 real test images, for models trained here; the export CLI's safety; Predictor input checks."""
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -15,7 +13,7 @@ from engine.errors import EngineError
 from engine.evaluate import agreement
 from engine.runtime import ONNXPredictor, TFPredictor, check_images, open_predictor
 from engine.trainer import Trainer
-from tests.conftest import ROOT
+from tests.conftest import assert_one_line_error, run_cli
 
 
 def _train(out, data, **model_kw):
@@ -88,26 +86,15 @@ def test_predictor_rejects_bad_input(runs, tmp_path):
     assert check_images(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 32, 32, 3)
 
 
-def cli(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env=dict(os.environ))
-
-
-def one_line_error(p, fragment):
-    err = p.stderr.strip()
-    assert p.returncode != 0 and "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("error: ") and fragment in err, err
-
-
 def test_export_cli_never_overwrites_and_evaluate_agrees(runs, tmp_path, shared_data):
     run = runs["fp32"]
     out = tmp_path / "model.onnx"
     out.write_bytes(b"precious")
-    one_line_error(cli("engine.export", "onnx", run, "--out", out), "already exists")
+    assert_one_line_error(run_cli("engine.export", "onnx", run, "--out", out), "already exists")
     assert out.read_bytes() == b"precious"
-    p = cli("engine.export", "onnx", run, "--out", out, "--overwrite")
+    p = run_cli("engine.export", "onnx", run, "--out", out, "--overwrite")
     assert p.returncode == 0, p.stderr
-    p = cli("engine.evaluate", "--backend", "onnx", "--model", out, "--against", f"tf:{run}",
+    p = run_cli("engine.evaluate", "--backend", "onnx", "--model", out, "--against", f"tf:{run}",
             "--data", shared_data, "--limit-test", 1000, "--report", tmp_path / "r.json")
     assert p.returncode == 0, p.stderr
     r = json.load(open(tmp_path / "r.json"))
@@ -123,7 +110,7 @@ def test_export_cli_never_overwrites_and_evaluate_agrees(runs, tmp_path, shared_
 ])
 def test_export_cli_bad_input(runs, tmp_path, args, fragment):
     args = [a.format(tmp=tmp_path, run=runs["fp32"]) for a in args]
-    one_line_error(cli("engine.export", *args), fragment)
+    assert_one_line_error(run_cli("engine.export", *args), fragment)
 
 
 def test_trt_export_without_tensorrt_checks_what_it_can(runs, tmp_path):
@@ -132,17 +119,17 @@ def test_trt_export_without_tensorrt_checks_what_it_can(runs, tmp_path):
         pytest.skip("TensorRT is installed: the real build is covered by test_trt_parity")
     except ImportError:
         pass
-    p = cli("engine.export", "trt", runs["fp32"], "--out", tmp_path / "m.engine")
-    one_line_error(p, "TensorRT is not installed")
+    p = run_cli("engine.export", "trt", runs["fp32"], "--out", tmp_path / "m.engine")
+    assert_one_line_error(p, "TensorRT is not installed")
     assert (tmp_path / "m.onnx").exists()  # the ONNX input was built and checked first
     assert not (tmp_path / "m.engine").exists()
 
 
 def test_evaluate_cli_bad_input(tmp_path, shared_data):
-    one_line_error(cli("engine.evaluate", "--backend", "onnx", "--model", tmp_path / "x.onnx"), "model not found")
-    one_line_error(cli("engine.evaluate", "--backend", "tf", "--model", tmp_path, "--against", "torch:x"),
+    assert_one_line_error(run_cli("engine.evaluate", "--backend", "onnx", "--model", tmp_path / "x.onnx"), "model not found")
+    assert_one_line_error(run_cli("engine.evaluate", "--backend", "tf", "--model", tmp_path, "--against", "torch:x"),
                    "--against takes BACKEND:PATH")
-    one_line_error(cli("engine.evaluate", "--backend", "trt", "--model", tmp_path), "TensorRT")
+    assert_one_line_error(run_cli("engine.evaluate", "--backend", "trt", "--model", tmp_path), "TensorRT")
 
 
 def _gpu():
@@ -150,7 +137,8 @@ def _gpu():
         import tensorrt  # noqa: F401
     except ImportError:
         return False
-    return export.gpu_available()
+    from engine.precision import gpus
+    return bool(gpus())
 
 
 @pytest.mark.skipif(not _gpu(), reason="TensorRT parity needs an NVIDIA GPU with TensorRT installed")

@@ -13,7 +13,7 @@ from engine.config import Config
 from engine.evaluate import agreement
 from engine.runtime import ONNXPredictor
 from engine.trainer import Trainer
-from tests.test_export import cli, one_line_error
+from tests.conftest import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +76,10 @@ def test_broken_calibration_fails_the_bar(trained, tmp_path, shared_splits):
 
 def test_int8_cli_and_bad_calibration_flag(trained, tmp_path, shared_data):
     out = tmp_path / "cli-int8.onnx"
-    p = cli("engine.export", "onnx", trained["run"], "--out", out, "--precision", "int8",
+    p = run_cli("engine.export", "onnx", trained["run"], "--out", out, "--precision", "int8",
             "--calib-images", 256, "--calib-method", "percentile", "--data", shared_data)
     assert p.returncode == 0, p.stderr
     meta = {q.key: q.value for q in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["calibration"])["method"] == "percentile"
-    one_line_error(cli("engine.export", "onnx", trained["run"], "--out", tmp_path / "x.onnx",
+    assert_one_line_error(run_cli("engine.export", "onnx", trained["run"], "--out", tmp_path / "x.onnx",
                        "--precision", "int8", "--calib-images", 0), "--calib-images must be at least 1")

@@ -1,5 +1,7 @@
-"""`python -m bench.report BENCH.json [--out DIR]`: a markdown table and a bar chart of the
-training-throughput benchmarks, each row with its ratio to Keras `model.fit` on the same model."""
+"""`python -m bench.report BENCH.json [--out DIR]`: report.md and PNG charts from pytest-benchmark
+JSON: the goals and whether they are met, training throughput with each row's ratio to Keras
+`model.fit` on the same model, the input pipeline against the step's consumption, and inference
+latency/throughput per backend. Ratios lead: they are what compares across machines."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +41,76 @@ def markdown(rows_: list[dict], machine: dict, date: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def input_rows(bench: dict) -> dict:
+    """{model: img/s} of the input-pipeline benchmarks."""
+    return {b["extra_info"]["model"]: b["extra_info"]["img_s"] for b in bench["benchmarks"]
+            if b.get("extra_info", {}).get("kind") == "input" and "img_s" in b["extra_info"]}
+
+
+def best_loop(rows_: list[dict], model: str) -> dict | None:
+    loops = [r for r in rows_ if r["model"] == model and r["config"] != "keras fit"]
+    return max(loops, key=lambda r: r["img_s"]) if loops else None
+
+
+def input_markdown(inputs: dict, rows_: list[dict]) -> str:
+    lines = ["| model | input pipeline img/s | fastest training step img/s | ratio |", "|---|---|---|---|"]
+    for model, img_s in sorted(inputs.items()):
+        step = best_loop(rows_, model)
+        ratio = f"{img_s / step['img_s']:.1f}×" if step else "–"
+        lines.append(f"| {model} | {img_s:.0f} | {step['img_s']:.1f} ({step['config']}) | {ratio} |" if step
+                     else f"| {model} | {img_s:.0f} | – | – |")
+    return "\n".join(lines) + "\n"
+
+
+def goals(rows_: list[dict], inputs: dict, inf: dict, bench: dict | None = None) -> list[tuple[str, str, bool]]:
+    """(goal, measured, met) for each goal of the benchmark issues that the data can answer."""
+    out = []
+    for b in (bench or {}).get("benchmarks", []):
+        r = b.get("extra_info", {})
+        if r.get("kind") == "feature_cache":
+            out.append((f"{r['model']}: feature cache ≥ 20× seed fit over a {r['epochs']}-epoch run",
+                        f"{r['speedup']:.1f}×", r["speedup"] >= 20))
+    for model in sorted({r["model"] for r in rows_}):
+        base, best = baseline(rows_, model), best_loop(rows_, model)
+        if base and best:
+            ratio = best["img_s"] / base
+            out.append((f"{model}: our loop ≥ 1.3× Keras fit", f"{ratio:.2f}× ({best['config']})", ratio >= 1.3))
+    for model in sorted({m for m, _ in inf}):
+        k, o = inf.get((model, "keras"), {}), inf.get((model, "onnxruntime"), {})
+        if k.get("img_s") and o.get("img_s"):
+            ratio = o["img_s"] / k["img_s"]
+            out.append((f"{model}: ONNX Runtime ≥ 1.5× Keras at batch 256", f"{ratio:.2f}×", ratio >= 1.5))
+        if k.get("p50_ms") and o.get("p50_ms"):
+            ratio = k["p50_ms"] / o["p50_ms"]
+            out.append((f"{model}: ONNX Runtime ≥ 1.5× Keras batch-1 latency (p50)", f"{ratio:.2f}×", ratio >= 1.5))
+    for model, img_s in sorted(inputs.items()):
+        step = best_loop(rows_, model)
+        if step:
+            ratio = img_s / step["img_s"]
+            out.append((f"{model}: input pipeline ≥ 5× the step's consumption", f"{ratio:.1f}×", ratio >= 5))
+    return out
+
+
+def goals_markdown(gs) -> str:
+    lines = ["| goal | measured | met |", "|---|---|---|"]
+    lines += [f"| {g} | {m} | {'yes' if ok else '**no**'} |" for g, m, ok in gs]
+    return "\n".join(lines) + "\n"
+
+
+def cache_markdown(bench: dict) -> str:
+    rows_ = [b["extra_info"] for b in bench["benchmarks"] if b.get("extra_info", {}).get("kind") == "feature_cache"]
+    if not rows_:
+        return ""
+    lines = ["| model | batch | fit epoch s | cache: features once s | cache: head epoch s | "
+             "from epoch 2 | whole run (epochs) |", "|---|---|---|---|---|---|---|"]
+    for r in rows_:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['fit_epoch_s']:.0f} | "
+                     f"{r['cache_run_s'] - r['epochs'] * r['head_epoch_s']:.0f} | {r['head_epoch_s']:.1f} | "
+                     f"{r['epoch2_speedup']:.0f}× | {r['speedup']:.1f}× ({r['epochs']}) |")
+    return ("Feature cache against seed-style `model.fit` (projected to "
+            f"{rows_[0]['train_images']} training images):\n\n" + "\n".join(lines) + "\n")
+
+
 def inference_rows(bench: dict) -> dict:
     """{(model, backend): {p50_ms, p90_ms, p99_ms, img_s}} from the inference benchmarks."""
     out: dict = {}
@@ -65,6 +137,33 @@ def inference_markdown(rows_: dict) -> str:
                      f"{fmt(r.get('p99_ms'), '.2f')} | {fmt(r.get('img_s'), '.0f')} | "
                      f"{fmt(lat, '.2f')}× | {fmt(thr, '.2f')}× |")
     return "\n".join(lines) + "\n"
+
+
+def inference_chart(rows_: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = sorted({m for m, _ in rows_})
+    fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 6), squeeze=False)
+    for col, model in enumerate(models):
+        backends = sorted(b for m, b in rows_ if m == model)
+        for row, (key, label) in enumerate([("p50_ms", "batch-1 latency p50 (ms, lower is better)"),
+                                            ("img_s", "batch-256 img/s (higher is better)")]):
+            ax = axes[row][col]
+            vals = [(b, rows_[(model, b)].get(key)) for b in backends]
+            vals = [(b, v) for b, v in vals if v is not None]
+            if not vals:
+                ax.set_axis_off()
+                continue
+            bars = ax.barh([b for b, _ in vals], [v for _, v in vals],
+                           color=["#999" if b == "keras" else "#37a" for b, _ in vals])
+            for bar, (_, v) in zip(bars, vals):
+                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.3g}", va="center")
+            ax.set_title(f"{model}: {label}", fontsize=9)
+            ax.set_xlim(0, max(v for _, v in vals) * 1.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def chart(rows_: list[dict], path: str) -> None:
@@ -100,20 +199,30 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         print(f"error: cannot read {a.bench_json}: {e}", file=sys.stderr)
         return 2
-    rs, inf = rows(bench), inference_rows(bench)
-    if not rs and not inf:
+    rs, inf, inputs = rows(bench), inference_rows(bench), input_rows(bench)
+    if not rs and not inf and not inputs and not cache_markdown(bench):
         print(f"error: {a.bench_json} holds no throughput benchmarks", file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
     parts = []
+    gs = goals(rs, inputs, inf, bench)
+    if gs:
+        parts.append("Goals (measured, not asserted):\n\n" + goals_markdown(gs))
+    cache = cache_markdown(bench)
     if rs:
         parts.append(markdown(rs, rs[0], bench.get("datetime", "")[:10]))
         chart(rs, os.path.join(a.out, "train_throughput.png"))
+    if cache:
+        parts.append(cache)
+    if inputs:
+        parts.append("Input pipeline (tf.data + the step's device preprocessing, no model) against the "
+                     "fastest training step of the same model and batch:\n\n" + input_markdown(inputs, rs))
     if inf:
         info = next(b["extra_info"] for b in bench["benchmarks"] if b.get("extra_info", {}).get("kind") == "inference")
         parts.append(f"Inference, measured {bench.get('datetime', '')[:10]} on {info.get('device', '?')}, "
                      f"TensorFlow {info.get('tensorflow', '?')}, onnxruntime {info.get('onnxruntime', '?')}; "
                      f"same exported graph (uint8 in, logits out), fp32 unless the backend says:\n\n" + inference_markdown(inf))
+        inference_chart(inf, os.path.join(a.out, "inference.png"))
     md = "\n".join(parts)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(md)

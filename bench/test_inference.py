@@ -15,7 +15,7 @@ from bench.conftest import QUICK, machine_info
 from engine import export, models
 from engine.runtime import ONNXPredictor, TFPredictor
 
-MODELS = ["tiny"] if QUICK else ["tiny", "resnet9"]
+MODELS = ["tiny"] if QUICK else ["tiny", "resnet9", "airbench"]
 LATENCY_ROUNDS = 20 if QUICK else 300
 THROUGHPUT_ROUNDS = 2 if QUICK else 5
 BATCH = 256

@@ -1,8 +1,8 @@
 """Training throughput: our compiled loop in its settings vs Keras `model.fit` on the same model,
 data and global batch.
 
-Each round is a timed window of WINDOW steps after a warm-up round (tracing, compilation), so a
-round's time is wall time for WINDOW x BATCH images; img/s = images / mean round time.
+Each round is a timed window of a few steps after a warm-up round (tracing, compilation), so a
+round's time is wall time for steps x batch images; img/s = images / mean round time.
 
     pytest bench/test_train_throughput.py --benchmark-json=bench-train.json
 """
@@ -13,15 +13,28 @@ import tensorflow as tf
 import kernels
 from bench.conftest import QUICK, machine_info
 from engine import data, precision
-from engine.config import Config
+from engine.config import Config, defaults
 from engine.loop import smoothed_cross_entropy
 from engine.trainer import build_training, make_optimizer
 
-MODEL = "tiny" if QUICK else "resnet9"
-BATCH = 32 if QUICK else 128
-WINDOW = 4 if QUICK else 12       # steps per timed round
+# label: (model, input side, global batch, steps per timed round, settings). airbench at its recipe's
+# batch 1024 (a step is ~9 s here, so short windows); its bf16 row is left out (measured 10x slower
+# for resnet9: minutes per round). VGG16 at 64x64 is seed experiment 1's model (frozen backbone;
+# the feature cache is off here, so every step runs the backbone): its host-upsample row feeds
+# the loop batches upsampled in the tf.data map instead of in the compiled step.
+if QUICK:
+    MODELS = {"tiny": ("tiny", 32, 32, 4, ["keras fit", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
+                                            "loop amp spc10", "loop fp32 spc10 host-upsample"])}
+else:
+    MODELS = {
+        "airbench": ("airbench", 32, 1024, 2, ["keras fit", "loop fp32 spc10", "loop xla spc10"]),
+        "resnet9": ("resnet9", 32, 128, 12, ["keras fit", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
+                                             "loop amp spc10"]),
+        "vgg16@64": ("vgg16", 64, 128, 4, ["keras fit", "loop fp32 spc10", "loop xla spc10",
+                                           "loop fp32 spc10 host-upsample"]),
+    }
 ROUNDS = 1 if QUICK else 3
-SUBSET = BATCH * (WINDOW + 4)
+CASES = [(label, name) for label, (*_, names) in MODELS.items() for name in names]
 
 # name: (xla, amp, steps_per_call)
 LOOP_CONFIGS = {
@@ -29,19 +42,20 @@ LOOP_CONFIGS = {
     "loop fp32 spc10": (False, False, 10),
     "loop xla spc10": (True, False, 10),
     "loop amp spc10": (False, True, 10),
+    "loop fp32 spc10 host-upsample": (False, False, 10),
 }
 
 
-def _cfg(xla=False, amp=False, spc=10) -> Config:
-    cfg = Config()
-    cfg = cfg.replace("model", model=MODEL)
-    cfg = cfg.replace("optim", batch_size=BATCH, lr=0.05, schedule="constant")
+def _cfg(label, xla=False, amp=False, spc=10) -> Config:
+    model, size, batch, _, _ = MODELS[label]
+    cfg = defaults(model).replace("model", upsample=size, weights="none", feature_cache=False)
+    cfg = cfg.replace("optim", batch_size=batch, lr=0.05, schedule="constant")
     return cfg.replace("run", xla=xla, amp=amp, steps_per_call=spc)
 
 
-@pytest.fixture
-def train_arrays(splits):
-    x, y, _, _ = data.balanced_subset(splits.x_train, splits.y_train, SUBSET, seed=0)
+def _arrays(splits, label):
+    _, _, batch, window, _ = MODELS[label]
+    x, y, _, _ = data.balanced_subset(splits.x_train, splits.y_train, batch * (window + 4), seed=0)
     return x, y
 
 
@@ -51,52 +65,60 @@ def _float32_after():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def _record(benchmark, name, cfg):
+def _record(benchmark, label, name, cfg):
     info = machine_info()
-    info.update(model=MODEL, config=name, batch=BATCH, window_steps=WINDOW,
+    info.update(model=label, config=name, batch=cfg.optim.batch_size, window_steps=MODELS[label][3],
                 precision=precision.policy_name(cfg.run.amp), xla=cfg.run.xla,
                 steps_per_call=cfg.run.steps_per_call)
     benchmark.extra_info.update(info)
 
 
 def _img_s(benchmark):
-    benchmark.extra_info["img_s"] = WINDOW * BATCH / benchmark.stats.stats.mean
+    info = benchmark.extra_info
+    info["img_s"] = info["window_steps"] * info["batch"] / benchmark.stats.stats.mean
 
 
-@pytest.mark.parametrize("name", list(LOOP_CONFIGS))
-def test_loop(benchmark, train_arrays, name):
+@pytest.mark.parametrize("label,name", [c for c in CASES if c[1] != "keras fit"])
+def test_loop(benchmark, splits, label, name):
     xla, amp, spc = LOOP_CONFIGS[name]
-    cfg = _cfg(xla, amp, spc)
+    cfg = _cfg(label, xla, amp, spc)
+    _, size, batch, steps, _ = MODELS[label]
     keras.utils.set_random_seed(0)
     policy = precision.apply(amp)
-    x, y = train_arrays
+    x, y = _arrays(splits, label)
     pipe = data.Pipeline(x, y)
-    _, _, loop = build_training(cfg, 10, pipe.steps_per_epoch(BATCH), policy)
-    iterator = iter(pipe.train(BATCH, seed=0, epoch=0).repeat())
+    _, _, loop = build_training(cfg, 10, len(x), policy)
+    ds = pipe.train(batch, seed=0, epoch=0).repeat()
+    if name.endswith("host-upsample"):  # the step then finds inputs already at size: a no-op for it
+        ds = ds.map(lambda im, lb, ix: (kernels.upsample(im, size, cfg.model.upsample_method), lb, ix),
+                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    iterator = iter(ds)
 
     def window():
         done = 0
-        while done < WINDOW:
-            n = min(spc, WINDOW - done)
+        while done < steps:
+            n = min(spc, steps - done)
             loss, _, _ = loop.train_calls(iterator, tf.constant(n, tf.int32))
             float(loss)  # wait for the device
             done += n
 
-    _record(benchmark, name, cfg)
+    _record(benchmark, label, name, cfg)
     benchmark.pedantic(window, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     _img_s(benchmark)
 
 
-def test_keras_fit(benchmark, train_arrays):
+@pytest.mark.parametrize("label", [m for m, n in CASES if n == "keras fit"])
+def test_keras_fit(benchmark, splits, label):
     """The seed experiments' way: preprocessing in a tf.data map on the host, float32 batches fed to
     `model.fit`, default `steps_per_execution=1`, no XLA. Same model, augmentation, loss, optimizer."""
-    cfg = _cfg()
+    cfg = _cfg(label)
+    model_name, size, batch, steps, _ = MODELS[label]
     keras.utils.set_random_seed(0)
     precision.apply(False)
-    x, y = train_arrays
+    x, y = _arrays(splits, label)
     from engine import models
-    spec = models.get(MODEL)
-    model = models.build(MODEL, 32, 10)
+    spec = models.get(model_name)
+    model = models.build(model_name, size, 10, cfg.model)
     o = cfg.optim
     model.compile(optimizer=make_optimizer(o, o.lr), jit_compile=False,
                   loss=lambda yt, yp: smoothed_cross_entropy(tf.cast(tf.reshape(yt, [-1]), tf.int32), yp, 10,
@@ -105,18 +127,21 @@ def test_keras_fit(benchmark, train_arrays):
 
     def host_preprocess(images, labels, seed):
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        images = kernels.random_flip(kernels.random_crop(images, crop_seed, 4), flip_seed)
+        images = kernels.random_crop(images, crop_seed, cfg.model.crop_pad, cfg.model.pad_mode)
+        if cfg.model.flip != "none":
+            images = kernels.random_flip(images, flip_seed)
+        images = kernels.upsample(images, size, cfg.model.upsample_method)
         return kernels.normalize(images, spec.normalization), labels
 
     pipe = data.Pipeline(x, y)
     seeds = tf.data.Dataset.random(seed=0).batch(2)
-    ds = tf.data.Dataset.zip(pipe.train(BATCH, 0, 0).repeat(), seeds)
+    ds = tf.data.Dataset.zip(pipe.train(batch, 0, 0).repeat(), seeds)
     ds = ds.map(lambda b, s: host_preprocess(b[0], b[1], s), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
 
     def window():
-        model.fit(ds, epochs=1, steps_per_epoch=WINDOW, verbose=0)
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
 
-    _record(benchmark, "keras fit", cfg)
+    _record(benchmark, label, "keras fit", cfg)
     benchmark.pedantic(window, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     _img_s(benchmark)

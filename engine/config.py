@@ -41,29 +41,53 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = _opt("resnet9", "model name from the registry (see --list-models)")
+    model: str = _opt("airbench", "model name from the registry (see --list-models); each brings its "
+                                  "training recipe as the defaults of the flags below")
+    weights: str = _opt("none", "backbone models: starting weights, imagenet (downloads), none, or a weights file")
+    freeze: str = _opt("all", "backbone models: all (frozen backbone), none, or a backbone layer name: that "
+                              "layer and the ones after it train (e.g. block5_conv1)")
+    head: str = _opt("seed", "backbone models: the classifier head", choices=["seed", "dense512", "gap"])
+    width: float = _opt(1.0, "airbench: multiply the conv group widths (64, 256, 256) by this")
     upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)")
     upsample_method: str = _opt("nearest", "upsampling interpolation", choices=["nearest", "bilinear"])
-    crop_pad: int = _opt(4, "random-crop augmentation: pad by N pixels, crop back to 32 (0: off)")
+    crop_pad: int = _opt(2, "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)")
     pad_mode: str = _opt("reflect", "padding for random crops", choices=["reflect", "constant"])
-    flip: bool = _opt(True, "random horizontal flips")
+    flip: str = _opt("alternate", "horizontal flips: random per image and step, or alternate (a fixed "
+                                  "random half of the images mirrored on even epochs, the other half on "
+                                  "odd epochs)", choices=["none", "random", "alternate"])
+    data_init: bool = _opt(True, "the model's init from training data (airbench: the frozen patch-whitening "
+                                 "stem); --no-data-init trains that layer from a random init instead")
+    feature_cache: bool = _opt(True, "backbone models, fully frozen, no augmentation: compute the backbone's "
+                                     "features once and train the head on them")
+    tta: int = _opt(2, "test-time augmentation for the final test accuracy: 0 none, 1 mirror, "
+                       "2 mirror + 1-px translations (6 views)", choices=[0, 1, 2])
 
 
 @dataclass
 class OptimConfig:
     optimizer: str = _opt("sgd", "optimizer", choices=["sgd", "adam", "rmsprop"])
-    lr: float = _opt(0.4, "peak learning rate")
-    momentum: float = _opt(0.9, "momentum (sgd, rmsprop)")
+    lr: float = _opt(1.5, "peak learning rate (the loss is the batch mean)")
+    momentum: float = _opt(0.85, "momentum (sgd, rmsprop)")
     nesterov: bool = _opt(True, "Nesterov momentum (sgd)")
-    weight_decay: float = _opt(5e-4, "decoupled weight decay (0: off)")
+    weight_decay: float = _opt(0.0153 / 11.5, "weight decay (0: off)")
+    weight_decay_mode: str = _opt(
+        "l2", "decoupled: Keras's lr*wd*w step outside the momentum, not on biases or BatchNorm; "
+              "l2: wd*w added to every trainable variable's gradient, as PyTorch SGD's weight_decay",
+        choices=["decoupled", "l2"])
+    bias_lr_scale: float = _opt(64.0, "learning-rate multiplier for BatchNorm biases (sgd, rmsprop); "
+                                      "their weight decay is not scaled")
     schedule: str = _opt("onecycle", "learning-rate schedule",
                          choices=["constant", "step", "cosine", "onecycle"])
-    warmup: float = _opt(0.2, "onecycle/cosine: fraction of training spent warming up linearly")
+    warmup: float = _opt(0.23, "onecycle/cosine: fraction of training spent warming up linearly")
+    lr_start: float = _opt(0.2, "onecycle: the LR at step 0, as a fraction of --lr")
+    lr_end: float = _opt(0.07, "onecycle: the LR at the last step, as a fraction of --lr")
     lr_step_epochs: int = _opt(10, "step schedule: multiply the LR by --lr-decay every N epochs")
     lr_decay: float = _opt(0.1, "step schedule: LR factor at each step")
     label_smoothing: float = _opt(0.2, "label smoothing of the cross-entropy loss")
-    epochs: int = _opt(24, "training epochs")
-    batch_size: int = _opt(512, "global batch size (split over replicas)")
+    epochs: float = _opt(9.9, "training epochs; a fraction ends the last epoch early")
+    batch_size: int = _opt(1024, "global batch size (split over replicas)")
+    lookahead: bool = _opt(True, "every 5 steps pull the weights and BatchNorm statistics back to a slow "
+                                 "copy, decay 0.95^5 * (step/total)^3; the slow copy is the final model")
     early_stop: int = _opt(0, "stop after N epochs without a better validation accuracy (0: off)")
 
 
@@ -80,6 +104,7 @@ class RunConfig:
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (bitwise repeatable on CPU)")
     quiet: bool = _opt(False, "one line per epoch instead of a progress bar")
+    recipe: str = _opt("", "start from a named recipe (see --list-recipes); flags override its values")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
@@ -172,7 +197,7 @@ _TYPES = {"int": integer, "float": number, "str": str}
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with one flag per config field. Defaults are SUPPRESSed so that the parsed namespace
-    holds exactly the flags the user gave; `--help` still shows every default."""
+    holds exactly the flags the user gave; `--help` shows the default model's recipe."""
     parser = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
     base = defaults()
     for section, dc in SECTIONS.items():
@@ -180,6 +205,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         for f in dataclasses.fields(dc):
             meta = f.metadata
             default = getattr(getattr(base, section), f.name)
+            default = f"{default:.4g}" if isinstance(default, float) else default
             kw = dict(dest=f"{section}.{f.name}", help=f"{meta['help']} (default: {default})")
             if f.type in ("bool", bool):
                 group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kw)
@@ -199,9 +225,18 @@ def overrides_from(ns: argparse.Namespace) -> dict:
     return out
 
 
-def defaults() -> Config:
-    """The default config, with environment-variable defaults applied (e.g. ENGINE_DATA)."""
+def recipe(model: str) -> dict:
+    """{(section, name): value}: the training recipe the model brings (models.ModelSpec.recipe)."""
+    from engine import models
+    return {tuple(key.split(".", 1)): value for key, value in models.get(model).recipe.items()}
+
+
+def defaults(model: str | None = None) -> Config:
+    """The default config for `model` (default: the default model): the dataclass defaults, the
+    model's recipe over them, then environment-variable defaults (e.g. ENGINE_DATA)."""
     cfg = Config()
+    model = model or cfg.model.model
+    cfg = cfg.replace("model", model=model).with_overrides(recipe(model))
     for section, dc in SECTIONS.items():
         for f in dataclasses.fields(dc):
             env = f.metadata.get("env")

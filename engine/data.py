@@ -2,6 +2,7 @@
 
 Sources (`--data`):
 - `cifar10`: the Keras download (needs internet).
+- `digits`: scikit-learn's 8x8 digits scaled to 32x32 RGB (ships with the package; for probes).
 - a folder tree `train/<class>/*` and `test/<class>/*` (JPEG or PNG; optionally under one top folder),
 - a `.tar` / `.tar.gz` of such a tree, streamed member by member, never extracted to disk,
 - the official `cifar-10-python.tar.gz` (or its extracted folder): pickled batches, read with an
@@ -60,6 +61,8 @@ def load(source: str, cache_dir: str | None = None, log=print) -> Splits:
     """Load a data source (see module doc) into uint8 arrays, through the on-disk cache."""
     if source == "cifar10":
         return _load_keras_cifar10()
+    if source == "digits":
+        return load_digits()
     path = os.path.abspath(os.path.expanduser(source))
     if not os.path.exists(path):
         raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
@@ -76,6 +79,20 @@ def load(source: str, cache_dir: str | None = None, log=print) -> Splits:
     if cache_file:
         _write_cache(cache_file, splits, log)
     return splits
+
+
+def load_digits(test_fraction: float = 0.2) -> Splits:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package: works
+    offline), scaled to 32x32 RGB uint8 by pixel repetition, with a class-balanced test split.
+    A stand-in for MNIST in probe experiments."""
+    from sklearn.datasets import load_digits as sk_digits
+    d = sk_digits()
+    img = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)        # 0..16 -> 0..255
+    img = np.repeat(np.repeat(img, 4, axis=1), 4, axis=2)             # 8x8 -> 32x32
+    img = np.repeat(img[..., None], 3, axis=3)                        # grey -> RGB
+    y = d.target.astype(np.int32)
+    xte, yte, xtr, ytr = balanced_subset(img, y, int(len(y) * test_fraction), seed=0, num_classes=10)
+    return Splits(xtr, ytr, xte, yte, [str(c) for c in range(10)])
 
 
 def _is_tar_name(path: str) -> bool:
@@ -366,15 +383,16 @@ class Pipeline:
             self.y = tf.constant(y.astype(np.int32))
 
     def train(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, device: str | None = None):
-        """One epoch of uint8 batches. `device` (e.g. "/gpu:0", single-device runs only: a
-        tf.distribute strategy places batches itself) stages the next batches in device memory."""
+        """One epoch of (uint8 images, labels, indices into the split) batches. `device` (e.g.
+        "/gpu:0", single-device runs only: a tf.distribute strategy places batches itself) stages
+        the next batches in device memory."""
         import tensorflow as tf
         steps = self.n // batch_size  # drop_remainder: static shapes for XLA and TensorRT
         perm = np.random.default_rng([seed, epoch]).permutation(self.n)
-        idx = perm[:steps * batch_size].reshape(steps, batch_size)[skip_batches:]
+        idx = perm[:steps * batch_size].reshape(steps, batch_size)[skip_batches:].astype(np.int32)
         x, y = self.x, self.y
         ds = tf.data.Dataset.from_tensor_slices(idx)
-        ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)),
+        ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i), i),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if device:
             return ds.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))

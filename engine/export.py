@@ -11,6 +11,7 @@ overwrites an existing output without --overwrite.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -74,7 +75,8 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     keras.mixed_precision.set_global_policy("float32")
     spec = models.get(cfg.model.model)
     size = models.input_size(spec, cfg.model.upsample)
-    model = models.build(spec.name, size, len(class_names))
+    # The checkpoint holds every weight: never download or read the run's starting weights again.
+    model = models.build(spec.name, size, len(class_names), dataclasses.replace(cfg.model, weights="none"))
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as e:

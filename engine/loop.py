@@ -1,8 +1,10 @@
 """The compiled training mechanics: a per-replica train step, a driver that runs K steps per
 tf.function call, and an eval step. Knows nothing about files, epochs or schedules (see trainer.py).
 
-    uint8 batch -> kernels.random_crop / random_flip -> kernels.upsample -> kernels.normalize
-                -> model -> label-smoothed cross entropy -> optimizer
+    uint8 batch -> kernels.random_crop / random_flip | alternating_flip -> kernels.upsample
+                -> kernels.normalize -> model -> label-smoothed cross entropy
+                -> per-variable gradient transforms (BN-bias LR scale, coupled L2) -> optimizer
+                -> every 5 steps: lookahead
 
 Only the per-step function is jit-compiled with --xla: the driver holds the tf.data iterator,
 which XLA cannot compile. Augmentation seeds are (run seed, global step, replica), so a step's
@@ -26,11 +28,18 @@ class StepConfig:
     upsample_method: str = "nearest"
     crop_pad: int = 0
     pad_mode: str = "reflect"
-    flip: bool = False
+    flip: str = "none"            # none | random | alternate
+    train_size: int = 0           # images in the training set (alternate flips)
+    steps_per_epoch: int = 1      # (alternate flips: the epoch of a step)
     label_smoothing: float = 0.0
+    l2: float = 0.0               # coupled weight decay: l2 * w added to every trainable gradient
+    bias_lr_scale: float = 1.0    # gradient (= SGD step) multiplier for BatchNorm biases
+    lookahead: bool = False
+    total_steps: int = 1          # (lookahead: its decay schedule)
     seed: int = 0
     xla: bool = False
     loss_scaling: bool = False    # the optimizer is a keras LossScaleOptimizer
+    features: bool = False        # inputs are cached backbone features: no augmentation or preprocessing
 
 
 def preprocess(images, cfg: StepConfig):
@@ -38,13 +47,80 @@ def preprocess(images, cfg: StepConfig):
     return kernels.normalize(kernels.upsample(images, cfg.size, cfg.upsample_method), cfg.normalization)
 
 
-def augment(images, seed, cfg: StepConfig):
+def augment(images, index, step, seed, cfg: StepConfig):
+    """Training augmentation of a uint8 batch; `index` is each image's position in the training set,
+    `step` the global step and `seed` this step's seed."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if cfg.crop_pad:
         images = kernels.random_crop(images, crop_seed, cfg.crop_pad, cfg.pad_mode)
-    if cfg.flip:
+    if cfg.flip == "random":
         images = kernels.random_flip(images, flip_seed)
+    elif cfg.flip == "alternate":
+        images = kernels.alternating_flip(images, index, step // cfg.steps_per_epoch,
+                                          tf.stack([tf.constant(cfg.seed, tf.int64), tf.constant(-1, tf.int64)]),
+                                          cfg.train_size)
     return images
+
+
+def tta_logits(model, images, cfg: StepConfig, level: int):
+    """Test-time augmentation (airbench's levels). 0: the image; 1: mean of the image and its
+    mirror; 2: half of level 1 plus half the mean of level 1 over the two 1-px diagonal
+    translations (reflect padding) -- 6 views."""
+    def view(x):
+        return model(x if cfg.features else preprocess(x, cfg), training=False)
+
+    def mirrored(x):
+        return 0.5 * view(x) + 0.5 * view(kernels.flip_left_right(x))
+
+    if level == 0:
+        return view(images)
+    logits = mirrored(images)
+    if level >= 2:
+        ones = tf.ones([tf.shape(images)[0]], tf.int32)
+        shifted = [mirrored(kernels.translate(images, d * ones, d * ones, 1, "reflect")) for d in (1, -1)]
+        logits = 0.5 * logits + 0.5 * tf.add_n(shifted) / 2.0
+    return logits
+
+
+def norm_biases(model) -> list:
+    """The bias (beta) variables of every BatchNormalization layer, nested models included."""
+    import keras
+    out, stack = [], list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
+            out.append(layer.beta)
+    return out
+
+
+class Lookahead:
+    """airbench's lookahead: every EVERY steps the slow copy moves toward the weights,
+    slow = d * slow + (1 - d) * w with d = 0.95^5 * (step / total)^3, and the weights are set to it.
+    Covers every float variable of the model (BatchNorm statistics too). `finish()` copies the slow
+    weights into the model: they are the final model."""
+    EVERY = 5
+
+    def __init__(self, model, total_steps: int):
+        self.total = float(max(total_steps, 1))
+        self.weights = [w for w in model.weights if w.dtype in ("float32", "float16", "bfloat16")]
+        self.slow = [tf.Variable(w.value, trainable=False, name="slow") for w in self.weights]
+
+    def reset(self):
+        """Start the slow copy from the current weights (after a data-dependent init)."""
+        for s, w in zip(self.slow, self.weights):
+            s.assign(w.value)
+
+    def update(self, step):
+        frac = tf.cast(step, tf.float32) / self.total
+        decay = 0.95 ** self.EVERY * frac ** 3
+        for s, w in zip(self.slow, self.weights):
+            s.assign(decay * s + (1.0 - decay) * tf.cast(w.value, s.dtype))
+            w.assign(tf.cast(s, w.dtype))
+
+    def finish(self):
+        for s, w in zip(self.slow, self.weights):
+            w.assign(tf.cast(s, w.dtype))
 
 
 def smoothed_cross_entropy(labels, logits, num_classes, smoothing):
@@ -62,17 +138,54 @@ class TrainLoop:
         with self.strategy.scope():
             # Keras 3 creates optimizer slots lazily; do it now, outside any trace.
             optimizer.build(model.trainable_variables)
-        self._step_fn = tf.function(self._train_step, jit_compile=cfg.xla)
-        self._eval_fn = tf.function(self._eval_step, jit_compile=cfg.xla)
+            self.lookahead = Lookahead(model, cfg.total_steps) if cfg.lookahead else None
+        self._bias_ids = {id(v) for v in norm_biases(model)}
+        self._trace()
+        self._eval_fns = {}
+
+    def _trace(self):
+        """(Re)create the compiled train functions; they read the trainable set when traced."""
+        self._step_fn = tf.function(self._train_step, jit_compile=self.cfg.xla)
         self.train_calls = tf.function(self._train_calls)
-        self.eval_calls = tf.function(self._eval_calls)
+
+    def set_trainable(self, variable, trainable: bool) -> None:
+        """Freeze or unfreeze one variable between calls (the train step is retraced)."""
+        if variable.trainable != trainable:
+            variable.trainable = trainable
+            self._trace()
+
+    def eval_calls(self, dataset, tta: int = 0):
+        if tta not in self._eval_fns:
+            step = tf.function(lambda x, y: self._eval_step(x, y, tta), jit_compile=self.cfg.xla)
+            self._eval_fns[tta] = tf.function(lambda ds: self._eval_calls(ds, step))
+        return self._eval_fns[tta](dataset)
 
     # -- per replica ---------------------------------------------------------------------------
-    def _train_step(self, images, labels, seed):
+    def _transform_grads(self, grads, variables):
+        """BN-bias LR scale and coupled L2, per variable (SGD is linear in the gradient, so scaling a
+        gradient is scaling that variable's learning rate)."""
+        cfg = self.cfg
+        if cfg.bias_lr_scale == 1.0 and not cfg.l2:
+            return grads
+        # Gradients given to a LossScaleOptimizer are scaled by its current loss scale: so is L2.
+        loss_scale = self.optimizer.scale_loss(tf.constant(1.0)) if cfg.loss_scaling else 1.0
+        out = []
+        for g, v in zip(grads, variables):
+            if g is None:
+                out.append(g)
+                continue
+            if id(v) in self._bias_ids and cfg.bias_lr_scale != 1.0:
+                g = g * tf.cast(cfg.bias_lr_scale, g.dtype)
+            if cfg.l2:
+                g = g + tf.cast(cfg.l2 * loss_scale, g.dtype) * tf.cast(v.value, g.dtype)
+            out.append(g)
+        return out
+
+    def _train_step(self, images, labels, index, seed, step):
         cfg = self.cfg
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         seed = tf.random.experimental.stateless_fold_in(seed, replica)
-        x = preprocess(augment(images, seed, cfg), cfg)
+        x = images if cfg.features else preprocess(augment(images, index, step, seed, cfg), cfg)
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             per_example = smoothed_cross_entropy(labels, logits, cfg.num_classes, cfg.label_smoothing)
@@ -81,7 +194,7 @@ class TrainLoop:
                 loss += tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss) if cfg.loss_scaling else loss
         variables = self.model.trainable_variables
-        grads = tape.gradient(scaled, variables)
+        grads = self._transform_grads(tape.gradient(scaled, variables), variables)
         if cfg.loss_scaling:
             self.optimizer.apply(grads, variables)  # unscales; skips the step if not finite
         else:
@@ -90,8 +203,8 @@ class TrainLoop:
                                         tf.float32))
         return tf.reduce_sum(per_example), correct
 
-    def _eval_step(self, images, labels):
-        logits = self.model(preprocess(images, self.cfg), training=False)
+    def _eval_step(self, images, labels, tta=0):
+        logits = tta_logits(self.model, images, self.cfg, tta)
         per_example = smoothed_cross_entropy(labels, logits, self.cfg.num_classes, 0.0)
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
         return tf.reduce_sum(per_example), tf.reduce_sum(correct), tf.cast(tf.size(labels), tf.float32)
@@ -104,10 +217,12 @@ class TrainLoop:
         correct_total = tf.constant(0.0)
         first_bad = tf.constant(-1, tf.int64)
         for _ in tf.range(num_steps):
-            images, labels = next(iterator)
+            images, labels, index = next(iterator)
             step = tf.cast(self.optimizer.iterations, tf.int64)
             seed = tf.stack([tf.constant(self.cfg.seed, tf.int64), step])
-            loss, correct = s.run(self._step_fn, args=(images, labels, seed))
+            loss, correct = s.run(self._step_fn, args=(images, labels, index, seed, step))
+            if self.lookahead is not None and (step + 1) % Lookahead.EVERY == 0:
+                self.lookahead.update(step + 1)
             loss = s.reduce("SUM", loss, axis=None)
             loss_total += loss
             correct_total += s.reduce("SUM", correct, axis=None)
@@ -115,18 +230,18 @@ class TrainLoop:
             first_bad = tf.where(bad, step, first_bad)
         return loss_total, correct_total, first_bad
 
-    def _eval_calls(self, dataset):
+    def _eval_calls(self, dataset, step_fn):
         s = self.strategy
         loss_total = correct_total = count_total = tf.constant(0.0)
         for images, labels in dataset:
-            loss, correct, count = s.run(self._eval_fn, args=(images, labels))
+            loss, correct, count = s.run(step_fn, args=(images, labels))
             loss_total += s.reduce("SUM", loss, axis=None)
             correct_total += s.reduce("SUM", correct, axis=None)
             count_total += s.reduce("SUM", count, axis=None)
         return loss_total, correct_total, count_total
 
     # -- conveniences ----------------------------------------------------------------------------
-    def evaluate(self, dataset) -> tuple[float, float]:
-        """(mean loss, accuracy) over a (distributed) dataset."""
-        loss, correct, count = (float(t) for t in self.eval_calls(dataset))
+    def evaluate(self, dataset, tta: int = 0) -> tuple[float, float]:
+        """(mean loss, accuracy) over a (distributed) dataset, with test-time augmentation `tta`."""
+        loss, correct, count = (float(t) for t in self.eval_calls(dataset, tta))
         return loss / max(count, 1.0), correct / max(count, 1.0)

@@ -6,14 +6,21 @@ import os
 from engine import config as C
 from engine.errors import EngineError, cli
 
-DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. Every flag "
-               "overrides the defaults; with --resume, the run's saved config.json is the base instead.")
+DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. The defaults are "
+               "the chosen model's training recipe (shown: airbench, the default model; resnet9 and tiny "
+               "use Page's ResNet-9 recipe); every flag overrides them. With --resume, the run's saved "
+               "config.json is the base instead.")
 
 
 def parse(argv=None) -> C.Config:
     parser = C.build_parser("python -m engine.train", DESCRIPTION)
     parser.add_argument("--list-models", action="store_true", help="list the registered models and exit")
+    parser.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
     ns = parser.parse_args(argv)
+    if getattr(ns, "list_recipes", False):
+        from engine import recipes
+        print(recipes.table())
+        raise SystemExit(0)
     if getattr(ns, "list_models", False):
         from engine import models
         for name in models.names():
@@ -21,7 +28,16 @@ def parse(argv=None) -> C.Config:
             print(f"{name:12s} {spec.description} (input >= {spec.min_size}, default {spec.default_size})")
         raise SystemExit(0)
     overrides = C.overrides_from(ns)
-    cfg = C.defaults().with_overrides(overrides)
+    base = {}
+    if overrides.get(("run", "recipe")):
+        from engine import recipes
+        if overrides.get(("run", "resume")):
+            raise EngineError("--recipe starts a new run; --resume continues one from its saved config: drop one")
+        recipe = recipes.get(overrides[("run", "recipe")])
+        base = recipes.overrides(recipe)
+        overrides[("run", "recipe")] = recipe.tag
+    model = overrides.get(("model", "model")) or base.get(("model", "model"))
+    cfg = C.defaults(model).with_overrides(base).with_overrides(overrides)
     if cfg.run.resume:
         saved_path = os.path.join(cfg.run.out, "config.json")
         if not os.path.exists(saved_path):

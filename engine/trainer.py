@@ -8,6 +8,7 @@ the run directory:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -17,7 +18,7 @@ import time
 import keras
 import tensorflow as tf
 
-from engine import data, models, plots, precision
+from engine import data, features, models, plots, precision
 from engine.config import Config, default_cache_dir
 from engine.errors import EXIT_DIVERGED, EngineError
 from engine.loop import StepConfig, TrainLoop
@@ -53,8 +54,13 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
         return {"steps": self.steps, "values": self.values}
 
 
+def total_steps(o, steps_per_epoch: int) -> int:
+    """Steps in a run of `o.epochs` (a fraction ends the last epoch early)."""
+    return max(1, math.ceil(round(o.epochs * steps_per_epoch, 6)))
+
+
 def make_schedule(o, steps_per_epoch: int):
-    total = o.epochs * steps_per_epoch
+    total = total_steps(o, steps_per_epoch)
     warm = int(round(o.warmup * total))
     # Always a schedule object, never a float: Keras keeps a float LR in a variable that a checkpoint
     # restore would overwrite, so a resumed run would ignore a changed --lr.
@@ -72,13 +78,16 @@ def make_schedule(o, steps_per_epoch: int):
             return keras.optimizers.schedules.CosineDecay(0.0, max(total - warm, 1), warmup_target=o.lr,
                                                           warmup_steps=warm)
         return keras.optimizers.schedules.CosineDecay(o.lr, max(total, 1))
-    if o.schedule == "onecycle":  # linear up to the peak, linear down to zero (Page's ResNet-9)
-        return PiecewiseLinear([0, warm, total], [0.0 if warm else o.lr, o.lr, 0.0])
+    if o.schedule == "onecycle":  # linear up to the peak and down again (Page's ResNet-9, airbench)
+        return PiecewiseLinear([0, warm, total], [o.lr * (o.lr_start if warm else 1.0), o.lr, o.lr * o.lr_end])
     raise EngineError(f"unknown schedule {o.schedule!r}")
 
 
 def make_optimizer(o, schedule):
-    kw = dict(learning_rate=schedule, weight_decay=o.weight_decay or None)
+    """The Keras optimizer. With --weight-decay-mode l2 the decay is not the optimizer's: the train
+    step adds it to the gradients (TrainLoop), as it does the BatchNorm-bias LR scale."""
+    decoupled = o.weight_decay if o.weight_decay_mode == "decoupled" else 0.0
+    kw = dict(learning_rate=schedule, weight_decay=decoupled or None)
     if o.optimizer == "sgd":
         opt = keras.optimizers.SGD(momentum=o.momentum, nesterov=o.nesterov, **kw)
     elif o.optimizer == "adam":
@@ -87,7 +96,7 @@ def make_optimizer(o, schedule):
         opt = keras.optimizers.RMSprop(momentum=o.momentum, **kw)
     else:
         raise EngineError(f"unknown optimizer {o.optimizer!r}")
-    if o.weight_decay:
+    if decoupled:
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return opt
 
@@ -142,23 +151,33 @@ def prepare_run_dir(run) -> None:
         raise EngineError(f"cannot write to --out {out}: {e.strerror or e}") from None
 
 
-def build_training(cfg: Config, num_classes: int, steps_per_epoch: int, policy: str, strategy=None):
-    """Model, optimizer (with its schedule and loss scaling) and TrainLoop for a config.
-    The policy must already be applied (precision.apply) so that layers pick it up."""
+def build_training(cfg: Config, num_classes: int, train_size: int, policy: str, strategy=None):
+    """Model, optimizer (with its schedule and loss scaling) and TrainLoop for a config and a
+    training set of `train_size` images. The policy must already be applied (precision.apply) so
+    that layers pick it up."""
+    steps_per_epoch = train_size // cfg.optim.batch_size
     strategy = strategy or tf.distribute.get_strategy()
     o = cfg.optim
     spec = models.get(cfg.model.model)
     size = models.input_size(spec, cfg.model.upsample)
     with strategy.scope():
-        model = models.build(spec.name, size, num_classes)
+        model = models.build(spec.name, size, num_classes, cfg.model)
+        if not cfg.model.data_init:  # what the data init would set and freeze trains instead
+            for v in model.weights:
+                v.trainable = v.trainable or v.path in spec.data_init_frozen
         optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, steps_per_epoch)), policy)
+        cache = features.applicable(cfg, model)
+        trained = features.split(model)[1] if cache else model  # the head alone trains on cached features
     step_cfg = StepConfig(
         num_classes=num_classes, global_batch=o.batch_size, size=size,
         normalization=spec.normalization, upsample_method=cfg.model.upsample_method,
         crop_pad=cfg.model.crop_pad, pad_mode=cfg.model.pad_mode, flip=cfg.model.flip,
-        label_smoothing=o.label_smoothing, seed=cfg.run.seed, xla=cfg.run.xla,
-        loss_scaling=precision.needs_loss_scaling(policy))
-    return model, optimizer, TrainLoop(model, optimizer, step_cfg, strategy)
+        train_size=train_size, steps_per_epoch=steps_per_epoch, label_smoothing=o.label_smoothing,
+        l2=o.weight_decay if o.weight_decay_mode == "l2" else 0.0, bias_lr_scale=o.bias_lr_scale,
+        lookahead=o.lookahead, total_steps=total_steps(o, steps_per_epoch),
+        seed=cfg.run.seed, xla=cfg.run.xla, loss_scaling=precision.needs_loss_scaling(policy),
+        features=cache)
+    return model, optimizer, TrainLoop(trained, optimizer, step_cfg, strategy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,9 +193,13 @@ class Trainer:
     def run(self) -> dict:
         cfg, r, o = self.cfg, self.cfg.run, self.cfg.optim
         self.spec = models.get(cfg.model.model)
-        models.input_size(self.spec, cfg.model.upsample)  # size check before any work
-        if o.batch_size < 1 or r.steps_per_call < 1 or o.epochs < 1:
-            raise EngineError("--batch-size, --steps-per-call and --epochs must be at least 1")
+        models.input_size(self.spec, cfg.model.upsample)  # size and option checks before any work
+        models.check_options(self.spec, cfg.model)
+        if o.batch_size < 1 or r.steps_per_call < 1 or o.epochs <= 0:
+            raise EngineError("--batch-size and --steps-per-call must be at least 1, --epochs above 0")
+        if o.bias_lr_scale != 1.0 and o.optimizer == "adam":
+            raise EngineError("--bias-lr-scale has no effect with adam (it normalises gradient scale); "
+                              "use sgd or rmsprop, or --bias-lr-scale 1")
         if r.deterministic and r.xla:
             raise EngineError("--deterministic cannot be combined with --xla: XLA has no deterministic "
                               "max-pool gradient; drop one of them")
@@ -190,7 +213,7 @@ class Trainer:
         self.timed_images, self.timed_seconds = 0, 0.0
         self.warm = False
         stopped_early = False
-        for epoch in range(self.start_epoch, o.epochs):
+        for epoch in range(self.start_epoch, self.num_epochs):
             stats = self._train_epoch(epoch)
             self._end_epoch(epoch, stats)
             if o.early_stop and epoch + 1 - self.best_epoch >= o.early_stop:
@@ -209,24 +232,36 @@ class Trainer:
         if len(xtr) < o.batch_size:
             raise EngineError(f"--batch-size {o.batch_size} is larger than the {len(xtr)} training images")
         self.val_is_test = cfg.data.val_split == 0
-        cfg.save(os.path.join(r.out, "config.json"))
-        write_json(os.path.join(r.out, "classes.json"), splits.class_names)
 
         keras.utils.set_random_seed(r.seed)
         set_determinism(r.deterministic)
         self.policy = precision.apply(r.amp)
         self.strategy = strategy = tf.distribute.get_strategy()
+        self.steps_per_epoch = len(xtr) // o.batch_size
+        self.total_steps = total_steps(o, self.steps_per_epoch)
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.model, self.optimizer, self.loop = build_training(
+            cfg, splits.num_classes, len(xtr), self.policy, strategy)
+        if self.spec.data_init and cfg.model.data_init and not r.resume:
+            self.spec.data_init(self.model, self._preprocess_fn()(tf.constant(xtr[:5000])).numpy())
+        # Only now, with data and model in hand, does --out become a run (a failed start leaves none).
+        cfg.save(os.path.join(r.out, "config.json"))
+        write_json(os.path.join(r.out, "classes.json"), splits.class_names)
+        if self.loop.lookahead is not None:
+            self.loop.lookahead.reset()
+        self.feature_seconds = None
+        if self.loop.cfg.features:
+            xtr, xva, xte = self._cache_features(xtr, xva, xte)
         self.train_pipe, self.val_pipe = data.Pipeline(xtr, ytr), data.Pipeline(xva, yva)
         self.test_pipe = self.val_pipe if self.val_is_test else data.Pipeline(xte, yte)
-        self.steps_per_epoch = self.train_pipe.steps_per_epoch(o.batch_size)
-        self.model, self.optimizer, self.loop = build_training(
-            cfg, splits.num_classes, self.steps_per_epoch, self.policy, strategy)
         # One GPU, no distribution: stage uint8 batches in GPU memory ahead of the step.
         self.stage_on = "/gpu:0" if precision.gpus() and strategy.num_replicas_in_sync == 1 else None
 
         self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         ckpt_dir = os.path.join(r.out, "checkpoints")
         ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch_var)
+        if self.loop.lookahead is not None:
+            ckpt.lookahead = self.loop.lookahead.slow
         self.manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=max(r.keep_checkpoints, 1),
                                                   step_counter=self.optimizer.iterations)
         self.best = tf.train.CheckpointManager(tf.train.Checkpoint(model=self.model),
@@ -250,8 +285,11 @@ class Trainer:
     # -- one epoch -------------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict:
         r, o = self.cfg.run, self.cfg.optim
-        skip, spe, batch = self.step_in_epoch, self.steps_per_epoch, o.batch_size
+        batch, skip = o.batch_size, self.step_in_epoch
+        spe = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)  # last may be short
         self.step_in_epoch = 0
+        for path, epochs in self.spec.train_epochs.items():
+            self.loop.set_trainable(self._variable(path), epoch < epochs)
         ds = self.train_pipe.train(batch, r.seed, epoch, skip_batches=skip, device=self.stage_on)
         iterator = iter(self.strategy.experimental_distribute_dataset(ds))
         bar = None if r.quiet else keras.utils.Progbar(
@@ -291,12 +329,37 @@ class Trainer:
                 prev = time.perf_counter()  # checkpoint writing is not training time
         self.timed_images += epoch_images
         self.timed_seconds += epoch_seconds
+        if self.loop.lookahead is not None and self.global_step >= self.total_steps:
+            self.loop.lookahead.finish()  # the slow weights are the final model
         return {"loss": loss_sum / seen, "accuracy": correct / seen, "img_s": ips,
                 "seconds": time.perf_counter() - t0}
 
-    def _evaluate(self, pipe):
+    def _evaluate(self, pipe, tta: int = 0):
         batch = max(self.cfg.optim.batch_size, 256)
-        return self.loop.evaluate(self.strategy.experimental_distribute_dataset(pipe.eval(batch)))
+        return self.loop.evaluate(self.strategy.experimental_distribute_dataset(pipe.eval(batch)), tta)
+
+    def _cache_features(self, xtr, xva, xte):
+        t0 = time.perf_counter()
+        base = self.model.get_layer("backbone")
+        prep = self._preprocess_fn()
+        ftr, fva = features.extract(base, xtr, prep), features.extract(base, xva, prep)
+        fte = fva if self.val_is_test else features.extract(base, xte, prep)
+        self.feature_seconds = time.perf_counter() - t0
+        n = len(xtr) + len(xva) + (0 if self.val_is_test else len(xte))
+        self.log(f"feature cache: {n} images through the frozen backbone in {self.feature_seconds:.1f}s; "
+                 f"the head trains on {ftr.shape[1:]} features ({ftr.nbytes / 2**20:.0f} MiB in memory)")
+        return ftr, fva, fte
+
+    def _preprocess_fn(self):
+        from engine.loop import preprocess
+        cfg = self.loop.cfg
+        return lambda x: preprocess(x, cfg)
+
+    def _variable(self, path: str):
+        for v in self.model.weights:
+            if v.path == path:
+                return v
+        raise EngineError(f"model {self.spec.name} has no variable {path!r}")
 
     def _end_epoch(self, epoch: int, stats: dict):
         val_loss, val_acc = self._evaluate(self.val_pipe)
@@ -314,7 +377,7 @@ class Trainer:
             for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "img_s"):
                 tf.summary.scalar(k, entry[k])
         self.writer.flush()
-        self.log(f"epoch {epoch + 1}/{self.cfg.optim.epochs}: loss {entry['loss']:.4f} "
+        self.log(f"epoch {epoch + 1}/{self.num_epochs}: loss {entry['loss']:.4f} "
                  f"acc {entry['accuracy']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} "
                  f"lr {entry['lr']:.3g} {entry['img_s']:.1f} img/s {entry['seconds']:.1f}s")
 
@@ -327,8 +390,10 @@ class Trainer:
             test_loss, test_acc = last["val_loss"], last["val_accuracy"]  # same weights, same images
         else:
             test_loss, test_acc = self._evaluate(self.test_pipe)
+        tta = self.cfg.model.tta
+        tta_acc = self._evaluate(self.test_pipe, tta)[1] if tta else None
         metrics = {
-            "test_accuracy": test_acc, "test_loss": test_loss,
+            "test_accuracy": test_acc, "test_loss": test_loss, "tta": tta, "test_accuracy_tta": tta_acc,
             "best_epoch": self.best_epoch, "best_val_accuracy": self.best_acc,
             "epochs_run": len(self.history), "stopped_early": stopped_early, "steps": self.global_step,
             "train_img_s": self.timed_images / self.timed_seconds if self.timed_seconds else None,
@@ -337,9 +402,11 @@ class Trainer:
             "val_is_test": self.val_is_test, "policy": self.policy, "xla": r.xla,
             "steps_per_call": r.steps_per_call, "batch_size": o.batch_size,
             "device": device_name(), "tensorflow": tf.__version__,
+            "feature_cache": self.loop.cfg.features, "feature_seconds": self.feature_seconds,
         }
         write_json(os.path.join(r.out, "metrics.json"), metrics)
-        self.log(f"test accuracy {test_acc:.4f} (best val {self.best_acc:.4f} at epoch {self.best_epoch}); "
+        with_tta = f", with TTA level {tta}: {tta_acc:.4f}" if tta else ""
+        self.log(f"test accuracy {test_acc:.4f}{with_tta} (best val {self.best_acc:.4f} at epoch {self.best_epoch}); "
                  f"run in {r.out}")
         return metrics
 

@@ -44,3 +44,16 @@ def random_flip(images, seed):
     n = tf.shape(images)[0]
     mask = tf.random.stateless_uniform([n], seed) < 0.5
     return tf.where(mask[:, None, None, None], flip_left_right(images), images)
+
+
+def alternating_flip(images, index, epoch, seed, num_images):
+    """airbench's "alternating flip": a fixed random half of the data set (drawn once from `seed`) is
+    mirrored on even epochs, and exactly the other half on odd epochs, so every image is seen both
+    ways in every pair of epochs (independent flips leave ~25% of images one way for two epochs).
+
+    `index` is each image's position in the training set, `epoch` the 0-based epoch.
+    """
+    base = tf.random.stateless_uniform([num_images], seed) < 0.5
+    odd = tf.equal(tf.math.floormod(tf.cast(epoch, tf.int64), 2), 1)
+    mask = tf.math.logical_xor(tf.gather(base, index), odd)
+    return tf.where(mask[:, None, None, None], flip_left_right(images), images)

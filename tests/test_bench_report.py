@@ -18,7 +18,7 @@ def test_report_table_ratios_and_chart(tmp_path):
     path.write_text(json.dumps(data))
     assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
-    lines = [line for line in md.splitlines() if line.startswith("| resnet9")]
+    lines = [line for line in md.splitlines() if line.startswith("| resnet9 |")]
     assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× |")
     assert lines[1].endswith("| 10 | 65.0 | 1.30× |")
     assert lines[2].endswith("| on | 10 | 25.0 | 0.50× |")
@@ -47,3 +47,23 @@ def test_report_inference_table(tmp_path):
     assert "| tiny | keras | 2.00 | 3.00 | 4.00 | 1000 | 1.00× | 1.00× |" in md
     assert "| tiny | onnxruntime | 0.50 | 0.60 | 0.90 | 2500 | 4.00× | 2.50× |" in md
     assert not (tmp_path / "train_throughput.png").exists()  # no training rows, no training chart
+
+
+def test_report_goals_and_input_pipeline(tmp_path):
+    data = {"datetime": "2026-11-23T10:00:00", "benchmarks": [
+        _bench("keras fit", 50.0), _bench("loop fp32 spc10", 65.0), _bench("loop xla spc10", 40.0, xla=True),
+        {"stats": {"rounds": 3}, "extra_info": {"kind": "input", "model": "resnet9", "img_s": 300.0}},
+        {"stats": {"rounds": 5}, "extra_info": {"kind": "inference", "model": "resnet9", "backend": "keras",
+                                                 "p50_ms": 2.0, "img_s": 100.0, "device": "Test CPU"}},
+        {"stats": {"rounds": 5}, "extra_info": {"kind": "inference", "model": "resnet9", "backend": "onnxruntime",
+                                                 "p50_ms": 1.0, "img_s": 120.0, "device": "Test CPU"}}]}
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    assert report.main([str(path), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| resnet9: our loop ≥ 1.3× Keras fit | 1.30× (loop fp32 spc10) | yes |" in md
+    assert "| resnet9: ONNX Runtime ≥ 1.5× Keras at batch 256 | 1.20× | **no** |" in md
+    assert "| resnet9: ONNX Runtime ≥ 1.5× Keras batch-1 latency (p50) | 2.00× | yes |" in md
+    assert "| resnet9: input pipeline ≥ 5× the step's consumption | 4.6× | **no** |" in md
+    assert "| resnet9 | 300 | 65.0 (loop fp32 spc10) | 4.6× |" in md
+    assert (tmp_path / "inference.png").read_bytes()[:4] == b"\x89PNG"

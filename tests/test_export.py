@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine import export
-from engine.config import Config
+from engine.config import defaults
 from engine.errors import EngineError
 from engine.evaluate import agreement
 from engine.runtime import ONNXPredictor, TFPredictor, check_images, open_predictor
@@ -17,8 +17,8 @@ from tests.conftest import assert_one_line_error, run_cli
 
 
 def _train(out, data, **model_kw):
-    cfg = Config().replace("data", data=data, limit=2048, limit_test=500)
-    cfg = cfg.replace("model", model="tiny", **model_kw.pop("model", {}))
+    cfg = defaults("tiny").replace("data", data=data, limit=2048, limit_test=500)
+    cfg = cfg.replace("model", **model_kw.pop("model", {}))
     cfg = cfg.replace("optim", batch_size=128, epochs=2, lr=0.2)
     Trainer(cfg.replace("run", out=str(out), quiet=True, **model_kw), log=lambda *a: None).run()
     keras.mixed_precision.set_global_policy("float32")

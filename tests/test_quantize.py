@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from engine import export
-from engine.config import Config
+from engine.config import defaults
 from engine.evaluate import agreement
 from engine.runtime import ONNXPredictor
 from engine.trainer import Trainer
@@ -19,8 +19,8 @@ from tests.conftest import assert_one_line_error, run_cli
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shared_data, shared_splits):
     out = tmp_path_factory.mktemp("quant") / "run"
-    cfg = Config().replace("data", data=shared_data, limit=10000, limit_test=500)
-    cfg = cfg.replace("model", model="tiny").replace("optim", batch_size=128, epochs=4, lr=0.4)
+    cfg = defaults("tiny").replace("data", data=shared_data, limit=10000, limit_test=500)
+    cfg = cfg.replace("optim", batch_size=128, epochs=4, lr=0.4)
     Trainer(cfg.replace("run", out=str(out), quiet=True), log=lambda *a: None).run()
     keras.mixed_precision.set_global_policy("float32")
     exp = export.load_run(str(out))

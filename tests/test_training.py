@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from engine.config import Config
+from engine.config import Config, defaults
 from engine.errors import EngineError
 from engine.trainer import Diverged, PiecewiseLinear, Trainer
 
@@ -19,9 +19,8 @@ def _float32_policy():
 
 def config(out, data, **kw) -> Config:
     """The tiny model on 1,024 images: seconds per epoch."""
-    cfg = Config()
+    cfg = defaults("tiny")
     cfg = cfg.replace("data", data=data, limit=kw.pop("limit", 1024), limit_test=500)
-    cfg = cfg.replace("model", model="tiny")
     cfg = cfg.replace("optim", batch_size=64, epochs=kw.pop("epochs", 1), lr=kw.pop("lr", 0.2),
                       schedule=kw.pop("schedule", "onecycle"))
     return cfg.replace("run", out=str(out), quiet=True, **kw)

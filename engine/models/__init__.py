@@ -6,8 +6,8 @@ the registry appends the float32 cast once, so mixed-precision models need no ca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from engine.errors import EngineError
 
@@ -15,14 +15,35 @@ from engine.errors import EngineError
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    body: Callable          # body(inputs: KerasTensor, num_classes: int) -> logits KerasTensor
+    body: Callable          # body(inputs, num_classes, opts: ModelConfig | None) -> logits KerasTensor
     normalization: str      # a kernels.normalize mode
     description: str
     default_size: int = 32  # input side the model is trained at unless --upsample says otherwise
     min_size: int = 32
+    # The training recipe this model was tuned with: {"section.field": value} applied over the
+    # config defaults (which are the default model's recipe) and under any flag the user gives.
+    recipe: dict = field(default_factory=dict)
+    # Optional init from training data, run once before training (not on resume):
+    # data_init(model, images) with images float32, preprocessed as the model sees them.
+    data_init: Optional[Callable] = None
+    data_init_frozen: tuple = ()  # variable paths data_init sets and freezes (trained without it)
+    # {variable path: N}: that variable trains only in the first N epochs, then stays frozen.
+    train_epochs: dict = field(default_factory=dict)
+    # The model options (config.ModelConfig fields) this model's body reads.
+    options: tuple = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+# Page's ResNet-9 recipe (DAWNBench): one-cycle SGD to 0.4, decoupled weight decay, 24 epochs of
+# random 4-px crops and random flips. Models that do not say otherwise train with it.
+CLASSIC_RECIPE = {
+    "model.crop_pad": 4, "model.pad_mode": "reflect", "model.flip": "random", "model.tta": 0,
+    "optim.optimizer": "sgd", "optim.lr": 0.4, "optim.momentum": 0.9, "optim.nesterov": True,
+    "optim.weight_decay": 5e-4, "optim.weight_decay_mode": "decoupled", "optim.bias_lr_scale": 1.0,
+    "optim.schedule": "onecycle", "optim.warmup": 0.2, "optim.lr_start": 0.0, "optim.lr_end": 0.0,
+    "optim.label_smoothing": 0.2, "optim.epochs": 24, "optim.batch_size": 512, "optim.lookahead": False,
+}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -49,15 +70,30 @@ def input_size(spec: ModelSpec, upsample: int) -> int:
     return size
 
 
-def build(name: str, size: int, num_classes: int):
-    """A functional Keras model: float32 [N,size,size,3] normalised images -> float32 logits."""
+OPTIONS = ("weights", "freeze", "head", "width")
+
+
+def check_options(spec: ModelSpec, opts) -> None:
+    """A model option set away from its default on a model that does not read it is an error, not
+    something silently ignored."""
+    from engine.config import ModelConfig
+    base = ModelConfig()
+    for name in OPTIONS:
+        if name not in spec.options and getattr(opts, name) != getattr(base, name):
+            takers = [s.name for s in _REGISTRY.values() if name in s.options]
+            raise EngineError(f"--{name} does not apply to model {spec.name}; it is for {', '.join(takers)}")
+
+
+def build(name: str, size: int, num_classes: int, opts=None):
+    """A functional Keras model: float32 [N,size,size,3] normalised images -> float32 logits.
+    `opts` (a config.ModelConfig) carries the options some models take (--weights, --freeze, --head)."""
     import keras
     spec = get(name)
     inputs = keras.Input((size, size, 3), name="images")
-    x = spec.body(inputs, num_classes)
+    x = spec.body(inputs, num_classes, opts)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)
 
 
 # Each family registers itself on import.
-from engine.models import resnet9, tiny  # noqa: E402,F401
+from engine.models import airbench, backbones, resnet9, tiny  # noqa: E402,F401

@@ -5,7 +5,7 @@ prep conv64 -> [conv128, pool, residual(2 x conv128)] -> [conv256, pool] ->
 """
 import keras
 
-from engine.models import ModelSpec, register
+from engine.models import CLASSIC_RECIPE, ModelSpec, register
 
 L = keras.layers
 
@@ -22,7 +22,7 @@ def residual(x, width):
     return L.Add()([x, conv_bn(conv_bn(x, width), width)])
 
 
-def body(x, num_classes):
+def body(x, num_classes, opts=None):
     x = conv_bn(x, 64)
     x = residual(conv_bn(x, 128, pool=True), 128)
     x = conv_bn(x, 256, pool=True)
@@ -33,4 +33,5 @@ def body(x, num_classes):
 
 
 register(ModelSpec("resnet9", body, normalization="cifar10",
-                   description="Page's DAWNBench ResNet-9, ~6.6M params, 94%-class in 24 epochs"))
+                   description="Page's DAWNBench ResNet-9, ~6.6M params, 94%-class in 24 epochs",
+                   recipe=CLASSIC_RECIPE))

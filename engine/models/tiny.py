@@ -1,10 +1,10 @@
 """A very small CNN for tests and smoke runs."""
 import keras
 
-from engine.models import ModelSpec, register
+from engine.models import CLASSIC_RECIPE, ModelSpec, register
 
 
-def body(x, num_classes):
+def body(x, num_classes, opts=None):
     L = keras.layers
     for width in (16, 32):
         x = L.Conv2D(width, 3, padding="same", use_bias=False)(x)
@@ -15,4 +15,5 @@ def body(x, num_classes):
     return L.Dense(num_classes)(x)
 
 
-register(ModelSpec("tiny", body, normalization="cifar10", description="2-conv test net for tests and smoke runs"))
+register(ModelSpec("tiny", body, normalization="cifar10", description="2-conv test net for tests and smoke runs",
+                   recipe=CLASSIC_RECIPE))

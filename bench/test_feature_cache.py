@@ -1,0 +1,92 @@
+"""Seed experiment 1's model (VGG16 frozen, 32->64, the seed head, batch 128): a 30-epoch run the
+seed way (`model.fit`, preprocessing and upsampling in the tf.data map) against the engine's feature
+cache (backbone features once for the training and test images, then only the head each epoch).
+
+Measured parts, projected to the full data set (50,000 training + 10,000 test images):
+  fit:   30 epochs x 50,000 / fit img/s  (evaluation time left out: that flatters fit)
+  cache: 60,000 / feature-extraction img/s + 30 x one head epoch over 50,000 cached feature rows
+
+    pytest bench/test_feature_cache.py --benchmark-json=bench-cache.json
+"""
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kernels
+from bench.conftest import QUICK, machine_info
+from engine import data, features, models, precision
+from engine.config import defaults
+from engine.loop import preprocess, smoothed_cross_entropy
+from engine.trainer import build_training, make_optimizer
+
+SIZE = 32 if QUICK else 64
+BATCH = 32 if QUICK else 128
+FIT_STEPS = 2 if QUICK else 6
+EXTRACT_IMAGES = 128 if QUICK else 1024
+TRAIN, TEST, EPOCHS = (2048, 512, 30) if QUICK else (50000, 10000, 30)
+
+
+def _cfg():
+    cfg = defaults("vgg16").replace("model", weights="none", upsample=SIZE, head="seed")
+    return cfg.replace("optim", batch_size=BATCH)
+
+
+@pytest.fixture(autouse=True)
+def _float32():
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_feature_cache_vs_seed_fit(benchmark, splits):
+    cfg = _cfg()
+    keras.utils.set_random_seed(0)
+    policy = precision.apply(False)
+    spec = models.get("vgg16")
+    x, y, _, _ = data.balanced_subset(splits.x_train, splits.y_train, max(EXTRACT_IMAGES, BATCH * (FIT_STEPS + 2)))
+
+    # The seed way: host-side preprocessing + upsampling in tf.data, model.fit, the whole model each step.
+    model = models.build("vgg16", SIZE, 10, cfg.model)
+    model.compile(optimizer=make_optimizer(cfg.optim, cfg.optim.lr), jit_compile=False,
+                  loss=lambda yt, yp: smoothed_cross_entropy(tf.cast(tf.reshape(yt, [-1]), tf.int32), yp, 10, 0.0))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(BATCH, drop_remainder=True)
+    ds = ds.map(lambda im, lb: (kernels.normalize(kernels.upsample(im, SIZE), spec.normalization), lb),
+                num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # warm-up: tracing
+    t0 = time.perf_counter()
+    model.fit(ds, epochs=1, steps_per_epoch=FIT_STEPS, verbose=0)
+    fit_img_s = FIT_STEPS * BATCH / (time.perf_counter() - t0)
+
+    # The cache: features once (timed by pytest-benchmark), then head epochs on feature rows.
+    full, _, loop = build_training(cfg, 10, TRAIN, policy)
+    assert loop.cfg.features
+    base = full.get_layer("backbone")
+    prep = lambda im: preprocess(im, loop.cfg)  # noqa: E731
+    features.extract(base, x[:BATCH], prep)  # warm-up: tracing
+    benchmark.pedantic(features.extract, args=(base, x[:EXTRACT_IMAGES], prep), rounds=1 if QUICK else 2,
+                       iterations=1)
+    extract_img_s = EXTRACT_IMAGES / benchmark.stats.stats.mean
+
+    rows = np.random.default_rng(0).normal(size=(TRAIN,) + tuple(base.output.shape[1:])).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 10, TRAIN).astype(np.int32)
+    pipe = data.Pipeline(rows, labels)
+    steps = pipe.steps_per_epoch(BATCH)
+    float(loop.train_calls(iter(pipe.train(BATCH, 0, 0)), tf.constant(2))[0])  # warm-up: tracing
+    t0 = time.perf_counter()
+    it = iter(pipe.train(BATCH, 0, 1))
+    done = 0
+    while done < steps:
+        n = min(50, steps - done)
+        float(loop.train_calls(it, tf.constant(n))[0])
+        done += n
+    head_epoch_s = time.perf_counter() - t0
+
+    fit_run_s = EPOCHS * TRAIN / fit_img_s
+    cache_run_s = (TRAIN + TEST) / extract_img_s + EPOCHS * head_epoch_s
+    info = machine_info()
+    info.update(kind="feature_cache", model=f"vgg16@{SIZE}", batch=BATCH, epochs=EPOCHS, train_images=TRAIN,
+                fit_img_s=fit_img_s, extract_img_s=extract_img_s, head_epoch_s=head_epoch_s,
+                fit_epoch_s=TRAIN / fit_img_s, fit_run_s=fit_run_s, cache_run_s=cache_run_s,
+                speedup=fit_run_s / cache_run_s, epoch2_speedup=(TRAIN / fit_img_s) / head_epoch_s)
+    benchmark.extra_info.update(info)

@@ -1,0 +1,38 @@
+"""The feature cache: with a fully frozen backbone and no augmentation, a backbone model's features
+do not change during training, so they are computed once per split (batched, on the device) and
+kept in memory, and only the head trains on them, epoch after epoch.
+
+The head model shares its layers (and so its variables) with the full model: checkpoints, the
+best-epoch model and exports are the full model's, exactly as without the cache.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def applicable(cfg, model) -> bool:
+    m = cfg.model
+    return (m.feature_cache and m.freeze == "all" and not m.crop_pad and m.flip == "none" and not m.tta
+            and any(layer.name == "backbone" for layer in model.layers))
+
+
+def split(model):
+    """(backbone, head): the nested "backbone" layer, and a model from the backbone's output to the
+    logits made of the full model's own head layers."""
+    import keras
+    names = [layer.name for layer in model.layers]
+    i = names.index("backbone")
+    base = model.layers[i]
+    x = inputs = keras.Input(tuple(base.output.shape[1:]), name="features")
+    for layer in model.layers[i + 1:]:
+        x = layer(x)
+    return base, keras.Model(inputs, x, name="head")
+
+
+def extract(base, images: np.ndarray, preprocess, batch: int = 256) -> np.ndarray:
+    """Backbone features (inference mode) of uint8 images, `preprocess` = the model's device
+    preprocessing (upsample + normalise)."""
+    fn = tf.function(lambda x: base(preprocess(x), training=False))
+    parts = [fn(tf.constant(images[i:i + batch])).numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0,) + tuple(base.output.shape[1:]), np.float32)

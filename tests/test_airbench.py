@@ -1,0 +1,191 @@
+"""The airbench recipe's parts, each against its definition, and a short real run that a broken
+whitening or schedule fails."""
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kernels
+from engine import config as C
+from engine import models
+from engine.loop import Lookahead, StepConfig, TrainLoop, tta_logits
+from engine.models.airbench import DiracInit, whitening_filters
+from engine.trainer import PiecewiseLinear, Trainer, make_schedule, total_steps
+
+
+def test_whitening_filters_whiten_the_patches():
+    rng = np.random.default_rng(0)
+    # Correlated pixels: a smooth random field plus noise, so the patch covariance is far from identity.
+    base = rng.normal(size=(200, 17, 17, 3)).astype(np.float32)
+    images = (base[:, :16, :16] + base[:, 1:, 1:] + 0.1 * rng.normal(size=(200, 16, 16, 3))).astype(np.float32)
+    eps = 5e-4
+    w = whitening_filters(images, 2, eps)
+    assert w.shape == (2, 2, 3, 24)
+    np.testing.assert_array_equal(w[..., 12:], -w[..., :12])
+    out = tf.nn.conv2d(images, w[..., :12], 1, "VALID").numpy().reshape(-1, 12)
+    cov = out.T.astype(np.float64) @ out / len(out)
+    patches = np.stack([images[:, i:15 + i, j:15 + j] for i in range(2) for j in range(2)], 3).reshape(-1, 12)
+    lam = np.sort(np.linalg.eigvalsh(patches.T.astype(np.float64) @ patches / len(patches)))[::-1]
+    # Whitened: uncorrelated components with variance lam / (lam + eps), largest first.
+    np.testing.assert_allclose(cov, np.diag(lam / (lam + eps)), atol=2e-3)
+
+
+def test_dirac_init_passes_the_input_through():
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 5)).astype(np.float32)
+    layer = keras.layers.Conv2D(7, 3, padding="same", use_bias=False, kernel_initializer=DiracInit())
+    y = layer(x).numpy()
+    np.testing.assert_allclose(y[..., :5], x, atol=1e-6)
+    assert np.abs(layer.kernel.numpy()[..., 5:]).max() <= 1 / np.sqrt(3 * 3 * 5) + 1e-6  # torch's bound
+
+
+def test_alternating_flip_flips_each_image_in_exactly_one_of_two_epochs():
+    n = 400
+    images = tf.constant(np.random.default_rng(2).integers(0, 255, (n, 4, 4, 1), dtype=np.uint8))
+    index = tf.range(n)
+    seed = tf.constant([5, -1], tf.int64)
+    flipped = []
+    for epoch in range(3):
+        out = kernels.alternating_flip(images, index, epoch, seed, n).numpy()
+        flipped.append(np.array([not np.array_equal(o, i) and np.array_equal(o, i[:, ::-1])
+                                 for o, i in zip(out, images.numpy())]))
+    assert 150 < flipped[0].sum() < 250
+    np.testing.assert_array_equal(flipped[0], ~flipped[1])
+    np.testing.assert_array_equal(flipped[0], flipped[2])
+    # The flip is a property of the image, not of its place in the batch.
+    perm = np.random.default_rng(3).permutation(n)
+    out = kernels.alternating_flip(tf.gather(images, perm), tf.constant(perm), 0, seed, n).numpy()
+    np.testing.assert_array_equal(out, kernels.alternating_flip(images, index, 0, seed, n).numpy()[perm])
+
+
+def test_tta_level_2_is_the_mean_of_its_six_views():
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(inputs))))
+    cfg = StepConfig(num_classes=4, global_batch=2, size=32)
+    x = np.random.default_rng(4).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+
+    def f(v):
+        return tta_logits(model, tf.constant(np.ascontiguousarray(v)), cfg, 0).numpy()
+
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    a, b = padded[:, :32, :32], padded[:, 2:, 2:]
+    mirror = lambda v: 0.5 * f(v) + 0.5 * f(v[:, :, ::-1])  # noqa: E731
+    want = 0.5 * mirror(x) + 0.25 * (mirror(a) + mirror(b))
+    np.testing.assert_allclose(tta_logits(model, tf.constant(x), cfg, 2).numpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tta_logits(model, tf.constant(x), cfg, 1).numpy(), mirror(x), rtol=1e-5, atol=1e-5)
+
+
+def test_lookahead_update_and_finish():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    la = Lookahead(model, total_steps=100)
+    w0 = [w.numpy().copy() for w in model.weights]
+    for w in model.weights:
+        w.assign(w.numpy() + 1.0)
+    la.update(50)
+    d = 0.95 ** 5 * 0.5 ** 3
+    for w, s, a in zip(model.weights, la.slow, w0):
+        np.testing.assert_allclose(s.numpy(), d * a + (1 - d) * (a + 1), rtol=1e-6)
+        np.testing.assert_allclose(w.numpy(), s.numpy())  # the weights jump to the slow copy
+    for w in model.weights:
+        w.assign(w.numpy() * 0)
+    la.finish()
+    for w, s in zip(model.weights, la.slow):
+        np.testing.assert_array_equal(w.numpy(), s.numpy())
+
+
+def test_bias_lr_scale_and_coupled_l2_in_one_sgd_step():
+    """One plain SGD step: w <- w - lr * (g + l2 * w); BatchNorm biases get 64 * g."""
+    keras.utils.set_random_seed(0)
+    model = models.build("tiny", 32, 10)
+    lr, l2 = 0.1, 0.01
+    opt = keras.optimizers.SGD(learning_rate=lr)
+    cfg = StepConfig(num_classes=10, global_batch=8, size=32, l2=l2, bias_lr_scale=64.0)
+    loop = TrainLoop(model, opt, cfg)
+    x = np.random.default_rng(5).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(8, dtype=np.int32)
+    from engine.loop import preprocess, smoothed_cross_entropy
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(smoothed_cross_entropy(y, model(preprocess(tf.constant(x), cfg), training=True), 10, 0.0))
+    grads = [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+    # That forward pass moved the BN statistics; the step's own forward pass sees the same batch.
+    ds = tf.data.Dataset.from_tensors((x, y, np.arange(8, dtype=np.int32)))
+    loop.train_calls(iter(ds), tf.constant(1))
+    betas = {id(layer.beta) for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert betas
+    for v, w0, g in zip(model.trainable_variables, before, grads):
+        scale = 64.0 if id(v) in betas else 1.0
+        np.testing.assert_allclose(v.numpy(), w0 - lr * (scale * g + l2 * w0), rtol=1e-4, atol=1e-6)
+
+
+def test_recipes():
+    assert C.defaults("tiny").optim.lr == 0.4 and C.defaults("tiny").model.flip == "random"
+    ab = C.defaults("airbench")
+    assert (ab.optim.batch_size, ab.optim.epochs, ab.model.flip, ab.model.tta) == (1024, 9.9, "alternate", 2)
+    # The dataclass defaults are the default model's recipe (no drift between the two).
+    assert C.Config().replace("data", data=ab.data.data) == ab
+
+
+def test_airbench_schedule_and_fractional_epochs():
+    o = C.defaults("airbench").optim
+    total = total_steps(o, 48)
+    assert total == 476  # ceil(9.9 * 48), as the reference computes it
+    s = make_schedule(o, 48)
+    assert isinstance(s, PiecewiseLinear)
+    warm = int(round(0.23 * total))
+    np.testing.assert_allclose([float(s(0)), float(s(warm)), float(s(total))], [0.3, 1.5, 0.105], rtol=1e-6)
+
+
+def test_airbench_input_size_is_enforced():
+    with pytest.raises(Exception, match="at least 32x32"):
+        models.input_size(models.get("airbench"), 16)
+
+
+def test_airbench_resume_is_exact_with_lookahead_and_stem_freeze(tmp_path, shared_data):
+    """Killed after step 20 of 32 (mid epoch 3 of 4) and resumed from the step-20 checkpoint: the run
+    then crosses the stem-bias freeze (after epoch 3) with lookahead running, and ends with the same
+    weights and slow copy as the straight run."""
+    def cfg(resume=False):
+        c = C.defaults("airbench").replace("data", data=shared_data, limit=256, limit_test=100)
+        c = c.replace("optim", batch_size=32, epochs=4)
+        return c.replace("run", out=str(tmp_path / "r"), quiet=True, deterministic=True, checkpoint_every=5,
+                         keep_checkpoints=20, resume=resume)
+    straight = Trainer(cfg(), log=lambda *a: None)
+    straight.run()
+    ckdir = tmp_path / "r" / "checkpoints"
+    for f in ckdir.glob("ckpt-*"):
+        if int(f.name.split(".")[0].split("-")[1]) > 20:
+            f.unlink()
+    (ckdir / "checkpoint").write_text('model_checkpoint_path: "ckpt-20"\n')
+    resumed = Trainer(cfg(resume=True), log=lambda *a: None)
+    assert resumed.run()["steps"] == 32
+    assert not resumed.model.get_layer("whiten").bias.trainable  # frozen after 3 epochs
+    for a, b in zip(straight.model.weights + straight.loop.lookahead.slow,
+                    resumed.model.weights + resumed.loop.lookahead.slow):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# Accuracy (TTA) after 2 epochs of the airbench recipe at batch 256 on a 5,000-image balanced subset,
+# tested on 1,000 test images, measured on this CPU: 0.542 as built; 0.468 with the whitening init
+# removed (a random stem, frozen as the recipe freezes it). The bar sits between.
+SHORT = dict(limit=5000, limit_test=1000)
+
+
+def _short_run(out, data, **optim):
+    cfg = C.defaults("airbench").replace("data", data=data, **SHORT)
+    cfg = cfg.replace("optim", batch_size=256, epochs=2, **optim)
+    return Trainer(cfg.replace("run", out=str(out), quiet=True, xla=True), log=lambda *a: None)
+
+
+@pytest.mark.slow
+def test_short_airbench_run_reaches_its_accuracy(tmp_path, shared_data):
+    t = _short_run(tmp_path / "ab", shared_data)
+    m = t.run()
+    h = json.load(open(tmp_path / "ab" / "history.json"))
+    assert m["steps"] == 2 * (5000 // 256) and len(h) == 2
+    assert m["test_accuracy_tta"] >= 0.51, m
+    # The whitening conv's kernel never trains; its bias trains (3 epochs > this run).
+    stem = t.model.get_layer("whiten")
+    np.testing.assert_allclose(stem.kernel.numpy()[..., :12], -stem.kernel.numpy()[..., 12:])

@@ -30,20 +30,21 @@ class Recipe:
 _SEED_HEAD = {"model.freeze": "all", "model.weights": "imagenet", "model.crop_pad": 0, "model.flip": "none",
               "optim.label_smoothing": 0.0, "optim.weight_decay": 0.0}
 
+
+def _experiment1(model: str) -> dict:
+    """Seed experiment 1: frozen backbone, 32->64, the seed head, Adam at a constant 0.001/31."""
+    return {**_SEED_HEAD, "model.model": model, "model.upsample": 64, "model.head": "seed",
+            "optim.optimizer": "adam", "optim.lr": 0.001 / 31, "optim.schedule": "constant",
+            "optim.batch_size": 128, "optim.epochs": 30}
+
+
 RECIPES = {r.name: r for r in [
     Recipe("seed-vgg16-frozen", 1,
            "experiment 1: VGG16 (ImageNet, frozen), 32->64 upsampling, Flatten-512-256 head with dropout "
            "0.2, Adam at a constant 0.001/31, batch 128, 30 epochs",
-           "92.05% (best epoch 22)",
-           {**_SEED_HEAD, "model.model": "vgg16", "model.upsample": 64, "model.head": "seed",
-            "optim.optimizer": "adam", "optim.lr": 0.001 / 31, "optim.schedule": "constant",
-            "optim.batch_size": 128, "optim.epochs": 30}),
-    Recipe("seed-densenet121-frozen", 1,
-           "experiment 1 with DenseNet121 as the backbone",
-           "within 0.08% of VGG16",
-           {**_SEED_HEAD, "model.model": "densenet121", "model.upsample": 64, "model.head": "seed",
-            "optim.optimizer": "adam", "optim.lr": 0.001 / 31, "optim.schedule": "constant",
-            "optim.batch_size": 128, "optim.epochs": 30}),
+           "92.05% (best epoch 22)", _experiment1("vgg16")),
+    Recipe("seed-densenet121-frozen", 1, "experiment 1 with DenseNet121 as the backbone",
+           "within 0.08% of VGG16", _experiment1("densenet121")),
     Recipe("seed-vgg19-224", 1,
            "experiment 2: VGG19 (ImageNet, frozen) at 224x224; logits out, so no softmax-into-from-logits "
            "pitfall; head, Adam 1e-4, batch 64 and 10 epochs are ours",

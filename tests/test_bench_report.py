@@ -33,34 +33,33 @@ def test_report_bad_input(tmp_path, capsys):
     assert "holds no throughput benchmarks" in capsys.readouterr().err
 
 
-def test_report_inference_table(tmp_path):
-    def inf(backend, **kw):
-        return {"stats": {"rounds": 5}, "extra_info": {"kind": "inference", "model": "tiny", "backend": backend,
-                                                         "device": "Test CPU", **kw}}
-    data = {"datetime": "2026-11-23T10:00:00", "benchmarks": [
-        inf("keras", p50_ms=2.0, p90_ms=3.0, p99_ms=4.0), inf("keras", img_s=1000.0),
-        inf("onnxruntime", p50_ms=0.5, p90_ms=0.6, p99_ms=0.9), inf("onnxruntime", img_s=2500.0)]}
+def _inf(backend, model="tiny", **kw):
+    return {"stats": {"rounds": 5}, "extra_info": {"kind": "inference", "model": model, "backend": backend,
+                                                     "device": "Test CPU", **kw}}
+
+
+def _report(tmp_path, benchmarks) -> str:
+    """Run the report CLI on these benchmarks; return report.md."""
     path = tmp_path / "b.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps({"datetime": "2026-11-23T10:00:00", "benchmarks": benchmarks}))
     assert report.main([str(path), "--out", str(tmp_path)]) == 0
-    md = (tmp_path / "report.md").read_text()
+    return (tmp_path / "report.md").read_text()
+
+
+def test_report_inference_table(tmp_path):
+    md = _report(tmp_path, [
+        _inf("keras", p50_ms=2.0, p90_ms=3.0, p99_ms=4.0), _inf("keras", img_s=1000.0),
+        _inf("onnxruntime", p50_ms=0.5, p90_ms=0.6, p99_ms=0.9), _inf("onnxruntime", img_s=2500.0)])
     assert "| tiny | keras | 2.00 | 3.00 | 4.00 | 1000 | 1.00× | 1.00× |" in md
     assert "| tiny | onnxruntime | 0.50 | 0.60 | 0.90 | 2500 | 4.00× | 2.50× |" in md
     assert not (tmp_path / "train_throughput.png").exists()  # no training rows, no training chart
 
 
 def test_report_goals_and_input_pipeline(tmp_path):
-    data = {"datetime": "2026-11-23T10:00:00", "benchmarks": [
+    md = _report(tmp_path, [
         _bench("keras fit", 50.0), _bench("loop fp32 spc10", 65.0), _bench("loop xla spc10", 40.0, xla=True),
         {"stats": {"rounds": 3}, "extra_info": {"kind": "input", "model": "resnet9", "img_s": 300.0}},
-        {"stats": {"rounds": 5}, "extra_info": {"kind": "inference", "model": "resnet9", "backend": "keras",
-                                                 "p50_ms": 2.0, "img_s": 100.0, "device": "Test CPU"}},
-        {"stats": {"rounds": 5}, "extra_info": {"kind": "inference", "model": "resnet9", "backend": "onnxruntime",
-                                                 "p50_ms": 1.0, "img_s": 120.0, "device": "Test CPU"}}]}
-    path = tmp_path / "b.json"
-    path.write_text(json.dumps(data))
-    assert report.main([str(path), "--out", str(tmp_path)]) == 0
-    md = (tmp_path / "report.md").read_text()
+        _inf("keras", "resnet9", p50_ms=2.0, img_s=100.0), _inf("onnxruntime", "resnet9", p50_ms=1.0, img_s=120.0)])
     assert "| resnet9: our loop ≥ 1.3× Keras fit | 1.30× (loop fp32 spc10) | yes |" in md
     assert "| resnet9: ONNX Runtime ≥ 1.5× Keras at batch 256 | 1.20× | **no** |" in md
     assert "| resnet9: ONNX Runtime ≥ 1.5× Keras batch-1 latency (p50) | 2.00× | yes |" in md

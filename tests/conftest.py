@@ -87,6 +87,19 @@ def run_cli(module, *args, env=None):
                           capture_output=True, text=True, timeout=600)
 
 
+def run_in_process(capsys, module, *args):
+    """`module.main(args)` in this process, as a CompletedProcess: the CLI's own code path without
+    the seconds of interpreter and TensorFlow start-up per case (tests through run_cli cover what a
+    fresh process prints on stderr)."""
+    import importlib
+    main = importlib.import_module(module).main
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *map(str, args)], e.value.code, out.out, out.err)
+
+
 def assert_one_line_error(p, *fragments):
     """Non-zero exit, exactly one stderr line `error: ...` naming the problem, no traceback."""
     err = p.stderr.strip()

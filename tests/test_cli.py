@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from engine import config as C
-from tests.conftest import assert_one_line_error, make_images, png_bytes, run_cli
+from tests.conftest import assert_one_line_error, make_images, png_bytes, run_cli, run_in_process
 
 
 def run(*args, env=None):
@@ -127,7 +127,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_line(tmp_path, shared_data, case):
+def test_bad_input_is_one_line(tmp_path, shared_data, case, capsys):
     make_args, fragments = BAD[case]
     args = make_args(tmp_path)
     base = ["--model", "tiny", "--quiet", "--epochs", 1]
@@ -135,4 +135,4 @@ def test_bad_input_is_one_line(tmp_path, shared_data, case):
         base += ["--data", shared_data, "--limit", 256]
     if "--out" not in args:
         base += ["--out", tmp_path / "out"]
-    assert_one_line_error(run(*base, *args), *fragments)
+    assert_one_line_error(run_in_process(capsys, "engine.train", *base, *args), *fragments)

@@ -13,7 +13,7 @@ from engine import data, models, precision, probe, recipes, train
 from engine.errors import EngineError
 from engine.models import backbones
 from engine.trainer import Trainer, build_training
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_in_process
 
 
 def _opts(name, **kw):
@@ -123,12 +123,11 @@ def test_probe_on_digits(tmp_path):
     assert "accuracy" in p.stdout and "±" in p.stdout
 
 
-def test_probe_bad_input(tmp_path):
-    assert_one_line_error(run_cli("engine.probe", "--data", "digits", "--classes", "3,x"), "--classes: no class 'x'")
-    assert_one_line_error(run_cli("engine.probe", "--data", "digits", "--classes", "3"), "at least two")
-    assert_one_line_error(run_cli("engine.probe", "--data", "digits", "--backbone", "alexnet"), "--backbone 'alexnet'")
-    assert_one_line_error(run_cli("engine.probe", "--data", "digits", "--folds", "1000", "--backbone", "pixels"),
-                          "--folds 1000")
+@pytest.mark.parametrize("args,fragment", [
+    (["--classes", "3,x"], "--classes: no class 'x'"), (["--classes", "3"], "at least two"),
+    (["--backbone", "alexnet"], "--backbone 'alexnet'"), (["--folds", "1000", "--backbone", "pixels"], "--folds 1000")])
+def test_probe_bad_input(capsys, args, fragment):
+    assert_one_line_error(run_in_process(capsys, "engine.probe", "--data", "digits", *args), fragment)
 
 
 def test_probe_class_selection():

@@ -22,6 +22,20 @@ def splits():
     return data.load(source, default_cache_dir(), log=lambda *a, **k: None)
 
 
+def compile_seed_style(model, o) -> None:
+    """`model.compile` as the seed experiments do it (no XLA, accuracy metric), with the engine's
+    optimizer and label-smoothed loss for the optim config `o`, so fit rows differ only in the loop."""
+    import tensorflow as tf
+
+    from engine.loop import smoothed_cross_entropy
+    from engine.trainer import make_optimizer
+    num_classes = model.output_shape[-1]
+    model.compile(optimizer=make_optimizer(o, o.lr), jit_compile=False,
+                  loss=lambda yt, yp: smoothed_cross_entropy(tf.cast(tf.reshape(yt, [-1]), tf.int32), yp,
+                                                             num_classes, o.label_smoothing),
+                  metrics=["sparse_categorical_accuracy"])
+
+
 def machine_info() -> dict:
     import tensorflow as tf
 

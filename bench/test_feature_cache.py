@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 import kernels
-from bench.conftest import QUICK, machine_info
+from bench.conftest import QUICK, compile_seed_style, machine_info
 from engine import data, features, models, precision
 from engine.config import defaults
-from engine.loop import preprocess, smoothed_cross_entropy
-from engine.trainer import build_training, make_optimizer
+from engine.loop import preprocess
+from engine.trainer import build_training
 
 SIZE = 32 if QUICK else 64
 BATCH = 32 if QUICK else 128
@@ -48,8 +48,7 @@ def test_feature_cache_vs_seed_fit(benchmark, splits):
 
     # The seed way: host-side preprocessing + upsampling in tf.data, model.fit, the whole model each step.
     model = models.build("vgg16", SIZE, 10, cfg.model)
-    model.compile(optimizer=make_optimizer(cfg.optim, cfg.optim.lr), jit_compile=False,
-                  loss=lambda yt, yp: smoothed_cross_entropy(tf.cast(tf.reshape(yt, [-1]), tf.int32), yp, 10, 0.0))
+    compile_seed_style(model, cfg.optim)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(BATCH, drop_remainder=True)
     ds = ds.map(lambda im, lb: (kernels.normalize(kernels.upsample(im, SIZE), spec.normalization), lb),
                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

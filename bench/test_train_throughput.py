@@ -11,11 +11,10 @@ import pytest
 import tensorflow as tf
 
 import kernels
-from bench.conftest import QUICK, machine_info
+from bench.conftest import QUICK, compile_seed_style, machine_info
 from engine import data, precision
 from engine.config import Config, defaults
-from engine.loop import smoothed_cross_entropy
-from engine.trainer import build_training, make_optimizer
+from engine.trainer import build_training
 
 # label: (model, input side, global batch, steps per timed round, settings). airbench at its recipe's
 # batch 1024 (a step is ~9 s here, so short windows); its bf16 row is left out (measured 10x slower
@@ -120,10 +119,7 @@ def test_keras_fit(benchmark, splits, label):
     spec = models.get(model_name)
     model = models.build(model_name, size, 10, cfg.model)
     o = cfg.optim
-    model.compile(optimizer=make_optimizer(o, o.lr), jit_compile=False,
-                  loss=lambda yt, yp: smoothed_cross_entropy(tf.cast(tf.reshape(yt, [-1]), tf.int32), yp, 10,
-                                                             o.label_smoothing),
-                  metrics=["sparse_categorical_accuracy"])
+    compile_seed_style(model, o)
 
     def host_preprocess(images, labels, seed):
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))

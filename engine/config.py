@@ -225,10 +225,15 @@ def overrides_from(ns: argparse.Namespace) -> dict:
     return out
 
 
+def dotted(values: dict) -> dict:
+    """{"section.name": value} (how recipes are written) -> {(section, name): value} (with_overrides)."""
+    return {tuple(key.split(".", 1)): value for key, value in values.items()}
+
+
 def recipe(model: str) -> dict:
     """{(section, name): value}: the training recipe the model brings (models.ModelSpec.recipe)."""
     from engine import models
-    return {tuple(key.split(".", 1)): value for key, value in models.get(model).recipe.items()}
+    return dotted(models.get(model).recipe)
 
 
 def defaults(model: str | None = None) -> Config:

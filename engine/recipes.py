@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.config import dotted
 from engine.errors import EngineError
 
 
@@ -77,7 +78,7 @@ def get(name: str) -> Recipe:
 
 def overrides(recipe: Recipe) -> dict:
     """{(section, name): value} for Config.with_overrides."""
-    return {tuple(k.split(".", 1)): v for k, v in recipe.values.items()}
+    return dotted(recipe.values)
 
 
 def table() -> str:

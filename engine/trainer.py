@@ -243,7 +243,7 @@ class Trainer:
         self.model, self.optimizer, self.loop = build_training(
             cfg, splits.num_classes, len(xtr), self.policy, strategy)
         if self.spec.data_init and cfg.model.data_init and not r.resume:
-            self.spec.data_init(self.model, self._preprocess_fn()(tf.constant(xtr[:5000])).numpy())
+            self.spec.data_init(self.model, xtr, self._preprocess_fn())
         # Only now, with data and model in hand, does --out become a run (a failed start leaves none).
         cfg.save(os.path.join(r.out, "config.json"))
         write_json(os.path.join(r.out, "classes.json"), splits.class_names)

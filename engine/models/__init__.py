@@ -24,7 +24,8 @@ class ModelSpec:
     # config defaults (which are the default model's recipe) and under any flag the user gives.
     recipe: dict = field(default_factory=dict)
     # Optional init from training data, run once before training (not on resume):
-    # data_init(model, images) with images float32, preprocessed as the model sees them.
+    # data_init(model, images, preprocess): uint8 training images and the device preprocessing
+    # (upsample + normalise) that turns them into what the model sees.
     data_init: Optional[Callable] = None
     data_init_frozen: tuple = ()  # variable paths data_init sets and freezes (trained without it)
     # {variable path: N}: that variable trains only in the first N epochs, then stays frozen.

@@ -94,10 +94,11 @@ def whitening_filters(images: np.ndarray, kernel: int = WHITEN_KERNEL, eps: floa
     return filters.reshape(kernel, kernel, c, -1).astype(np.float32)
 
 
-def whiten_init(model, images):
+def whiten_init(model, images, preprocess):
     """Set the frozen whitening conv from (up to) the first 5,000 training images."""
     layer = model.get_layer("whiten")
-    layer.kernel.assign(whitening_filters(np.asarray(images[:WHITEN_IMAGES]), layer.kernel.shape[0]))
+    x = preprocess(images[:WHITEN_IMAGES]).numpy()
+    layer.kernel.assign(whitening_filters(x, layer.kernel.shape[0]))
     layer.bias.assign(np.zeros(layer.bias.shape, np.float32))
 
 

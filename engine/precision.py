@@ -40,13 +40,22 @@ def wrap_optimizer(optimizer, policy: str):
     return optimizer
 
 
-def speed_warnings(amp: bool, xla: bool) -> list[str]:
-    """What we measured to be slow on this kind of device, said before the run starts."""
+def speed_warnings(amp: bool, xla: bool, model: str = "", xla_speedup: float = 0.0) -> list[str]:
+    """What we measured to be slow on this kind of device, said before the run starts.
+    `xla_speedup` is the model's measured --xla speed-up on our 2-core CPU (0: not measured)."""
     out = []
     if amp and not gpus() and not cpu_has_amx():
         out.append("--amp on a CPU without AMX runs in bfloat16, measured 10x slower than float32 "
                    "for resnet9 (AVX-512, 2 cores); drop --amp unless you are checking precision")
-    if xla and not gpus():
-        out.append("--xla on CPU depends on the model: measured 1.4x faster for resnet9 in this "
-                   "engine but 2x slower for VGG16; check yours with bench/")
+    if gpus():
+        return out
+    if xla and 0 < xla_speedup < 1:
+        out.append(f"--xla on CPU made {model} {1 / xla_speedup:.1f}x slower on a 2-core AVX-512 CPU "
+                   f"(oneDNN without XLA is faster for its convolutions); drop --xla unless bench/ says otherwise here")
+    elif xla and not xla_speedup:
+        out.append(f"--xla on CPU is not measured for {model or 'this model'}: it ranged from 2x slower (VGG16) "
+                   f"to 1.4x faster (resnet9, airbench); check with bench/")
+    elif not xla and xla_speedup > 1:
+        out.append(f"{model} trained {xla_speedup:.2g}x faster with --xla on a 2-core AVX-512 CPU; "
+                   f"add --xla")
     return out

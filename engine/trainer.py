@@ -205,7 +205,7 @@ class Trainer:
                               "max-pool gradient; drop one of them")
         prepare_run_dir(r)
         self.log(cfg.summary())
-        for w in precision.speed_warnings(r.amp, r.xla):
+        for w in precision.speed_warnings(r.amp, r.xla, self.spec.name, self.spec.cpu_xla_speedup):
             print(f"warning: {w}", file=sys.stderr)
         self._setup()
 
@@ -397,6 +397,7 @@ class Trainer:
             "best_epoch": self.best_epoch, "best_val_accuracy": self.best_acc,
             "epochs_run": len(self.history), "stopped_early": stopped_early, "steps": self.global_step,
             "train_img_s": self.timed_images / self.timed_seconds if self.timed_seconds else None,
+            "train_seconds": self.timed_seconds,
             "wall_seconds": time.perf_counter() - self.wall0,
             "train_images": self.train_images, "test_images": self.test_images,
             "val_is_test": self.val_is_test, "policy": self.policy, "xla": r.xla,

@@ -12,6 +12,7 @@ from engine import config as C
 from engine import models
 from engine.loop import Lookahead, StepConfig, TrainLoop, tta_logits
 from engine.models.airbench import DiracInit, whitening_filters
+from engine.models.layers import MaxPool2
 from engine.trainer import PiecewiseLinear, Trainer, make_schedule, total_steps
 
 
@@ -38,6 +39,22 @@ def test_dirac_init_passes_the_input_through():
     y = layer(x).numpy()
     np.testing.assert_allclose(y[..., :5], x, atol=1e-6)
     assert np.abs(layer.kernel.numpy()[..., 5:]).max() <= 1 / np.sqrt(3 * 3 * 5) + 1e-6  # torch's bound
+
+
+@pytest.mark.parametrize("side", [31, 8])
+def test_maxpool2_matches_keras_max_pooling_in_both_modes(side):
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, side, side, 5)).astype(np.float32))
+    weight = tf.constant(np.random.default_rng(3).normal(size=(3, side // 2, side // 2, 5)).astype(np.float32))
+    ref_layer, layer = keras.layers.MaxPooling2D(2), MaxPool2()
+    for training in (True, False):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            ref, out = ref_layer(x, training=training), layer(x, training=training)
+            ref_loss, loss = tf.reduce_sum(ref * weight), tf.reduce_sum(out * weight)
+        assert out.shape == ref.shape == (3, side // 2, side // 2, 5)
+        np.testing.assert_array_equal(out.numpy(), ref.numpy())
+        # Random floats have no tied maxima, so the gradients agree exactly too.
+        np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), tape.gradient(ref_loss, x).numpy())
 
 
 def test_alternating_flip_flips_each_image_in_exactly_one_of_two_epochs():

@@ -100,8 +100,11 @@ TRANSFER_RECIPE = {
     "optim.label_smoothing": 0.0, "optim.epochs": 30, "optim.batch_size": 128, "optim.lookahead": False,
 }
 
+# --xla on the 2-core CPU: VGG16 measured 2x slower (oneDNN's convolutions beat XLA's); the rest unmeasured.
+CPU_XLA_SPEEDUP = {"vgg16": 0.5}
+
 for _name, (_ctor, _norm, _min, _default) in BACKBONES.items():
     register(ModelSpec(_name, make_body(_name), normalization=_norm,
                        description=f"keras.applications {_name} backbone + head (--weights, --freeze, --head)",
                        default_size=_default, min_size=_min, recipe=TRANSFER_RECIPE,
-                       options=("weights", "freeze", "head")))
+                       options=("weights", "freeze", "head"), cpu_xla_speedup=CPU_XLA_SPEEDUP.get(_name, 0.0)))

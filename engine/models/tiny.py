@@ -2,6 +2,7 @@
 import keras
 
 from engine.models import CLASSIC_RECIPE, ModelSpec, register
+from engine.models.layers import MaxPool2
 
 
 def body(x, num_classes, opts=None):
@@ -10,7 +11,7 @@ def body(x, num_classes, opts=None):
         x = L.Conv2D(width, 3, padding="same", use_bias=False)(x)
         x = L.BatchNormalization(momentum=0.9)(x)
         x = L.ReLU()(x)
-        x = L.MaxPooling2D(2)(x)
+        x = MaxPool2()(x)
     x = L.GlobalAveragePooling2D()(x)
     return L.Dense(num_classes)(x)
 

@@ -1,0 +1,70 @@
+"""Dockerfile.gpu, checked without a Docker daemon or a GPU (neither exists on our machines): it lints
+clean, its CUDA base matches what this TensorFlow was built against, and it ships what the README's
+`docker run` lines use."""
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile.gpu"
+
+
+def instructions():
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_base_image_matches_tensorflows_cuda_build():
+    (base,) = [rest for word, rest in instructions() if word == "FROM"]
+    m = re.fullmatch(r"nvidia/cuda:(\d+\.\d+\.\d+)-cudnn(\d*)-runtime-ubuntu(\d+\.\d+)", base)
+    assert m, base
+    info = tf.sysconfig.get_build_info()
+    assert m.group(1) == info["cuda_version"]
+    assert str(info["cudnn_version"]).split(".")[0] == (m.group(2) or "9")  # CUDA 12.4+ tags: cudnn = 9
+    # The distribution's python3 must satisfy requires-python (22.04's 3.10 has no onnxruntime 1.32).
+    python = {"20.04": (3, 8), "22.04": (3, 10), "24.04": (3, 12)}[m.group(3)]
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    bounds = [int(v) for v in re.fullmatch(r">=(\d+)\.(\d+),<(\d+)\.(\d+)", spec).groups()]
+    assert tuple(bounds[:2]) <= python < tuple(bounds[2:]), (python, spec)
+
+
+def test_image_runs_the_engine_as_a_plain_user():
+    ins = instructions()
+    assert ("ENTRYPOINT", '["python", "-m"]') in ins
+    assert ("CMD", '["engine.train", "--help"]') in ins
+    users = [rest for word, rest in ins if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    install = " ".join(rest for word, rest in ins if word == "RUN" and "pip install" in rest)
+    assert '".[gpu,trt]"' in install
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"gpu", "trt"} <= set(extras)
+    # Every COPY source exists and survives .dockerignore.
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for word, rest in ins:
+        if word == "COPY":
+            *sources, _ = rest.split()
+            for src in sources:
+                assert (ROOT / src).exists(), src
+                assert src.rstrip("/") in kept, f"{src} is excluded by .dockerignore"
+    assert "tests" not in kept and "*" in ignore  # the image gets the package, not the repo
+
+
+def test_dockerfile_lints_clean():
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (it comes with the [dev] extra)")
+    p = subprocess.run([hadolint, "--format", "json", str(DOCKERFILE)], capture_output=True, text=True)
+    assert p.returncode == 0, json.loads(p.stdout or "[]")

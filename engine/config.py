@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from engine.distribute import STRATEGIES
 from engine.errors import EngineError
 
 
@@ -103,6 +104,9 @@ class RunConfig:
     checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (bitwise repeatable on CPU)")
+    strategy: str = _opt("auto", "tf.distribute strategy: auto (multiworker if TF_CONFIG lists several workers, "
+                         "mirrored on several GPUs, else default), default, mirrored, multiworker",
+                         choices=STRATEGIES)
     quiet: bool = _opt(False, "one line per epoch instead of a progress bar")
     recipe: str = _opt("", "start from a named recipe (see --list-recipes); flags override its values")
 

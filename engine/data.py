@@ -382,14 +382,23 @@ class Pipeline:
             self.x = tf.constant(x)
             self.y = tf.constant(y.astype(np.int32))
 
-    def train(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, device: str | None = None):
+    def train(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, device: str | None = None,
+              shard: tuple[int, int, int] | None = None):
         """One epoch of (uint8 images, labels, indices into the split) batches. `device` (e.g.
         "/gpu:0", single-device runs only: a tf.distribute strategy places batches itself) stages
-        the next batches in device memory."""
+        the next batches in device memory.
+
+        `shard` = (first replica, replicas, per-replica batch) serves one input pipeline of a
+        distributed run (distribute.shard): each global batch of `batch_size` (the same images, in
+        the same order, as one process would train on) is cut into per-replica batches, and this
+        pipeline yields the ones of its replicas, step by step."""
         import tensorflow as tf
         steps = self.n // batch_size  # drop_remainder: static shapes for XLA and TensorRT
         perm = np.random.default_rng([seed, epoch]).permutation(self.n)
         idx = perm[:steps * batch_size].reshape(steps, batch_size)[skip_batches:].astype(np.int32)
+        if shard is not None:
+            first, local, per_replica = shard
+            idx = idx.reshape(len(idx), -1, per_replica)[:, first:first + local].reshape(-1, per_replica)
         x, y = self.x, self.y
         ds = tf.data.Dataset.from_tensor_slices(idx)
         ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i), i),
@@ -398,9 +407,13 @@ class Pipeline:
             return ds.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def eval(self, batch_size: int):
+    def eval(self, batch_size: int, shard: tuple[int, int] | None = None):
+        """Batches of (uint8 images, labels); with `shard` = (pipeline, pipelines), every
+        pipelines-th batch from the pipeline-th (a distributed run sums the results)."""
         import tensorflow as tf
         ds = tf.data.Dataset.from_tensor_slices((self.x, self.y)).batch(batch_size)
+        if shard is not None:
+            ds = ds.shard(shard[1], shard[0])
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def steps_per_epoch(self, batch_size: int) -> int:

@@ -10,6 +10,7 @@ class EngineError(Exception):
 # Exit codes a script can tell apart.
 EXIT_USAGE = 2          # bad input: paths, names, flags, data
 EXIT_DIVERGED = 3       # training produced a non-finite loss
+EXIT_PREEMPTED = 75     # stopped by SIGTERM after a checkpoint (EX_TEMPFAIL: run again with --resume)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
@@ -22,7 +23,7 @@ def cli(main):
             return main(argv)
         except EngineError as e:
             code = getattr(e, "exit_code", EXIT_USAGE)
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            print(f"{getattr(e, 'label', 'error')}: {' '.join(str(e).split())}", file=sys.stderr)
             sys.exit(code)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

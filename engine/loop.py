@@ -7,8 +7,9 @@ tf.function call, and an eval step. Knows nothing about files, epochs or schedul
                 -> every 5 steps: lookahead
 
 Only the per-step function is jit-compiled with --xla: the driver holds the tf.data iterator,
-which XLA cannot compile. Augmentation seeds are (run seed, global step, replica), so a step's
-augmentation is the same whatever the steps-per-call and after a resume.
+which XLA cannot compile. Augmentation is keyed on (run seed, global step, image index), so an
+image's augmentation is the same whatever the steps-per-call, after a resume, and whichever replica
+or worker it lands on.
 """
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ def augment(images, index, step, seed, cfg: StepConfig):
     `step` the global step and `seed` this step's seed."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if cfg.crop_pad:
-        images = kernels.random_crop(images, crop_seed, cfg.crop_pad, cfg.pad_mode)
+        images = kernels.random_crop(images, crop_seed, cfg.crop_pad, cfg.pad_mode, index, cfg.train_size)
     if cfg.flip == "random":
-        images = kernels.random_flip(images, flip_seed)
+        images = kernels.random_flip(images, flip_seed, index, cfg.train_size)
     elif cfg.flip == "alternate":
         images = kernels.alternating_flip(images, index, step // cfg.steps_per_epoch,
                                           tf.stack([tf.constant(cfg.seed, tf.int64), tf.constant(-1, tf.int64)]),
@@ -183,8 +184,6 @@ class TrainLoop:
 
     def _train_step(self, images, labels, index, seed, step):
         cfg = self.cfg
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        seed = tf.random.experimental.stateless_fold_in(seed, replica)
         x = images if cfg.features else preprocess(augment(images, index, step, seed, cfg), cfg)
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)

@@ -47,6 +47,9 @@ def parse(argv=None) -> C.Config:
             if (section, name) in overrides and overrides[(section, name)] != getattr(getattr(saved, section), name):
                 raise EngineError(f"--{name.replace('_', '-')} differs from the run being resumed "
                                   f"({getattr(getattr(saved, section), name)}); start a new --out instead")
+        # Where the run continues is this launch's choice, not the experiment's: a run started on a
+        # cluster resumes in one process (and back) unless --strategy says otherwise.
+        overrides.setdefault(("run", "strategy"), C.RunConfig().strategy)
         cfg = saved.with_overrides(overrides)
     return cfg
 

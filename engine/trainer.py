@@ -11,16 +11,18 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 import keras
 import tensorflow as tf
 
-from engine import data, features, models, plots, precision
+from engine import data, distribute, features, models, plots, precision
 from engine.config import Config, default_cache_dir
-from engine.errors import EXIT_DIVERGED, EngineError
+from engine.errors import EXIT_DIVERGED, EXIT_PREEMPTED, EngineError
 from engine.loop import StepConfig, TrainLoop
 
 RUN_FILES = ("config.json", "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
@@ -28,6 +30,12 @@ RUN_FILES = ("config.json", "classes.json", "history.json", "metrics.json", "cur
 
 class Diverged(EngineError):
     exit_code = EXIT_DIVERGED
+
+
+class Preempted(EngineError):
+    """SIGTERM (a scheduler's preemption notice): the run checkpointed at a step boundary and stopped."""
+    exit_code = EXIT_PREEMPTED
+    label = "preempted"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +174,10 @@ def build_training(cfg: Config, num_classes: int, train_size: int, policy: str, 
             for v in model.weights:
                 v.trainable = v.trainable or v.path in spec.data_init_frozen
         optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, steps_per_epoch)), policy)
+        if strategy.num_replicas_in_sync > 1:  # BN statistics over the global batch, as one replica would
+            for layer in model._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
         cache = features.applicable(cfg, model)
         trained = features.split(model)[1] if cache else model  # the head alone trains on cached features
     step_cfg = StepConfig(
@@ -203,12 +215,44 @@ class Trainer:
         if r.deterministic and r.xla:
             raise EngineError("--deterministic cannot be combined with --xla: XLA has no deterministic "
                               "max-pool gradient; drop one of them")
-        prepare_run_dir(r)
+        # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts.
+        self.strategy = distribute.make(r.strategy)
+        self.chief = distribute.is_chief(self.strategy)
+        self.source_out = r.out  # where a resume reads from; the chief also writes there
+        if not self.chief:  # other workers of a cluster write to a scratch directory
+            self.cfg = cfg = cfg.replace("run", out=tempfile.mkdtemp(prefix="engine-worker-"), quiet=True)
+            r = cfg.run
+            self.log = lambda *a, **k: None
+        try:
+            return self._run()
+        finally:
+            if not self.chief:
+                shutil.rmtree(r.out, ignore_errors=True)
+
+    def _run(self) -> dict:
+        cfg, r = self.cfg, self.cfg.run
+        if self.chief:
+            prepare_run_dir(r)
         self.log(cfg.summary())
-        for w in precision.speed_warnings(r.amp, r.xla, self.spec.name, self.spec.cpu_xla_speedup):
-            print(f"warning: {w}", file=sys.stderr)
+        if self.chief:
+            for w in precision.speed_warnings(r.amp, r.xla, self.spec.name, self.spec.cpu_xla_speedup):
+                print(f"warning: {w}", file=sys.stderr)
         self._setup()
 
+        self.sigterm = False
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if on_main else None
+        try:
+            return self._train()
+        finally:
+            if on_main:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum, frame):
+        self.sigterm = True  # acted on at the next step boundary
+
+    def _train(self) -> dict:
+        o = self.cfg.optim
         self.wall0 = time.perf_counter()
         self.timed_images, self.timed_seconds = 0, 0.0
         self.warm = False
@@ -216,6 +260,8 @@ class Trainer:
         for epoch in range(self.start_epoch, self.num_epochs):
             stats = self._train_epoch(epoch)
             self._end_epoch(epoch, stats)
+            if epoch + 1 < self.num_epochs and self._stop_requested():
+                self._preempted(self.manager.latest_checkpoint)
             if o.early_stop and epoch + 1 - self.best_epoch >= o.early_stop:
                 self.log(f"early stop: no better validation accuracy for {o.early_stop} epochs "
                          f"(best {self.best_acc:.4f} at epoch {self.best_epoch})")
@@ -236,7 +282,8 @@ class Trainer:
         keras.utils.set_random_seed(r.seed)
         set_determinism(r.deterministic)
         self.policy = precision.apply(r.amp)
-        self.strategy = strategy = tf.distribute.get_strategy()
+        strategy = self.strategy
+        distribute.shard(strategy.num_replicas_in_sync, 0, 1, o.batch_size)  # the batch splits evenly
         self.steps_per_epoch = len(xtr) // o.batch_size
         self.total_steps = total_steps(o, self.steps_per_epoch)
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -267,9 +314,11 @@ class Trainer:
         self.best = tf.train.CheckpointManager(tf.train.Checkpoint(model=self.model),
                                                os.path.join(ckpt_dir, "best"), max_to_keep=1)
         history = []
-        if r.resume:
-            self._restore(ckpt, self.manager)
-            history = _read_json(os.path.join(r.out, "history.json"), [])
+        if r.resume:  # other workers read the chief's checkpoints
+            source = self.manager if self.chief else tf.train.CheckpointManager(
+                ckpt, os.path.join(self.source_out, "checkpoints"), max_to_keep=max(r.keep_checkpoints, 1))
+            self._restore(ckpt, source)
+            history = _read_json(os.path.join(self.source_out, "history.json"), [])
         self.global_step = int(self.optimizer.iterations.numpy())
         self.start_epoch, self.step_in_epoch = divmod(self.global_step, self.steps_per_epoch)
         self.history = [h for h in history if h["epoch"] <= self.start_epoch]
@@ -290,8 +339,7 @@ class Trainer:
         self.step_in_epoch = 0
         for path, epochs in self.spec.train_epochs.items():
             self.loop.set_trainable(self._variable(path), epoch < epochs)
-        ds = self.train_pipe.train(batch, r.seed, epoch, skip_batches=skip, device=self.stage_on)
-        iterator = iter(self.strategy.experimental_distribute_dataset(ds))
+        iterator = iter(self._train_data(batch, r.seed, epoch, skip))
         bar = None if r.quiet else keras.utils.Progbar(
             spe - skip, stateful_metrics=["loss", "accuracy", "img/s"])
         loss_sum = correct = 0.0
@@ -324,6 +372,8 @@ class Trainer:
             if bar is not None:
                 bar.update(done - skip, values=[("loss", loss_sum / seen), ("accuracy", correct / seen),
                                                 ("img/s", round(ips, 1))])
+            if done < spe and self._stop_requested():  # (at an epoch end: after the epoch is recorded)
+                self._preempted(self.manager.save(checkpoint_number=self.global_step))
             if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < spe:
                 self.manager.save(checkpoint_number=self.global_step)
                 prev = time.perf_counter()  # checkpoint writing is not training time
@@ -334,9 +384,36 @@ class Trainer:
         return {"loss": loss_sum / seen, "accuracy": correct / seen, "img_s": ips,
                 "seconds": time.perf_counter() - t0}
 
+    def _train_data(self, batch: int, seed: int, epoch: int, skip: int):
+        s = self.strategy
+        if s.num_replicas_in_sync == 1:
+            return s.experimental_distribute_dataset(
+                self.train_pipe.train(batch, seed, epoch, skip_batches=skip, device=self.stage_on))
+        return s.distribute_datasets_from_function(lambda ctx: self.train_pipe.train(
+            batch, seed, epoch, skip, shard=distribute.shard(ctx.num_replicas_in_sync, ctx.input_pipeline_id,
+                                                             ctx.num_input_pipelines, batch)))
+
     def _evaluate(self, pipe, tta: int = 0):
-        batch = max(self.cfg.optim.batch_size, 256)
-        return self.loop.evaluate(self.strategy.experimental_distribute_dataset(pipe.eval(batch)), tta)
+        s, batch = self.strategy, max(self.cfg.optim.batch_size, 256)
+        if s.num_replicas_in_sync == 1:
+            return self.loop.evaluate(s.experimental_distribute_dataset(pipe.eval(batch)), tta)
+        per_replica = -(-batch // s.num_replicas_in_sync)
+        return self.loop.evaluate(s.distribute_datasets_from_function(
+            lambda ctx: pipe.eval(per_replica, (ctx.input_pipeline_id, ctx.num_input_pipelines))), tta)
+
+    def _preempted(self, checkpoint: str):
+        raise Preempted(f"SIGTERM: stopped at step {self.global_step} after saving {checkpoint}; continue with "
+                        f"--resume --out {self.source_out}")
+
+    def _stop_requested(self) -> bool:
+        """SIGTERM seen here, or (in a cluster) by any worker: all stop at the same step."""
+        if not distribute.is_multiworker(self.strategy):
+            return self.sigterm
+        if not hasattr(self, "_any_worker"):
+            s = self.strategy
+            self._any_worker = tf.function(lambda flag: s.reduce(
+                "SUM", s.run(lambda f: tf.identity(f), args=(flag,)), axis=None))
+        return bool(self._any_worker(tf.constant(int(self.sigterm))) > 0)
 
     def _cache_features(self, xtr, xva, xte):
         t0 = time.perf_counter()
@@ -426,7 +503,7 @@ class Trainer:
                 if path != candidates[0]:
                     print(f"warning: newest checkpoint unreadable; resumed from {path}", file=sys.stderr)
                 return path
-            except (tf.errors.OpError, ValueError, AssertionError) as e:
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:  # IndexError: truncated file
                 print(f"warning: cannot read checkpoint {path}: {type(e).__name__}", file=sys.stderr)
         raise EngineError(f"no readable checkpoint in {manager.directory}")
 

@@ -3,7 +3,10 @@
 A seed is an int32/int64 tensor of shape [2]; the same seed gives the same augmentation on any
 device and under XLA (which ignores the seeds of stateful RNG ops). The training loop derives a
 seed from (run seed, step), so the augmentation of step N does not depend on how steps are grouped
-into calls or on whether the run was resumed.
+into calls or on whether the run was resumed. Given each image's `index` in the training set (and
+the set's size), the random draws are made per training image and looked up by index, so an image's
+augmentation does not depend on which batch position or replica it lands on either: a global batch
+split over 1 or N replicas is augmented identically.
 """
 import tensorflow as tf
 
@@ -26,12 +29,19 @@ def translate(images, dy, dx, pad, pad_mode="reflect"):
     return tf.gather(out, cols, axis=2, batch_dims=1)    # [N, H, W, C]
 
 
-def random_crop(images, seed, pad=4, pad_mode="reflect"):
+def _uniform(rows, images, seed, index, num_images, **kw):
+    """[rows, N] stateless uniform draws for a batch: by batch position, or (given `index` and
+    `num_images`) drawn for the whole training set and gathered by each image's index."""
+    if index is None:
+        return tf.random.stateless_uniform([rows, tf.shape(images)[0]], seed, **kw)
+    return tf.gather(tf.random.stateless_uniform([rows, num_images], seed, **kw), index, axis=1)
+
+
+def random_crop(images, seed, pad=4, pad_mode="reflect", index=None, num_images=0):
     """Pad by `pad` pixels and crop back to the input size at a random offset per image."""
     if pad == 0:
         return images
-    n = tf.shape(images)[0]
-    offsets = tf.random.stateless_uniform([2, n], seed, minval=-pad, maxval=pad + 1, dtype=tf.int32)
+    offsets = _uniform(2, images, seed, index, num_images, minval=-pad, maxval=pad + 1, dtype=tf.int32)
     return translate(images, offsets[0], offsets[1], pad, pad_mode)
 
 
@@ -39,10 +49,9 @@ def flip_left_right(images):
     return tf.reverse(images, axis=[2])
 
 
-def random_flip(images, seed):
+def random_flip(images, seed, index=None, num_images=0):
     """Mirror a random half (in expectation) of the images left-right."""
-    n = tf.shape(images)[0]
-    mask = tf.random.stateless_uniform([n], seed) < 0.5
+    mask = _uniform(1, images, seed, index, num_images)[0] < 0.5
     return tf.where(mask[:, None, None, None], flip_left_right(images), images)
 
 

@@ -106,6 +106,20 @@ def test_augmentation_is_a_function_of_the_seed():
     assert not np.array_equal(a.numpy(), c.numpy())
 
 
+def test_augmentation_keyed_by_index_does_not_depend_on_batch_split():
+    """A global batch augmented whole equals its halves augmented apart (two replicas or workers)."""
+    x, n = batch(16), 40
+    index = tf.constant(np.random.default_rng(7).choice(n, 16, replace=False).astype(np.int32))
+    seed = tf.constant([5, 6])
+    f = xla(lambda t, i: kernels.random_flip(kernels.random_crop(t, seed, 4, "reflect", i, n), seed, i, n))
+    whole = f(x, index).numpy()
+    halves = np.concatenate([f(x[:8], index[:8]).numpy(), f(x[8:], index[8:]).numpy()])
+    np.testing.assert_array_equal(whole, halves)
+    # Keyed by batch position instead, the halves draw the same offsets: a different augmentation.
+    g = xla(lambda t: kernels.random_crop(t, seed, 4))
+    assert not np.array_equal(g(x).numpy(), np.concatenate([g(x[:8]).numpy(), g(x[8:]).numpy()]))
+
+
 @pytest.mark.parametrize("mode,keras_fn", [
     ("caffe", keras.applications.vgg16.preprocess_input),
     ("torch", keras.applications.densenet.preprocess_input),

@@ -1,0 +1,103 @@
+"""Which tf.distribute strategy a run uses, and which process of a cluster writes the run directory.
+
+    --strategy auto         MultiWorkerMirroredStrategy if TF_CONFIG names more than one worker,
+                            MirroredStrategy on more than one GPU, else the default strategy
+    --strategy default      one device
+    --strategy mirrored     all local GPUs (or the CPU) of this machine
+    --strategy multiworker  MultiWorkerMirroredStrategy over the cluster in TF_CONFIG
+
+Under MultiWorkerMirroredStrategy every worker runs the same program on its share of each global
+batch; the chief (worker 0, or the task of type "chief") writes the run directory, the others write
+to a temporary directory that is removed at the end (checkpoints are saved by all workers: saving
+may run collective ops). `python -m engine.launch` starts N local workers with their TF_CONFIG.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from engine.errors import EngineError
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+
+def tf_config() -> dict | None:
+    """The parsed and checked TF_CONFIG environment variable, or None if it is not set."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        cfg = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise EngineError(f"TF_CONFIG is not valid JSON: {e.msg} at character {e.pos}") from None
+    cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
+    task = cfg.get("task") if isinstance(cfg, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise EngineError('TF_CONFIG needs "cluster" and "task" objects, e.g. {"cluster": {"worker": '
+                          '["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
+    kind, index = task.get("type"), task.get("index")
+    members = cluster.get(kind)
+    if kind not in ("chief", "worker") or not isinstance(members, list):
+        raise EngineError(f"TF_CONFIG task type {kind!r} must be chief or worker and be listed in its cluster")
+    if not isinstance(index, int) or not 0 <= index < len(members):
+        raise EngineError(f"TF_CONFIG task index {index!r} is not a position in its {len(members)} {kind} address(es)")
+    return cfg
+
+
+def num_workers(cfg: dict | None) -> int:
+    if not cfg:
+        return 1
+    return sum(len(cfg["cluster"].get(kind, [])) for kind in ("chief", "worker"))
+
+
+def make(name: str):
+    """Create the strategy. Must run before anything else initialises TensorFlow's runtime."""
+    import tensorflow as tf
+    from engine import precision
+    if name not in STRATEGIES:
+        raise EngineError(f"unknown --strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    cfg = tf_config()
+    if name == "auto":
+        if num_workers(cfg) > 1:
+            name = "multiworker"
+        elif len(precision.gpus()) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if cfg is None:
+        raise EngineError("--strategy multiworker needs TF_CONFIG describing the cluster (see README), or "
+                          "start local workers with python -m engine.launch")
+    impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if precision.gpus()
+            else tf.distribute.experimental.CommunicationImplementation.RING)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
+
+
+def is_multiworker(strategy) -> bool:
+    import tensorflow as tf
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy) -> bool:
+    """True for the process that writes the run directory (every process outside a cluster)."""
+    if not is_multiworker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    kind, index = resolver.task_type, resolver.task_id
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def shard(num_replicas: int, pipeline_id: int, num_pipelines: int, global_batch: int) -> tuple[int, int, int]:
+    """(first replica of this input pipeline, its number of replicas, per-replica batch) for a global
+    batch split evenly over `num_replicas` replicas."""
+    if global_batch % num_replicas:
+        raise EngineError(f"--batch-size {global_batch} does not split evenly over {num_replicas} replicas; "
+                          f"use a multiple of {num_replicas}")
+    local = num_replicas // num_pipelines
+    return pipeline_id * local, local, global_batch // num_replicas

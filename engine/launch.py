@@ -1,0 +1,136 @@
+"""`python -m engine.launch --workers N -- <engine.train flags>`: N local training workers.
+
+Starts N `python -m engine.train --strategy multiworker` processes on free localhost ports, each with
+its own TF_CONFIG, streams their output line by line with a `[worker i]` prefix, and fails fast: when
+one worker exits with an error the others are terminated and the launcher exits with that worker's
+code. SIGTERM and Ctrl-C are passed on to every worker (each checkpoints at its next step boundary
+and stops: --resume continues). This is multi-worker training on one box, to try it before a cluster.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from engine.errors import EngineError, cli
+
+
+GRACE_SECONDS = 10  # after a worker fails, how long the others get to stop before they are killed
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on localhost (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("localhost", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tf_configs(ports: list[int]) -> list[dict]:
+    workers = [f"localhost:{p}" for p in ports]
+    return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
+
+
+def worker_env(config: dict, threads: int) -> dict:
+    env = dict(os.environ, TF_CONFIG=json.dumps(config), PYTHONUNBUFFERED="1")
+    # N workers share this machine's cores: give each its share unless the user chose.
+    env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+    env.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m engine.launch", description=__doc__.split("\n\n")[1])
+    p.add_argument("--workers", type=int, default=2, help="number of local worker processes (default 2)")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the engine.train flags for every worker")
+    a = p.parse_args(argv)
+    if a.workers < 1:
+        raise EngineError(f"--workers must be at least 1, got {a.workers}")
+    args = a.train_args[1:] if a.train_args[:1] == ["--"] else a.train_args
+    if any(x == "--strategy" or x.startswith("--strategy=") for x in args):
+        raise EngineError("engine.launch sets --strategy multiworker itself; drop --strategy from the train flags")
+    return a.workers, args
+
+
+def _stream(i: int, proc: subprocess.Popen, lock: threading.Lock, last_error: dict):
+    for line in proc.stdout:
+        if line.startswith(("error:", "preempted:")):
+            last_error[i] = line.strip()
+        with lock:
+            sys.stdout.write(f"[worker {i}] {line}")
+            sys.stdout.flush()
+
+
+@cli
+def main(argv=None):
+    n, args = parse(argv)
+    threads = max(1, (os.cpu_count() or 1) // n)
+    configs = tf_configs(free_ports(n))
+    procs = [subprocess.Popen([sys.executable, "-m", "engine.train", *args, "--strategy", "multiworker"],
+                              env=worker_env(c, threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, bufsize=1)
+             for c in configs]
+    lock, last_error, first_failed = threading.Lock(), {}, None
+    readers = [threading.Thread(target=_stream, args=(i, p, lock, last_error), daemon=True)
+               for i, p in enumerate(procs)]
+    for t in readers:
+        t.start()
+
+    def forward(signum, frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGTERM, forward)
+    code, kill_at = 0, None
+    try:
+        remaining = set(range(n))
+        while remaining:
+            if kill_at is not None and time.monotonic() > kill_at:
+                for j in remaining:  # blocked in a collective op with a dead peer: SIGTERM cannot land
+                    procs[j].kill()
+            for i in sorted(remaining):
+                try:
+                    rc = procs[i].wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                remaining.discard(i)
+                if rc != 0 and code == 0:
+                    code = rc if rc > 0 else 128 - rc  # killed by a signal: the shell's convention
+                    first_failed = i
+                    for j in remaining:  # fail fast: the others would wait for it forever
+                        procs[j].terminate()
+                    kill_at = time.monotonic() + GRACE_SECONDS
+    except KeyboardInterrupt:
+        forward(None, None)
+        for p in procs:
+            p.wait()
+        code = 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for t in readers:
+            t.join(timeout=5)
+    if code and first_failed is not None:
+        # The failing worker's own one-line message, said once more where the launcher reports.
+        label, _, message = last_error.get(first_failed, "").partition(": ")
+        if not message:
+            label, message = "error", f"exited with code {code}"
+        print(f"{label}: worker {first_failed}: {message} (the other workers were stopped)", file=sys.stderr)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Faults a long run meets: preemption (SIGTERM), kill -9, a damaged newest checkpoint. In each case
+--resume must end with exactly the weights of an uninterrupted run (deterministic mode, no XLA)."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from engine.errors import EXIT_PREEMPTED
+from tests.conftest import ROOT, run_cli
+from tests.test_training import config, train
+
+# The tiny model, 512 images, batch 64: 8 steps an epoch, 4 epochs, a checkpoint every 4 steps.
+FLAGS = dict(epochs=4, limit=512, deterministic=True, checkpoint_every=4, keep_checkpoints=20,
+             steps_per_call=1)
+
+
+def cli_flags(out, data):
+    return ["--model", "tiny", "--data", data, "--limit", "512", "--limit-test", "500", "--batch-size", "64",
+            "--epochs", "4", "--lr", "0.2", "--deterministic", "--checkpoint-every", "4",
+            "--keep-checkpoints", "20", "--steps-per-call", "1", "--quiet", "--out", str(out)]
+
+
+def checkpoint_tensors(run_dir) -> dict:
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    names = [k for k in reader.get_variable_to_shape_map() if "save_counter" not in k and "OBJECT_GRAPH" not in k]
+    return {k: reader.get_tensor(k) for k in names}
+
+
+def assert_same_checkpoint(a, b):
+    ta, tb = checkpoint_tensors(a), checkpoint_tensors(b)
+    assert sorted(ta) == sorted(tb)
+    assert len(ta) > 10  # model weights, BN statistics, optimizer slots, step counter
+    for k in ta:
+        np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, shared_data):
+    """The uninterrupted run every fault is compared with."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    train(config(out, shared_data, **FLAGS))
+    return out
+
+
+def start(out, data):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "engine.train", *cli_flags(out, data)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(proc, out, step: int, timeout: float = 300):
+    """Block until the run has written a checkpoint at or after `step`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
+        if latest and int(latest.rsplit("-", 1)[1]) >= step:
+            return int(latest.rsplit("-", 1)[1])
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step {step} after {timeout}s")
+
+
+def test_sigterm_checkpoints_at_a_step_boundary_and_resume_is_exact(tmp_path, shared_data, straight):
+    out = tmp_path / "run"
+    proc = start(out, shared_data)
+    wait_for_checkpoint(proc, out, 4)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.strip().splitlines() if not x.startswith("warning:")]
+    assert line.startswith("preempted: SIGTERM: stopped at step ") and "--resume" in line, line
+    stopped = int(line.split("stopped at step ")[1].split()[0])
+    assert 4 <= stopped < 32
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{stopped}")  # nothing lost
+    resumed = run_cli("engine.train", "--resume", "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed at step {stopped} " in resumed.stdout
+    assert_same_checkpoint(straight, out)
+
+
+def test_kill_9_loses_at_most_one_checkpoint_interval_and_resume_is_exact(tmp_path, shared_data, straight):
+    out = tmp_path / "run"
+    proc = start(out, shared_data)
+    wait_for_checkpoint(proc, out, 12)
+    proc.kill()
+    proc.communicate(timeout=60)
+    last = int(tf.train.latest_checkpoint(str(out / "checkpoints")).rsplit("-", 1)[1])
+    resumed = run_cli("engine.train", "--resume", "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed at step {last} " in resumed.stdout
+    assert_same_checkpoint(straight, out)
+
+
+def test_damaged_newest_checkpoint_falls_back_with_a_warning(tmp_path, shared_data, straight, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(straight, out)
+    ckdir = out / "checkpoints"
+    # As if the process died while writing the checkpoint at step 16: its data file cut short.
+    for f in ckdir.glob("ckpt-*"):
+        if int(f.name.split(".")[0].split("-")[1]) > 16:
+            f.unlink()
+    (ckdir / "checkpoint").write_text('model_checkpoint_path: "ckpt-16"\n' + "".join(
+        f'all_model_checkpoint_paths: "ckpt-{i}"\n' for i in (4, 8, 12, 16)))
+    data_file = next(ckdir.glob("ckpt-16.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    capsys.readouterr()
+    resumed = train(config(out, shared_data, resume=True, **FLAGS))
+    err = capsys.readouterr().err
+    assert "cannot read checkpoint" in err and "ckpt-16" in err
+    assert "resumed from" in err and "ckpt-12" in err
+    assert resumed.metrics["steps"] == 32
+    assert_same_checkpoint(straight, out)

@@ -126,9 +126,11 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def prepare_run_dir(run) -> None:
-    """Check --out against --resume/--overwrite before any work starts; never lose a run."""
+def prepare_run_dir(run) -> bool:
+    """Check --out against --resume/--overwrite before any work starts; never lose a run. Returns
+    whether --out was created here (a start that fails removes it again)."""
     out = run.out
+    created = not os.path.exists(out)
     if run.resume and run.overwrite:
         raise EngineError("--resume and --overwrite contradict each other; pass one")
     has_run = os.path.exists(os.path.join(out, "config.json"))
@@ -157,6 +159,7 @@ def prepare_run_dir(run) -> None:
             os.fsync(f.fileno())
     except OSError as e:
         raise EngineError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    return created
 
 
 def build_training(cfg: Config, num_classes: int, train_size: int, policy: str, strategy=None):
@@ -231,13 +234,17 @@ class Trainer:
 
     def _run(self) -> dict:
         cfg, r = self.cfg, self.cfg.run
-        if self.chief:
-            prepare_run_dir(r)
+        created = prepare_run_dir(r) if self.chief else False
         self.log(cfg.summary())
         if self.chief:
             for w in precision.speed_warnings(r.amp, r.xla, self.spec.name, self.spec.cpu_xla_speedup):
                 print(f"warning: {w}", file=sys.stderr)
-        self._setup()
+        try:
+            self._setup()
+        except BaseException:
+            if created:  # a start that failed leaves nothing behind
+                shutil.rmtree(r.out, ignore_errors=True)
+            raise
 
         self.sigterm = False
         on_main = threading.current_thread() is threading.main_thread()

@@ -102,17 +102,6 @@ def test_export_cli_never_overwrites_and_evaluate_agrees(runs, tmp_path, shared_
     assert abs(r["top1_accuracy"] - r["against"]["top1_accuracy"]) <= 0.002
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["onnx", "{tmp}/no-run", "--out", "{tmp}/m.onnx"], "not a run directory"),
-    (["savedmodel", "{run}", "--out", "{tmp}/missing-dir/m"], "folder of --out does not exist"),
-    (["tflite", "{run}", "--out", "{tmp}/m"], "invalid choice: 'tflite'"),
-    (["trt", "{run}", "--out", "{tmp}/m.engine", "--min-batch", "8", "--max-batch", "4"], "--min-batch"),
-])
-def test_export_cli_bad_input(runs, tmp_path, args, fragment):
-    args = [a.format(tmp=tmp_path, run=runs["fp32"]) for a in args]
-    assert_one_line_error(run_cli("engine.export", *args), fragment)
-
-
 def test_trt_export_without_tensorrt_checks_what_it_can(runs, tmp_path):
     try:
         import tensorrt  # noqa: F401
@@ -123,13 +112,6 @@ def test_trt_export_without_tensorrt_checks_what_it_can(runs, tmp_path):
     assert_one_line_error(p, "TensorRT is not installed")
     assert (tmp_path / "m.onnx").exists()  # the ONNX input was built and checked first
     assert not (tmp_path / "m.engine").exists()
-
-
-def test_evaluate_cli_bad_input(tmp_path, shared_data):
-    assert_one_line_error(run_cli("engine.evaluate", "--backend", "onnx", "--model", tmp_path / "x.onnx"), "model not found")
-    assert_one_line_error(run_cli("engine.evaluate", "--backend", "tf", "--model", tmp_path, "--against", "torch:x"),
-                   "--against takes BACKEND:PATH")
-    assert_one_line_error(run_cli("engine.evaluate", "--backend", "trt", "--model", tmp_path), "TensorRT")
 
 
 def _gpu():

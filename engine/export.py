@@ -20,6 +20,8 @@ import tempfile
 
 from engine import __version__
 from engine.config import Parser
+from engine.data import CIFAR10_CLASSES as _CIFAR10
+from kernels import NORMALIZATIONS
 from engine.errors import EngineError, cli
 
 CONTRACT = "uint8 NHWC [N,32,32,3] images -> float32 [N,classes] logits"
@@ -84,6 +86,50 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     meta = {"engine_version": __version__, "source_run": os.path.abspath(path), "checkpoint": latest,
             "class_names": class_names, "config": cfg.to_dict(), "contract": CONTRACT}
     return Exportable(model, size, spec.normalization, cfg.model.upsample_method, class_names, meta)
+
+
+def load_keras(path: str, normalization: str | None, upsample_method: str = "nearest",
+               class_names: list | None = None) -> Exportable:
+    """A saved `.keras` model (e.g. from a `model.fit` script) with the input scaling it was trained
+    with (`normalization`, a kernels.normalize mode). Its input side sets the upsampling (32 -> side).
+    A model ending in softmax is exported as logits = log(probabilities): same argmax, same softmax."""
+    import keras
+    import tensorflow as tf
+
+    import importlib
+
+    import kernels
+    importlib.import_module("engine.models")  # registers the engine's own layers for loading
+    if not os.path.isfile(path):
+        raise EngineError(f"model not found: {path}")
+    if normalization not in kernels.NORMALIZATIONS:
+        raise EngineError(f"a .keras model needs --normalization, the input scaling it was trained with: "
+                          f"one of {', '.join(kernels.NORMALIZATIONS)}")
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - a corrupt zip, a missing custom layer, a wrong format
+        raise EngineError(f"cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}") \
+            from None
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    if shape is None or len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3 or (shape[0] or 0) < 32:
+        raise EngineError(f"{path}: expected a model taking square RGB images of side >= 32, got input {shape}")
+    outputs = int(model.outputs[0].shape[-1])
+    names = class_names or (list(_CIFAR10) if outputs == 10 else [str(i) for i in range(outputs)])
+    if len(names) != outputs:
+        raise EngineError(f"--classes names {len(names)} classes but {path} has {outputs} outputs")
+    last = model.layers[-1]
+    softmax = getattr(getattr(last, "activation", None), "__name__", "") == "softmax" or \
+        type(last).__name__ == "Softmax"
+    net = model
+    if softmax:  # probabilities -> logits, once, here
+        inputs = keras.Input(shape, name="images")
+        net = keras.Model(inputs, keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(p, 1e-30)),
+                                                       name="logits")(model(inputs)))
+    meta = {"engine_version": __version__, "source_model": os.path.abspath(path), "class_names": names,
+            "normalization": normalization, "softmax_to_logits": softmax, "contract": CONTRACT,
+            "config": {"data": {"data": os.environ.get("ENGINE_DATA", "cifar10")}}}
+    return Exportable(net, int(shape[0]), normalization, upsample_method, names, meta)
 
 
 def _claim(out: str, overwrite: bool) -> None:
@@ -293,7 +339,13 @@ def parse(argv=None):
     p = Parser(prog="python -m engine.export", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="format", required=True, parser_class=Parser)
     common = Parser(add_help=False)
-    common.add_argument("run", help="a run directory written by engine.train")
+    common.add_argument("run", help="a run directory written by engine.train, or a saved .keras model")
+    common.add_argument("--normalization", choices=NORMALIZATIONS,
+                        help=".keras input: how its training inputs were scaled (e.g. caffe for vgg16's "
+                             "preprocess_input, unit for x/255)")
+    common.add_argument("--upsample-method", choices=["nearest", "bilinear"], default="nearest",
+                        help=".keras input: how 32x32 images reach its input side")
+    common.add_argument("--classes", help=".keras input: comma-separated class names (default: CIFAR-10's)")
     common.add_argument("--out", required=True, help="output path")
     common.add_argument("--checkpoint", choices=["best", "latest"], default="best",
                         help="which checkpoint of the run (default: best validation epoch)")
@@ -329,7 +381,13 @@ def parse(argv=None):
 def main(argv=None):
     a = parse(argv)
     _claim(a.out, a.overwrite)  # fail before any work
-    exp = load_run(a.run, a.checkpoint)
+    if a.run.endswith(".keras"):
+        exp = load_keras(a.run, a.normalization, a.upsample_method, a.classes.split(",") if a.classes else None)
+    else:
+        if a.normalization or a.classes:
+            raise EngineError("--normalization and --classes are for a .keras model; a run directory "
+                              "knows its own")
+        exp = load_run(a.run, a.checkpoint)
     if a.format == "savedmodel":
         export_savedmodel(exp, a.out, a.overwrite)
     else:

@@ -48,6 +48,14 @@ def _file(t, name, text="mine"):
     return t / name
 
 
+def _keras_file(t):
+    import keras
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10)])
+    model.save(t / "m.keras")
+    return t / "m.keras"
+
+
 def _no_tensorrt():
     try:
         import tensorrt  # noqa: F401
@@ -111,6 +119,13 @@ CASES = {
         "trt", r, "--out", t / "m.engine", "--min-batch", "8", "--max-batch", "4"], ["--min-batch"]),
     "export: bad calibration count": ("engine.export", lambda t, r, d: [
         "onnx", r, "--out", t / "m.onnx", "--precision", "int8", "--calib-images", "zero"], ["invalid int value"]),
+    "export: .keras without --normalization": ("engine.export", lambda t, r, d: [
+        "onnx", _keras_file(t), "--out", t / "m.onnx"], ["needs --normalization"]),
+    "export: corrupt .keras": ("engine.export", lambda t, r, d: [
+        "onnx", _file(t, "m.keras", "not a zip"), "--normalization", "unit", "--out", t / "m.onnx"],
+        ["cannot load", "m.keras"]),
+    "export: --normalization for a run": ("engine.export", lambda t, r, d: [
+        "onnx", r, "--normalization", "unit", "--out", t / "m.onnx"], ["are for a .keras model"]),
     # evaluate
     "evaluate: missing model": ("engine.evaluate", lambda t, r, d: ["--backend", "onnx", "--model", t / "x.onnx"],
                                 ["model not found"]),

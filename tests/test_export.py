@@ -132,3 +132,31 @@ def test_trt_parity(runs, shared_splits, tmp_path):
     x = shared_splits.x_test
     a = agreement(TFPredictor(str(runs["fp32"])).predict(x), open_predictor("trt", engine_path).predict(x))
     assert a["top1_agreement"] >= 0.999, a
+
+
+@pytest.mark.parametrize("side,normalization", [(32, "caffe"), (64, "unit")])
+def test_keras_file_from_a_fit_script_exports_with_parity(tmp_path, side, normalization):
+    """A seed-script model: Sequential, softmax output, UpSampling2D inside (side 32) or an input
+    side our graph upsamples to (64). The ONNX export takes uint8 and gives logits = log(p)."""
+    import tensorflow as tf
+
+    import kernels
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((side, side, 3))] + ([L.UpSampling2D(2)] if side == 32 else [])
+    model = keras.Sequential(layers + [L.Conv2D(8, 3, activation="relu"), L.GlobalAveragePooling2D(),
+                                       L.Dense(10, activation="softmax")])
+    path = tmp_path / "seed.keras"
+    model.save(path)
+    out = tmp_path / "seed.onnx"
+    p = run_cli("engine.export", "onnx", path, "--normalization", normalization, "--out", out)
+    assert p.returncode == 0, p.stderr
+    images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    probs = model(kernels.normalize(kernels.upsample(tf.constant(images), side), normalization)).numpy()
+    logits = ONNXPredictor(str(out)).predict(images)
+    assert logits.dtype == np.float32 and logits.shape == (16, 10)
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), probs, atol=1e-5)
+    assert (logits.argmax(1) == probs.argmax(1)).all()
+    import onnx
+    meta = {m.key: m.value for m in onnx.load(str(out)).metadata_props}
+    assert meta["normalization"] == normalization and meta["softmax_to_logits"] == "true"

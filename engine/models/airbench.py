@@ -28,6 +28,7 @@ def _torch_default():
     return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
+@keras.saving.register_keras_serializable(package="engine")
 class DiracInit(keras.initializers.Initializer):
     """The first `in_channels` output filters are identity kernels (a centred 1 on their own input
     channel), the rest PyTorch's default init: at init each conv passes its input through."""

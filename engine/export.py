@@ -189,6 +189,30 @@ def _fp32_onnx(exp: Exportable, check_images):
     return proto
 
 
+def simplify(proto, exp: Exportable, check_images):
+    """onnxslim's graph simplification (constant folding, fusing, dead-node removal), kept only if
+    the simplified graph still agrees with TensorFlow (max |dlogit| <= 1e-3); otherwise the
+    original graph is returned with a warning. Returns (proto, note for the metadata)."""
+    import numpy as np
+    import onnx
+    import onnxslim
+    import tensorflow as tf
+    try:
+        slim = onnxslim.slim(proto)
+        onnx.checker.check_model(slim)
+        got = _run_onnx(slim, check_images)
+    except Exception as e:  # noqa: BLE001 - any failure means: keep the graph we checked
+        print(f"warning: onnxslim failed ({type(e).__name__}); exporting the unsimplified graph", file=sys.stderr)
+        return proto, "no (onnxslim failed)"
+    want = exp.serve_fn()(tf.constant(check_images))["logits"].numpy()
+    err = float(np.max(np.abs(got - want)))
+    if not err <= 1e-3:
+        print(f"warning: the simplified graph disagrees with TensorFlow (max |dlogit| {err:.3g}); "
+              f"exporting the unsimplified graph", file=sys.stderr)
+        return proto, "no (lost parity)"
+    return slim, f"onnxslim {onnxslim.__version__}: {len(proto.graph.node)} -> {len(slim.graph.node)} nodes"
+
+
 def _run_onnx(proto, images):
     import onnxruntime as ort
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -249,14 +273,18 @@ def calibration_images(exp: Exportable, n: int, data: str | None = None):
 
 
 def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: str = "fp32",
-                calib_images=None, calib_method: str = "minmax", per_channel: bool = True) -> str:
-    """ONNX in fp32, fp16 or int8 Q/DQ, always built from the checked fp32 graph, with metadata.
-    Written to a temporary file and moved into place only when whole."""
+                calib_images=None, calib_method: str = "minmax", per_channel: bool = True,
+                simplified: bool = False) -> str:
+    """ONNX in fp32, fp16 or int8 Q/DQ, always built from the checked fp32 graph (simplified with
+    onnxslim first if asked and if it keeps parity), with metadata. Written to a temporary file and
+    moved into place only when whole."""
     import numpy as np
     _claim(out, overwrite)
     check = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     proto = _fp32_onnx(exp, check)
     meta = dict(exp.metadata, precision=precision)
+    if simplified:
+        proto, meta["simplified"] = simplify(proto, exp, check)
     if precision == "fp16":
         proto = to_fp16(proto)
     elif precision == "int8":
@@ -360,6 +388,8 @@ def parse(argv=None):
     prec.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                       help="int8: per-channel weight scales (default: on)")
     prec.add_argument("--data", help="int8: data source for calibration (default: the run's)")
+    prec.add_argument("--simplify", action="store_true",
+                      help="simplify the ONNX graph with onnxslim, kept only if it still matches TensorFlow")
     sub.add_parser("onnx", parents=[common, prec], help=f"ONNX (opset {OPSET}), checked with onnxruntime")
     t = sub.add_parser("trt", parents=[common, prec],
                        help="TensorRT engine built from the ONNX export of that precision (needs an NVIDIA GPU)")
@@ -394,7 +424,8 @@ def main(argv=None):
         onnx_path = a.out if a.format == "onnx" else (a.onnx or os.path.splitext(a.out)[0] + ".onnx")
         if a.format == "onnx" or not a.onnx:
             calib = calibration_images(exp, a.calib_images, a.data) if a.precision == "int8" else None
-            export_onnx(exp, onnx_path, a.overwrite, a.precision, calib, a.calib_method, a.per_channel)
+            export_onnx(exp, onnx_path, a.overwrite, a.precision, calib, a.calib_method, a.per_channel,
+                        a.simplify)
     if a.format == "trt":
         if not os.path.exists(onnx_path):
             raise EngineError(f"--onnx {onnx_path} does not exist")

@@ -160,3 +160,30 @@ def test_keras_file_from_a_fit_script_exports_with_parity(tmp_path, side, normal
     import onnx
     meta = {m.key: m.value for m in onnx.load(str(out)).metadata_props}
     assert meta["normalization"] == normalization and meta["softmax_to_logits"] == "true"
+
+
+def test_simplified_onnx_keeps_parity_or_is_not_used(runs, shared_splits, tmp_path, monkeypatch, capsys):
+    import onnx
+    import onnxslim
+    exp = export.load_run(str(runs["upsample"]))
+    plain = export.export_onnx(exp, str(tmp_path / "plain.onnx"))
+    slim = export.export_onnx(exp, str(tmp_path / "slim.onnx"), simplified=True)
+    meta = {p.key: p.value for p in onnx.load(slim).metadata_props}
+    assert meta["simplified"].startswith("onnxslim")
+    assert len(onnx.load(slim).graph.node) <= len(onnx.load(plain).graph.node)
+    x = shared_splits.x_test[:500]
+    a, b = ONNXPredictor(plain).predict(x), ONNXPredictor(slim).predict(x)
+    assert float(np.max(np.abs(a - b))) <= 1e-4 and (a.argmax(1) == b.argmax(1)).all()
+
+    def broken(proto):  # a "simplification" that changes the answers
+        proto = onnx.ModelProto.FromString(proto.SerializeToString())
+        w = proto.graph.initializer[-1]
+        arr = onnx.numpy_helper.to_array(w) * 2.0 + 1.0
+        w.CopyFrom(onnx.numpy_helper.from_array(arr.astype(arr.dtype), w.name))
+        return proto
+    monkeypatch.setattr(onnxslim, "slim", broken)
+    capsys.readouterr()
+    kept = export.export_onnx(exp, str(tmp_path / "kept.onnx"), simplified=True)
+    assert "disagrees with TensorFlow" in capsys.readouterr().err
+    assert {p.key: p.value for p in onnx.load(kept).metadata_props}["simplified"] == "no (lost parity)"
+    np.testing.assert_array_equal(ONNXPredictor(kept).predict(x), a)

@@ -20,6 +20,14 @@ def _opt(default, help, choices=None, **kw):
     return field(default=default, metadata={"help": help, "choices": choices, **kw})
 
 
+CONFIG_FILE = "config.json"
+
+
+def is_run_dir(path: str) -> bool:
+    """A directory engine.train made a run of (it writes config.json once the run has started)."""
+    return os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
 def default_cache_dir() -> str:
     return os.environ.get("ENGINE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "engine")
 

@@ -82,7 +82,8 @@ def main(argv=None):
               f"{r['top1_agreement']:.4%}, max |dlogit| {r['max_abs_logit_diff']:.3g}, "
               f"mean {r['mean_abs_logit_diff']:.3g}")
     model = os.path.abspath(a.model)
-    is_run = os.path.exists(os.path.join(model, "config.json"))
+    from engine.config import is_run_dir
+    is_run = is_run_dir(model)
     path = a.report or os.path.join(model if is_run else os.path.dirname(model), f"evaluate-{a.backend}.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)

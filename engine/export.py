@@ -60,11 +60,10 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     import tensorflow as tf
 
     from engine import models
-    from engine.config import Config
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.exists(cfg_path):
-        raise EngineError(f"{path} is not a run directory (no config.json)")
-    cfg = Config.load(cfg_path)
+    from engine.config import CONFIG_FILE, Config, is_run_dir
+    if not is_run_dir(path):
+        raise EngineError(f"{path} is not a run directory (no {CONFIG_FILE})")
+    cfg = Config.load(os.path.join(path, CONFIG_FILE))
     try:
         with open(os.path.join(path, "classes.json")) as f:
             class_names = json.load(f)

@@ -52,7 +52,8 @@ class TFPredictor(Predictor):
     def __init__(self, path, batch_size=256):
         super().__init__(path, batch_size)
         import tensorflow as tf
-        if os.path.exists(os.path.join(path, "config.json")):
+        from engine.config import is_run_dir
+        if is_run_dir(path):
             from engine.export import load_run
             self._fn = load_run(path).serve_fn()
         else:

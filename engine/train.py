@@ -39,10 +39,9 @@ def parse(argv=None) -> C.Config:
     model = overrides.get(("model", "model")) or base.get(("model", "model"))
     cfg = C.defaults(model).with_overrides(base).with_overrides(overrides)
     if cfg.run.resume:
-        saved_path = os.path.join(cfg.run.out, "config.json")
-        if not os.path.exists(saved_path):
+        if not C.is_run_dir(cfg.run.out):
             raise EngineError(f"nothing to resume: {cfg.run.out} holds no engine run")
-        saved = C.Config.load(saved_path)
+        saved = C.Config.load(os.path.join(cfg.run.out, C.CONFIG_FILE))
         for section, name in C.RESUME_FIXED:
             if (section, name) in overrides and overrides[(section, name)] != getattr(getattr(saved, section), name):
                 raise EngineError(f"--{name.replace('_', '-')} differs from the run being resumed "

@@ -21,11 +21,11 @@ import keras
 import tensorflow as tf
 
 from engine import data, distribute, features, models, plots, precision
-from engine.config import Config, default_cache_dir
+from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import EXIT_DIVERGED, EXIT_PREEMPTED, EngineError
 from engine.loop import StepConfig, TrainLoop
 
-RUN_FILES = ("config.json", "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
+RUN_FILES = (CONFIG_FILE, "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
 
 
 class Diverged(EngineError):
@@ -133,7 +133,7 @@ def prepare_run_dir(run) -> bool:
     created = not os.path.exists(out)
     if run.resume and run.overwrite:
         raise EngineError("--resume and --overwrite contradict each other; pass one")
-    has_run = os.path.exists(os.path.join(out, "config.json"))
+    has_run = is_run_dir(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise EngineError(f"--out {out} is a file, not a directory")
     if run.resume:
@@ -299,7 +299,7 @@ class Trainer:
         if self.spec.data_init and cfg.model.data_init and not r.resume:
             self.spec.data_init(self.model, xtr, self._preprocess_fn())
         # Only now, with data and model in hand, does --out become a run (a failed start leaves none).
-        cfg.save(os.path.join(r.out, "config.json"))
+        cfg.save(os.path.join(r.out, CONFIG_FILE))
         write_json(os.path.join(r.out, "classes.json"), splits.class_names)
         if self.loop.lookahead is not None:
             self.loop.lookahead.reset()

@@ -47,18 +47,23 @@ def exported(request, tmp_path_factory):
             "onnxruntime": ONNXPredictor(export.export_onnx(exp, str(d / "m.onnx")), BATCH),
             "onnxruntime fp16": ONNXPredictor(export.export_onnx(exp, str(d / "fp16.onnx"), precision="fp16"),
                                               BATCH),
-            # fused ORT int8 kernels: the CPU speed; accuracy is verified unfused (tests/test_quantize.py)
+            # int8 for CPUs (uint8 activations, 7-bit weights) in ORT's fused kernels: accurate there
+            # (tests/test_quantize.py) and the fast CPU path
             "onnxruntime int8": ONNXPredictor(export.export_onnx(exp, str(d / "int8.onnx"), precision="int8",
-                                                                 calib_images=calib), BATCH)}
+                                                                 calib_images=calib, int8_target="cpu"), BATCH),
+            # the TensorRT form (symmetric int8) as ORT runs it exactly (Q/DQ kept): how it is verified
+            "onnxruntime int8 trt-form": ONNXPredictor(
+                export.export_onnx(exp, str(d / "int8-trt.onnx"), precision="int8", calib_images=calib),
+                BATCH, optimization="basic")}
 
 
-BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime fp16", "onnxruntime int8"]
+BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime fp16", "onnxruntime int8", "onnxruntime int8 trt-form"]
 
 
 def _info(benchmark, exported, backend, mode):
     import onnxruntime
     info = machine_info()
-    precision = backend.split()[-1] if backend.endswith(("fp16", "int8")) else "fp32"
+    precision = next((p for p in ("fp16", "int8") if p in backend.split()), "fp32")
     info.update(kind="inference", model=exported["model"], backend=backend, mode=mode,
                 precision=precision, onnxruntime=onnxruntime.__version__)
     benchmark.extra_info.update(info)

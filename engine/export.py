@@ -228,10 +228,20 @@ def to_fp16(proto):
         proto, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + ["Cast"])
 
 
-def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = True):
-    """Static post-training quantization to Q/DQ with symmetric int8 activations and (per-channel)
-    symmetric int8 weights: the form TensorRT consumes. Calibrated on `calib_images` (uint8 training
-    images, never test images)."""
+INT8_TARGETS = ("trt", "cpu")
+
+
+def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = True, target: str = "trt"):
+    """Static post-training quantization to Q/DQ, calibrated on `calib_images` (uint8 training images,
+    never test images). Weights are symmetric int8 (per-channel unless told otherwise).
+
+    target "trt": symmetric int8 activations, full-range weights -- the form TensorRT consumes.
+    target "cpu": for onnxruntime on x86 CPUs -- asymmetric uint8 activations (its u8s8 kernels are
+    the fast ones) and 7-bit weight range (`reduce_range`): without VNNI, full-range int8 weights
+    saturate the int16 sums of its fused kernels (see runtime.ONNXPredictor)."""
+    if target not in INT8_TARGETS:
+        raise EngineError(f"unknown int8 target {target!r}; choose from {', '.join(INT8_TARGETS)}")
+    cpu = target == "cpu"
     import onnx
     from onnxruntime import quantization as q
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -254,9 +264,10 @@ def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = Tru
         onnx.save(proto, fp32)
         quant_pre_process(fp32, pre, skip_symbolic_shape=True)  # only the batch is dynamic
         q.quantize_static(pre, int8, reader, quant_format=q.QuantFormat.QDQ,
-                          activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                          per_channel=per_channel, calibrate_method=methods[method],
-                          extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                          activation_type=q.QuantType.QUInt8 if cpu else q.QuantType.QInt8,
+                          weight_type=q.QuantType.QInt8, per_channel=per_channel, reduce_range=cpu,
+                          calibrate_method=methods[method],
+                          extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True})
         return onnx.load(int8)
 
 
@@ -273,7 +284,7 @@ def calibration_images(exp: Exportable, n: int, data: str | None = None):
 
 def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: str = "fp32",
                 calib_images=None, calib_method: str = "minmax", per_channel: bool = True,
-                simplified: bool = False) -> str:
+                simplified: bool = False, int8_target: str = "trt") -> str:
     """ONNX in fp32, fp16 or int8 Q/DQ, always built from the checked fp32 graph (simplified with
     onnxslim first if asked and if it keeps parity), with metadata. Written to a temporary file and
     moved into place only when whole."""
@@ -289,8 +300,9 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: s
     elif precision == "int8":
         if calib_images is None or len(calib_images) == 0:
             raise EngineError("int8 export needs calibration images (--calib-images N)")
-        proto = to_int8(proto, calib_images, calib_method, per_channel)
+        proto = to_int8(proto, calib_images, calib_method, per_channel, int8_target)
         meta["calibration"] = {"images": len(calib_images), "method": calib_method, "per_channel": per_channel}
+        meta["int8_target"] = int8_target
     elif precision != "fp32":
         raise EngineError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision != "fp32":
@@ -387,6 +399,9 @@ def parse(argv=None):
     prec.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                       help="int8: per-channel weight scales (default: on)")
     prec.add_argument("--data", help="int8: data source for calibration (default: the run's)")
+    prec.add_argument("--int8-target", choices=INT8_TARGETS, default="trt",
+                      help="int8: trt (symmetric int8 activations: what TensorRT consumes) or cpu (uint8 "
+                           "activations, 7-bit weights: onnxruntime's fast x86 kernels)")
     prec.add_argument("--simplify", action="store_true",
                       help="simplify the ONNX graph with onnxslim, kept only if it still matches TensorFlow")
     sub.add_parser("onnx", parents=[common, prec], help=f"ONNX (opset {OPSET}), checked with onnxruntime")
@@ -401,6 +416,9 @@ def parse(argv=None):
     a = p.parse_args(argv)
     if getattr(a, "calib_images", 1) < 1:
         raise EngineError("--calib-images must be at least 1")
+    if a.format == "trt" and getattr(a, "int8_target", "trt") != "trt":
+        raise EngineError("--int8-target cpu makes a graph for onnxruntime on CPUs; TensorRT builds from "
+                          "--int8-target trt")
     if a.format == "trt" and not 1 <= a.min_batch <= a.opt_batch <= a.max_batch:
         raise EngineError("need 1 <= --min-batch <= --opt-batch <= --max-batch")
     return a
@@ -424,7 +442,7 @@ def main(argv=None):
         if a.format == "onnx" or not a.onnx:
             calib = calibration_images(exp, a.calib_images, a.data) if a.precision == "int8" else None
             export_onnx(exp, onnx_path, a.overwrite, a.precision, calib, a.calib_method, a.per_channel,
-                        a.simplify)
+                        a.simplify, a.int8_target)
     if a.format == "trt":
         if not os.path.exists(onnx_path):
             raise EngineError(f"--onnx {onnx_path} does not exist")

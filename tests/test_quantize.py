@@ -66,6 +66,20 @@ def test_int8_loses_at_most_one_point(trained, tmp_path, shared_data):
     assert drop <= 0.01, drop
 
 
+def test_int8_cpu_target_keeps_accuracy_in_onnxruntimes_fused_kernels(trained, tmp_path, shared_data):
+    """The CPU form (uint8 activations, 7-bit weights) run the fast way: ORT's full graph optimisation,
+    which fuses Q/DQ into its int8 kernels."""
+    calib = export.calibration_images(trained["exp"], 512, shared_data)
+    path = export.export_onnx(trained["exp"], str(tmp_path / "int8-cpu.onnx"), precision="int8",
+                              calib_images=calib, int8_target="cpu")
+    m = onnx.load(path)
+    zero_points = {onnx.numpy_helper.to_array(i).dtype for i in m.graph.initializer if i.name.endswith("zero_point")}
+    assert np.dtype(np.uint8) in zero_points  # asymmetric uint8 activations
+    assert {p.key: p.value for p in m.metadata_props}["int8_target"] == "cpu"
+    fused = float(np.mean(ONNXPredictor(path, optimization="all").predict(trained["x"]).argmax(1) == trained["y"]))
+    assert trained["acc"] - fused <= 0.01, (trained["acc"], fused)
+
+
 def test_broken_calibration_fails_the_bar(trained, tmp_path, shared_splits):
     """One image of one class as the whole calibration set: activation ranges are far too narrow."""
     one = shared_splits.x_train[shared_splits.y_train == 0][:1]

@@ -24,6 +24,7 @@ from engine import data, distribute, features, models, plots, precision
 from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import EXIT_DIVERGED, EXIT_PREEMPTED, EngineError
 from engine.loop import StepConfig, TrainLoop
+from engine.models.layers import MaxPool2
 
 RUN_FILES = (CONFIG_FILE, "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
 
@@ -177,10 +178,11 @@ def build_training(cfg: Config, num_classes: int, train_size: int, policy: str, 
             for v in model.weights:
                 v.trainable = v.trainable or v.path in spec.data_init_frozen
         optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, steps_per_epoch)), policy)
-        if strategy.num_replicas_in_sync > 1:  # BN statistics over the global batch, as one replica would
-            for layer in model._flatten_layers():
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization) and strategy.num_replicas_in_sync > 1:
+                layer.synchronized = True  # BN statistics over the global batch, as one replica would
+            if isinstance(layer, MaxPool2):
+                layer.xla_training = cfg.run.xla  # its XLA-friendly gradient form
         cache = features.applicable(cfg, model)
         trained = features.split(model)[1] if cache else model  # the head alone trains on cached features
     step_cfg = StepConfig(

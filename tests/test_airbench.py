@@ -12,7 +12,7 @@ from engine import config as C
 from engine import models
 from engine.loop import Lookahead, StepConfig, TrainLoop, tta_logits
 from engine.models.airbench import DiracInit, whitening_filters
-from engine.models.layers import MaxPool2
+from engine.models.layers import MaxPool2, gelu_erf
 from engine.trainer import PiecewiseLinear, Trainer, make_schedule, total_steps
 
 
@@ -46,6 +46,7 @@ def test_maxpool2_matches_keras_max_pooling_in_both_modes(side):
     x = tf.constant(np.random.default_rng(2).normal(size=(3, side, side, 5)).astype(np.float32))
     weight = tf.constant(np.random.default_rng(3).normal(size=(3, side // 2, side // 2, 5)).astype(np.float32))
     ref_layer, layer = keras.layers.MaxPooling2D(2), MaxPool2()
+    layer.xla_training = True  # the reshape + reduce_max form in training (what --xla runs use)
     for training in (True, False):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(x)
@@ -55,6 +56,15 @@ def test_maxpool2_matches_keras_max_pooling_in_both_modes(side):
         np.testing.assert_array_equal(out.numpy(), ref.numpy())
         # Random floats have no tied maxima, so the gradients agree exactly too.
         np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), tape.gradient(ref_loss, x).numpy())
+
+
+def test_gelu_erf_is_keras_exact_gelu_and_exports_without_erfc():
+    x = tf.constant(np.linspace(-6, 6, 1001, dtype=np.float32))
+    np.testing.assert_allclose(gelu_erf(x).numpy(), keras.activations.gelu(x, approximate=False).numpy(),
+                               atol=1e-6)
+    graph = tf.function(gelu_erf).get_concrete_function(tf.TensorSpec([None], tf.float32)).graph
+    ops = {op.type for op in graph.get_operations()}
+    assert "Erf" in ops and "Erfc" not in ops  # ONNX has Erf, not Erfc
 
 
 def test_alternating_flip_flips_each_image_in_exactly_one_of_two_epochs():

@@ -15,7 +15,7 @@ import numpy as np
 import keras
 
 from engine.models import ModelSpec, register
-from engine.models.layers import MaxPool2
+from engine.models.layers import MaxPool2, gelu_erf
 
 L = keras.layers
 WHITEN_KERNEL = 2
@@ -58,8 +58,8 @@ def norm(x):
 
 
 def group(x, width):
-    x = L.Activation("gelu")(norm(MaxPool2()(conv(x, width))))
-    return L.Activation("gelu")(norm(conv(x, width)))
+    x = L.Activation(gelu_erf)(norm(MaxPool2()(conv(x, width))))
+    return L.Activation(gelu_erf)(norm(conv(x, width)))
 
 
 def make_body(widths=(64, 256, 256)):
@@ -67,7 +67,7 @@ def make_body(widths=(64, 256, 256)):
         scale = opts.width if opts is not None else 1.0
         whiten = L.Conv2D(2 * 3 * WHITEN_KERNEL ** 2, WHITEN_KERNEL, padding="valid", use_bias=True,
                           name="whiten")
-        x = L.Activation("gelu")(whiten(x))
+        x = L.Activation(gelu_erf)(whiten(x))
         whiten.kernel.trainable = False  # set from the data by whiten_init; only its bias trains
         for width in widths:
             x = group(x, max(1, int(round(width * scale))))

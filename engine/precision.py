@@ -53,8 +53,8 @@ def speed_warnings(amp: bool, xla: bool, model: str = "", xla_speedup: float = 0
         out.append(f"--xla on CPU made {model} {1 / xla_speedup:.1f}x slower on a 2-core AVX-512 CPU "
                    f"(oneDNN without XLA is faster for its convolutions); drop --xla unless bench/ says otherwise here")
     elif xla and not xla_speedup:
-        out.append(f"--xla on CPU is not measured for {model or 'this model'}: it ranged from 2x slower (VGG16) "
-                   f"to 1.4x faster (resnet9, airbench); check with bench/")
+        out.append(f"--xla on CPU is not measured for {model or 'this model'}: it ranged from 2x slower (VGG16 "
+                   f"trained whole) to 1.7x faster (resnet9); check with bench/")
     elif not xla and xla_speedup > 1:
         out.append(f"{model} trained {xla_speedup:.2g}x faster with --xla on a 2-core AVX-512 CPU; "
                    f"add --xla")

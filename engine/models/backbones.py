@@ -100,8 +100,9 @@ TRANSFER_RECIPE = {
     "optim.label_smoothing": 0.0, "optim.epochs": 30, "optim.batch_size": 128, "optim.lookahead": False,
 }
 
-# --xla on the 2-core CPU: VGG16 measured 2x slower (oneDNN's convolutions beat XLA's); the rest unmeasured.
-CPU_XLA_SPEEDUP = {"vgg16": 0.5}
+# --xla on the 2-core CPU depends on what trains: VGG16 trained whole was measured 2x slower (oneDNN's
+# convolutions beat XLA's), its frozen 64x64 recipe 1.13x faster (bench/). Not one figure: unmeasured.
+CPU_XLA_SPEEDUP: dict = {}
 
 for _name, (_ctor, _norm, _min, _default) in BACKBONES.items():
     register(ModelSpec(_name, make_body(_name), normalization=_norm,

@@ -97,13 +97,13 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
 
     import importlib
 
-    import kernels
+    from engine.config import defaults
     importlib.import_module("engine.models")  # registers the engine's own layers for loading
     if not os.path.isfile(path):
         raise EngineError(f"model not found: {path}")
-    if normalization not in kernels.NORMALIZATIONS:
+    if normalization not in NORMALIZATIONS:
         raise EngineError(f"a .keras model needs --normalization, the input scaling it was trained with: "
-                          f"one of {', '.join(kernels.NORMALIZATIONS)}")
+                          f"one of {', '.join(NORMALIZATIONS)}")
     keras.mixed_precision.set_global_policy("float32")
     try:
         model = keras.saving.load_model(path, compile=False)
@@ -127,7 +127,7 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
                                                        name="logits")(model(inputs)))
     meta = {"engine_version": __version__, "source_model": os.path.abspath(path), "class_names": names,
             "normalization": normalization, "softmax_to_logits": softmax, "contract": CONTRACT,
-            "config": {"data": {"data": os.environ.get("ENGINE_DATA", "cifar10")}}}
+            "config": {"data": {"data": defaults().data.data}}}  # int8 calibration's default source
     return Exportable(net, int(shape[0]), normalization, upsample_method, names, meta)
 
 

@@ -86,13 +86,8 @@ def tta_logits(model, images, cfg: StepConfig, level: int):
 def norm_biases(model) -> list:
     """The bias (beta) variables of every BatchNormalization layer, nested models included."""
     import keras
-    out, stack = [], list(model.layers)
-    while stack:
-        layer = stack.pop()
-        stack.extend(getattr(layer, "layers", []))
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
-            out.append(layer.beta)
-    return out
+    return [layer.beta for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.center]
 
 
 class Lookahead:
@@ -117,7 +112,7 @@ class Lookahead:
         decay = 0.95 ** self.EVERY * frac ** 3
         for s, w in zip(self.slow, self.weights):
             s.assign(decay * s + (1.0 - decay) * tf.cast(w.value, s.dtype))
-            w.assign(tf.cast(s, w.dtype))
+        self.finish()
 
     def finish(self):
         for s, w in zip(self.slow, self.weights):

@@ -62,7 +62,7 @@ def alternating_flip(images, index, epoch, seed, num_images):
 
     `index` is each image's position in the training set, `epoch` the 0-based epoch.
     """
-    base = tf.random.stateless_uniform([num_images], seed) < 0.5
+    base = _uniform(1, images, seed, index, num_images)[0] < 0.5
     odd = tf.equal(tf.math.floormod(tf.cast(epoch, tf.int64), 2), 1)
-    mask = tf.math.logical_xor(tf.gather(base, index), odd)
+    mask = tf.math.logical_xor(base, odd)
     return tf.where(mask[:, None, None, None], flip_left_right(images), images)

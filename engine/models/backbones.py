@@ -100,12 +100,10 @@ TRANSFER_RECIPE = {
     "optim.label_smoothing": 0.0, "optim.epochs": 30, "optim.batch_size": 128, "optim.lookahead": False,
 }
 
-# --xla on the 2-core CPU depends on what trains: VGG16 trained whole was measured 2x slower (oneDNN's
-# convolutions beat XLA's), its frozen 64x64 recipe 1.13x faster (bench/). Not one figure: unmeasured.
-CPU_XLA_SPEEDUP: dict = {}
-
+# No cpu_xla_speedup: on the 2-core CPU it depends on what trains. VGG16 trained whole was measured 2x
+# slower under --xla (oneDNN's convolutions beat XLA's), its frozen 64x64 recipe 1.13x faster (bench/).
 for _name, (_ctor, _norm, _min, _default) in BACKBONES.items():
     register(ModelSpec(_name, make_body(_name), normalization=_norm,
                        description=f"keras.applications {_name} backbone + head (--weights, --freeze, --head)",
                        default_size=_default, min_size=_min, recipe=TRANSFER_RECIPE,
-                       options=("weights", "freeze", "head"), cpu_xla_speedup=CPU_XLA_SPEEDUP.get(_name, 0.0)))
+                       options=("weights", "freeze", "head")))

@@ -21,7 +21,6 @@ import pickle
 import re
 import sys
 import tarfile
-import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import EngineError
+from engine.files import atomic_open
 
 IMAGE_SIZE = 32
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -313,11 +313,9 @@ def _read_cache(cache_file: str) -> Splits | None:
 def _write_cache(cache_file: str, s: Splits, log) -> None:
     try:
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache_file), suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(cache_file) as f:  # readers never see a half-written cache
             np.savez(f, x_train=s.x_train, y_train=s.y_train, x_test=s.x_test, y_test=s.y_test,
                      class_names=np.array(s.class_names))
-        os.replace(tmp, cache_file)  # atomic: readers never see a half-written cache
     except OSError as e:
         print(f"warning: could not write the data cache {cache_file}: {e}", file=sys.stderr)
 

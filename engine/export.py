@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 
-from engine import __version__
+from engine import __version__, files
 from engine.config import Parser
 from engine.data import CIFAR10_CLASSES as _CIFAR10
 from kernels import NORMALIZATIONS
@@ -139,15 +139,6 @@ def _claim(out: str, overwrite: bool) -> None:
         raise EngineError(f"the folder of --out does not exist: {parent}")
 
 
-def _replace(tmp: str, out: str) -> None:
-    """Move a finished export into place; the old one goes only once the new one is whole."""
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    elif os.path.exists(out):
-        os.remove(out)
-    os.replace(tmp, out)
-
-
 def export_savedmodel(exp: Exportable, out: str, overwrite: bool = False) -> str:
     import tensorflow as tf
     _claim(out, overwrite)
@@ -159,7 +150,7 @@ def export_savedmodel(exp: Exportable, out: str, overwrite: bool = False) -> str
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
         with open(os.path.join(tmp, "assets.extra.engine.json"), "w") as f:
             json.dump(exp.metadata, f, indent=2)
-        _replace(tmp, out)
+        files.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -314,7 +305,7 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: s
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
-    _write_bytes(out, proto.SerializeToString())
+    files.write_bytes(out, proto.SerializeToString())
     return out
 
 
@@ -356,22 +347,9 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
     if serialized is None:
         raise EngineError(f"TensorRT could not build an engine from {onnx_path} (see its log above)")
     if timing_cache:
-        _write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
-    _write_bytes(out, bytes(serialized))
+        files.write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    files.write_bytes(out, bytes(serialized))
     return out
-
-
-def _write_bytes(path: str, payload: bytes) -> None:
-    """Write a file whole or not at all: a temporary file beside it, then moved into place."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".export-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        _replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def parse(argv=None):

@@ -109,7 +109,7 @@ def run(a) -> dict:
     report = {"data": a.data, "classes": names, "images": int(len(x)), "folds": a.folds,
               "weights": a.weights, "results": results}
     if a.report:
-        from engine.trainer import write_json
+        from engine.files import write_json
         write_json(a.report, report)
     return report
 

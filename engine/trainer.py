@@ -23,6 +23,7 @@ import tensorflow as tf
 from engine import data, distribute, features, models, plots, precision
 from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import EXIT_DIVERGED, EXIT_PREEMPTED, EngineError
+from engine.files import write_json
 from engine.loop import StepConfig, TrainLoop
 from engine.models.layers import MaxPool2
 
@@ -117,14 +118,6 @@ def current_lr(optimizer) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Run directory
-
-
-def write_json(path: str, obj) -> None:
-    """Write JSON atomically: a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def prepare_run_dir(run) -> bool:

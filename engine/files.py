@@ -1,0 +1,43 @@
+"""Files written whole or not at all: run-dir JSON, the decoded-data cache, exports.
+
+Each is written to a temporary file beside its target and moved into place when complete, so a
+crash or a full disk never leaves a half-written file where a reader (or a resume) would trust it,
+and an existing file is replaced only by a finished one."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+def replace(tmp: str, path: str) -> None:
+    """Move a finished file or folder `tmp` to `path`, replacing what is there (a folder too)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb"):
+    """`with atomic_open(path) as f: ...` writes `path` only if the block finishes."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str, obj) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def write_bytes(path: str, payload: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(payload)

@@ -17,7 +17,8 @@ from engine.config import Config, defaults
 from engine.trainer import build_training
 
 # label: (model, input side, global batch, steps per timed round, settings). airbench at its recipe's
-# batch 1024 (a step is ~9 s here, so short windows); its bf16 row is left out (measured 10x slower
+# batch 1024 (a step is 7-20 s here, so 2-step windows: 1-step windows measured fit at 50 and 88 img/s
+# in two runs); its bf16 row is left out (measured 10x slower
 # for resnet9: minutes per round). VGG16 at 64x64 is seed experiment 1's model (frozen backbone;
 # the feature cache is off here, so every step runs the backbone): its host-upsample row feeds
 # the loop batches upsampled in the tf.data map instead of in the compiled step.
@@ -26,7 +27,7 @@ if QUICK:
                                             "loop amp spc10", "loop fp32 spc10 host-upsample"])}
 else:
     MODELS = {
-        "airbench": ("airbench", 32, 1024, 1, ["keras fit", "loop fp32 spc10", "loop xla spc10"]),
+        "airbench": ("airbench", 32, 1024, 2, ["keras fit", "loop fp32 spc10", "loop xla spc10"]),
         "resnet9": ("resnet9", 32, 128, 6, ["keras fit", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
                                              "loop amp spc10"]),
         "vgg16@64": ("vgg16", 64, 128, 4, ["keras fit", "loop fp32 spc10", "loop xla spc10",

@@ -123,6 +123,20 @@ def test_probe_on_digits(tmp_path):
     assert "accuracy" in p.stdout and "±" in p.stdout
 
 
+def test_probe_on_cifar10_classes(tmp_path, shared_data):
+    """Experiment 3 on real CIFAR-10: two classes picked by name and index (frog and ship, as the
+    seed's 6 vs 8), 3 folds of 600 images. Measured: raw pixels 0.86, random-weight VGG16 features
+    0.91; scrambled labels or features would sit near 0.5."""
+    report = tmp_path / "probe.json"
+    p = run_cli("engine.probe", "--data", shared_data, "--backbone", "vgg16", "--weights", "none",
+                "--classes", "frog,8", "--folds", 3, "--limit", 600, "--report", report)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(report.read_text())
+    assert r["classes"] == ["frog", "ship"] and r["images"] == 600
+    assert r["results"]["pixels"]["mean"] >= 0.8
+    assert r["results"]["vgg16"]["mean"] >= 0.8
+
+
 def test_probe_class_selection():
     names = ["a", "b", "c"]
     assert probe.select_classes("c,0", names) == [0, 2]

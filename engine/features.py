@@ -30,9 +30,16 @@ def split(model):
     return base, keras.Model(inputs, x, name="head")
 
 
-def extract(base, images: np.ndarray, preprocess, batch: int = 256) -> np.ndarray:
+def inference_batch(side: int) -> int:
+    """Images per inference batch for side x side model inputs: 256 up to 64x64, fewer above so
+    that a batch's activations stay the same size (256 VGG19 inputs at 224x224 exhausted 24 GiB)."""
+    return max(1, min(256, 256 * 64 * 64 // (side * side)))
+
+
+def extract(base, images: np.ndarray, preprocess, batch: int = 0) -> np.ndarray:
     """Backbone features (inference mode) of uint8 images, `preprocess` = the model's device
-    preprocessing (upsample + normalise)."""
+    preprocessing (upsample + normalise); `batch` 0: inference_batch of the backbone's input."""
+    batch = batch or inference_batch(base.input.shape[1])
     fn = tf.function(lambda x: base(preprocess(x), training=False))
     parts = [fn(tf.constant(images[i:i + batch])).numpy() for i in range(0, len(images), batch)]
     return np.concatenate(parts) if parts else np.zeros((0,) + tuple(base.output.shape[1:]), np.float32)

@@ -64,7 +64,7 @@ def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray
     size = models.input_size(spec, upsample)
     base = backbones.backbone(name, size, weights)
     cfg = StepConfig(num_classes=1, global_batch=1, size=size, normalization=spec.normalization)
-    out = features.extract(base, images, lambda x: preprocess(x, cfg), batch=128)
+    out = features.extract(base, images, lambda x: preprocess(x, cfg))
     return out.reshape(len(out), -1)
 
 

@@ -396,7 +396,7 @@ class Trainer:
                                                              ctx.num_input_pipelines, batch)))
 
     def _evaluate(self, pipe, tta: int = 0):
-        s, batch = self.strategy, max(self.cfg.optim.batch_size, 256)
+        s, batch = self.strategy, max(self.cfg.optim.batch_size, features.inference_batch(self.loop.cfg.size))
         if s.num_replicas_in_sync == 1:
             return self.loop.evaluate(s.experimental_distribute_dataset(pipe.eval(batch)), tta)
         per_replica = -(-batch // s.num_replicas_in_sync)

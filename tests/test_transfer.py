@@ -108,6 +108,14 @@ def test_feature_cache_matches_training_the_full_model(tmp_path, shared_data):
     assert abs(m_cached["test_accuracy"] - m_full["test_accuracy"]) <= 0.02
 
 
+def test_inference_batches_shrink_with_the_input_side():
+    """256 VGG19 inputs at 224x224 per batch aborted a run (std::bad_alloc in 24 GiB): feature
+    extraction and evaluation batches keep their activations at the size of 256 images at 64x64."""
+    from engine import features
+    assert features.inference_batch(32) == features.inference_batch(64) == 256
+    assert features.inference_batch(224) == 20 and features.inference_batch(4096) == 1
+
+
 def test_probe_on_digits(tmp_path):
     """scikit-learn's digits (offline): both the raw-pixel and a random-VGG16-feature probe separate the
     10 classes well (measured 0.96 and 0.98 on 5 folds of all 1,438 training images); a probe with

@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import tempfile
 
@@ -145,15 +144,10 @@ def export_savedmodel(exp: Exportable, out: str, overwrite: bool = False) -> str
     module = tf.Module()
     module.model = exp.model
     module.serve = exp.serve_fn()
-    tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=".export-")
-    try:
+    with files.atomic_dir(out) as tmp:
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
         with open(os.path.join(tmp, "assets.extra.engine.json"), "w") as f:
             json.dump(exp.metadata, f, indent=2)
-        files.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -33,6 +33,19 @@ def atomic_open(path: str, mode: str = "wb"):
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str):
+    """`with atomic_dir(path) as tmp: ...` fills a temporary folder that becomes `path` only if
+    the block finishes."""
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        yield tmp
+        replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_json(path: str, obj) -> None:
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2)

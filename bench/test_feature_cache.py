@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import kernels
-from bench.conftest import QUICK, compile_seed_style, machine_info
+from bench.conftest import QUICK, FitWindows, compile_seed_style, machine_info
 from engine import data, features, models, precision
 from engine.config import defaults
 from engine.loop import preprocess
@@ -52,10 +52,12 @@ def test_feature_cache_vs_seed_fit(benchmark, splits):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(BATCH, drop_remainder=True)
     ds = ds.map(lambda im, lb: (kernels.normalize(kernels.upsample(im, SIZE), spec.normalization), lb),
                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # warm-up: tracing
+    fit = FitWindows(model, ds, 1 + FIT_STEPS)
+    fit.window(1)  # warm-up: tracing
     t0 = time.perf_counter()
-    model.fit(ds, epochs=1, steps_per_epoch=FIT_STEPS, verbose=0)
+    fit.window(FIT_STEPS)
     fit_img_s = FIT_STEPS * BATCH / (time.perf_counter() - t0)
+    fit.close()
 
     # The cache: features once (timed by pytest-benchmark), then head epochs on feature rows.
     full, _, loop = build_training(cfg, 10, TRAIN, policy)

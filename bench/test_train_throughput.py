@@ -11,14 +11,13 @@ import pytest
 import tensorflow as tf
 
 import kernels
-from bench.conftest import QUICK, compile_seed_style, machine_info
+from bench.conftest import QUICK, FitWindows, compile_seed_style, machine_info
 from engine import data, precision
 from engine.config import Config, defaults
 from engine.trainer import build_training
 
 # label: (model, input side, global batch, steps per timed round, settings). airbench at its recipe's
-# batch 1024 (a step is 7-20 s here, so 2-step windows: 1-step windows measured fit at 50 and 88 img/s
-# in two runs); its bf16 row is left out (measured 10x slower
+# batch 1024 (a step is 7-20 s here, so 2-step windows); its bf16 row is left out (measured 10x slower
 # for resnet9: minutes per round). VGG16 at 64x64 is seed experiment 1's model (frozen backbone;
 # the feature cache is off here, so every step runs the backbone): its host-upsample row feeds
 # the loop batches upsampled in the tf.data map instead of in the compiled step.
@@ -121,7 +120,8 @@ def test_loop(benchmark, splits, label, name):
 @pytest.mark.parametrize("label", [m for m, n in CASES if n == "keras fit"])
 def test_keras_fit(benchmark, splits, label):
     """The seed experiments' way: preprocessing in a tf.data map on the host, float32 batches fed to
-    `model.fit`, default `steps_per_execution=1`, no XLA. Same model, augmentation, loss, optimizer."""
+    `model.fit`, default `steps_per_execution=1`, no XLA. Same model, augmentation, loss, optimizer.
+    Rounds are windows of steps inside one running `fit` (see FitWindows)."""
     cfg = _cfg(label)
     model_name, size, batch, steps, _ = MODELS[label]
     keras.utils.set_random_seed(0)
@@ -147,9 +147,8 @@ def test_keras_fit(benchmark, splits, label):
     ds = ds.map(lambda b, s: host_preprocess(b[0], b[1], s), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
 
-    def window():
-        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
-
+    fit = FitWindows(model, ds, steps * (1 + ROUNDS))
     _record(benchmark, label, "keras fit", cfg)
-    benchmark.pedantic(window, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    benchmark.pedantic(fit.window, args=(steps,), rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    fit.close()
     _img_s(benchmark)

@@ -7,6 +7,8 @@ the run directory:
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import math
 import os
@@ -257,6 +259,7 @@ class Trainer:
         o = self.cfg.optim
         self.wall0 = time.perf_counter()
         self.timed_images, self.timed_seconds = 0, 0.0
+        self.phases = collections.Counter()  # wall seconds outside the timed training steps, by phase
         self.warm = False
         stopped_early = False
         for epoch in range(self.start_epoch, self.num_epochs):
@@ -341,7 +344,8 @@ class Trainer:
         self.step_in_epoch = 0
         for path, epochs in self.spec.train_epochs.items():
             self.loop.set_trainable(self._variable(path), epoch < epochs)
-        iterator = iter(self._train_data(batch, r.seed, epoch, skip))
+        with self._timed("input pipeline start/stop"):
+            iterator = iter(self._train_data(batch, r.seed, epoch, skip))
         bar = None if r.quiet else keras.utils.Progbar(
             spe - skip, stateful_metrics=["loss", "accuracy", "img/s"])
         loss_sum = correct = 0.0
@@ -368,6 +372,8 @@ class Trainer:
             if self.warm:  # the run's first call (tracing, compilation) is not timed
                 epoch_images += n * batch
                 epoch_seconds += now - prev
+            else:
+                self.phases["first call (tracing, compilation)"] += now - prev
             self.warm = True
             prev = now
             ips = epoch_images / epoch_seconds if epoch_images else seen / (now - t0)
@@ -377,14 +383,18 @@ class Trainer:
             if done < spe and self._stop_requested():  # (at an epoch end: after the epoch is recorded)
                 self._preempted(self.manager.save(checkpoint_number=self.global_step))
             if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < spe:
-                self.manager.save(checkpoint_number=self.global_step)
+                with self._timed("checkpoints"):
+                    self.manager.save(checkpoint_number=self.global_step)
                 prev = time.perf_counter()  # checkpoint writing is not training time
         self.timed_images += epoch_images
         self.timed_seconds += epoch_seconds
         if self.loop.lookahead is not None and self.global_step >= self.total_steps:
             self.loop.lookahead.finish()  # the slow weights are the final model
+        seconds = time.perf_counter() - t0
+        with self._timed("input pipeline start/stop"):
+            del iterator
         return {"loss": loss_sum / seen, "accuracy": correct / seen, "img_s": ips,
-                "seconds": time.perf_counter() - t0}
+                "seconds": seconds}
 
     def _train_data(self, batch: int, seed: int, epoch: int, skip: int):
         s = self.strategy
@@ -440,17 +450,27 @@ class Trainer:
                 return v
         raise EngineError(f"model {self.spec.name} has no variable {path!r}")
 
+    @contextlib.contextmanager
+    def _timed(self, phase: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] += time.perf_counter() - t
+
     def _end_epoch(self, epoch: int, stats: dict):
-        val_loss, val_acc = self._evaluate(self.val_pipe)
+        with self._timed("evaluation"):
+            val_loss, val_acc = self._evaluate(self.val_pipe)
         entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],
                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.optimizer),
                  "img_s": stats["img_s"], "seconds": stats["seconds"]}
         self.history.append(entry)
         self.epoch_var.assign(epoch + 1)
-        self.manager.save(checkpoint_number=self.global_step)
-        if val_acc > self.best_acc:
-            self.best_acc, self.best_epoch = val_acc, epoch + 1
-            self.best.save(checkpoint_number=self.global_step)
+        with self._timed("checkpoints"):
+            self.manager.save(checkpoint_number=self.global_step)
+            if val_acc > self.best_acc:
+                self.best_acc, self.best_epoch = val_acc, epoch + 1
+                self.best.save(checkpoint_number=self.global_step)
         write_json(os.path.join(self.cfg.run.out, "history.json"), self.history)
         with self.writer.as_default(step=epoch + 1):
             for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "img_s"):
@@ -463,21 +483,29 @@ class Trainer:
     # -- end of run ------------------------------------------------------------------------------
     def _finish(self, stopped_early: bool) -> dict:
         r, o = self.cfg.run, self.cfg.optim
-        plots.curves(self.history, os.path.join(r.out, "curves.png"), title=f"{self.spec.name} ({r.out})")
+        with self._timed("curves.png"):
+            plots.curves(self.history, os.path.join(r.out, "curves.png"), title=f"{self.spec.name} ({r.out})")
         last = self.history[-1] if self.history else None
         if self.val_is_test and last and last["epoch"] == int(self.epoch_var.numpy()):
             test_loss, test_acc = last["val_loss"], last["val_accuracy"]  # same weights, same images
         else:
-            test_loss, test_acc = self._evaluate(self.test_pipe)
+            with self._timed("evaluation"):
+                test_loss, test_acc = self._evaluate(self.test_pipe)
         tta = self.cfg.model.tta
-        tta_acc = self._evaluate(self.test_pipe, tta)[1] if tta else None
+        tta_acc = None
+        if tta:
+            with self._timed("test-time augmentation"):
+                tta_acc = self._evaluate(self.test_pipe, tta)[1]
+        wall = time.perf_counter() - self.wall0
+        self.phases["other"] = max(0.0, wall - self.timed_seconds - sum(self.phases.values()))
         metrics = {
             "test_accuracy": test_acc, "test_loss": test_loss, "tta": tta, "test_accuracy_tta": tta_acc,
             "best_epoch": self.best_epoch, "best_val_accuracy": self.best_acc,
             "epochs_run": len(self.history), "stopped_early": stopped_early, "steps": self.global_step,
             "train_img_s": self.timed_images / self.timed_seconds if self.timed_seconds else None,
             "train_seconds": self.timed_seconds,
-            "wall_seconds": time.perf_counter() - self.wall0,
+            "wall_seconds": wall,
+            "wall_breakdown": {"training steps": self.timed_seconds, **{k: v for k, v in self.phases.items() if v}},
             "train_images": self.train_images, "test_images": self.test_images,
             "val_is_test": self.val_is_test, "policy": self.policy, "xla": r.xla,
             "steps_per_call": r.steps_per_call, "batch_size": o.batch_size,
@@ -485,6 +513,7 @@ class Trainer:
             "feature_cache": self.loop.cfg.features, "feature_seconds": self.feature_seconds,
         }
         write_json(os.path.join(r.out, "metrics.json"), metrics)
+        self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in metrics["wall_breakdown"].items()))
         with_tta = f", with TTA level {tta}: {tta_acc:.4f}" if tta else ""
         self.log(f"test accuracy {test_acc:.4f}{with_tta} (best val {self.best_acc:.4f} at epoch {self.best_epoch}); "
                  f"run in {r.out}")

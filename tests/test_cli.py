@@ -43,6 +43,10 @@ def test_train_end_to_end_then_resume(tmp_path, shared_data):
     m = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["train_img_s"] > 0 and m["test_images"] == 200
     assert m["steps"] == 2 * (512 // 64)
+    parts = m["wall_breakdown"]  # where the wall time went: the parts add up to it
+    assert parts["training steps"] == m["train_seconds"] and parts["evaluation"] > 0 and parts["checkpoints"] > 0
+    assert abs(sum(parts.values()) - m["wall_seconds"]) < 1e-6 * m["wall_seconds"] + 1e-9
+    assert "wall time " in p.stdout
 
     p = run("--resume", "--epochs", 3, "--out", out)  # the saved config is the base
     assert p.returncode == 0, p.stderr

@@ -24,13 +24,15 @@ def parse(argv=None):
     p.add_argument("--data", default=os.environ.get("ENGINE_DATA", "cifar10"),
                    help="data source, as for engine.train (default: $ENGINE_DATA or cifar10)")
     p.add_argument("--limit-test", type=int, default=0, help="class-balanced subset of N test images")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per call (default: 256; fewer for models upsampling beyond 64x64, e.g. 20 "
+                        "at 224x224, as the export's metadata says)")
     p.add_argument("--ort-optimization", choices=ORT_LEVELS, default="all",
                    help="onnx backend: 'basic' keeps int8 Q/DQ exact (as TensorRT computes it); 'all' "
                         "lets ORT fuse it into CPU int8 kernels (default: all)")
     p.add_argument("--report", help="JSON report path (default: evaluate-<backend>.json beside --model)")
     a = p.parse_args(argv)
-    if a.batch_size < 1 or a.limit_test < 0:
+    if (a.batch_size is not None and a.batch_size < 1) or a.limit_test < 0:
         raise EngineError("--batch-size must be >= 1 and --limit-test >= 0")
     if a.against and (":" not in a.against or a.against.split(":", 1)[0] not in BACKENDS):
         raise EngineError(f"--against takes BACKEND:PATH with BACKEND one of {', '.join(BACKENDS)}, "
@@ -70,7 +72,7 @@ def main(argv=None):
     logits, ips = timed_predict(predictor, x)
     report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data, "images": len(x),
               "top1_accuracy": float(np.mean(logits.argmax(1) == y)), "img_s": ips,
-              "batch_size": a.batch_size, "ort_optimization": a.ort_optimization}
+              "batch_size": predictor.batch_size, "ort_optimization": a.ort_optimization}
     print(f"{a.backend}: top-1 {report['top1_accuracy']:.4f} on {len(x)} test images, {ips:.1f} img/s")
     if other is not None:
         other_logits, other_ips = timed_predict(other, x)

@@ -82,7 +82,7 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         raise EngineError(f"cannot restore {latest}: {type(e).__name__}") from None
     meta = {"engine_version": __version__, "source_run": os.path.abspath(path), "checkpoint": latest,
-            "class_names": class_names, "config": cfg.to_dict(), "contract": CONTRACT}
+            "class_names": class_names, "config": cfg.to_dict(), "contract": CONTRACT, "input_side": size}
     return Exportable(model, size, spec.normalization, cfg.model.upsample_method, class_names, meta)
 
 
@@ -126,6 +126,7 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
                                                        name="logits")(model(inputs)))
     meta = {"engine_version": __version__, "source_model": os.path.abspath(path), "class_names": names,
             "normalization": normalization, "softmax_to_logits": softmax, "contract": CONTRACT,
+            "input_side": int(shape[0]),
             "config": {"data": {"data": defaults().data.data}}}  # int8 calibration's default source
     return Exportable(net, int(shape[0]), normalization, upsample_method, names, meta)
 

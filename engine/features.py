@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from engine.runtime import inference_batch  # noqa: F401 - used here and by the trainer
+
 
 def applicable(cfg, model) -> bool:
     m = cfg.model
@@ -28,12 +30,6 @@ def split(model):
     for layer in model.layers[i + 1:]:
         x = layer(x)
     return base, keras.Model(inputs, x, name="head")
-
-
-def inference_batch(side: int) -> int:
-    """Images per inference batch for side x side model inputs: 256 up to 64x64, fewer above so
-    that a batch's activations stay the same size (256 VGG19 inputs at 224x224 exhausted 24 GiB)."""
-    return max(1, min(256, 256 * 64 * 64 // (side * side)))
 
 
 def extract(base, images: np.ndarray, preprocess, batch: int = 0) -> np.ndarray:

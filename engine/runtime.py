@@ -8,6 +8,7 @@ Every backend runs the same exported contract, so any two can be compared (`engi
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -15,6 +16,12 @@ import numpy as np
 from engine.errors import EngineError
 
 BACKENDS = ("tf", "onnx", "trt")
+
+
+def inference_batch(side: int) -> int:
+    """Images per inference batch for side x side model inputs: 256 up to 64x64, fewer above so
+    that a batch's activations stay the same size (256 VGG19 inputs at 224x224 exhausted 24 GiB)."""
+    return max(1, min(256, 256 * 64 * 64 // (side * side)))
 
 
 def check_images(images) -> np.ndarray:
@@ -28,13 +35,21 @@ def check_images(images) -> np.ndarray:
 
 
 class Predictor:
+    """`batch_size` None: inference_batch of the model's input side (after the graph's upsampling),
+    read from the export's metadata; 256 when it does not say."""
     backend = ""
 
-    def __init__(self, path: str, batch_size: int = 256):
+    def __init__(self, path: str, batch_size: int | None = None):
         if not os.path.exists(path):
             raise EngineError(f"model not found: {path}")
+        if batch_size is not None and batch_size < 1:
+            raise EngineError(f"batch size must be >= 1, got {batch_size}")
         self.path = path
-        self.batch_size = batch_size
+        self.batch_size = batch_size or 256
+
+    def _default_batch(self, batch_size: int | None, side) -> None:
+        if batch_size is None and side:
+            self.batch_size = inference_batch(int(side))
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -49,18 +64,25 @@ class TFPredictor(Predictor):
     """A SavedModel exported by engine.export, or a run directory (its best checkpoint)."""
     backend = "tf"
 
-    def __init__(self, path, batch_size=256):
+    def __init__(self, path, batch_size=None):
         super().__init__(path, batch_size)
         import tensorflow as tf
         from engine.config import is_run_dir
         if is_run_dir(path):
             from engine.export import load_run
-            self._fn = load_run(path).serve_fn()
+            exp = load_run(path)
+            self._fn = exp.serve_fn()
+            self._default_batch(batch_size, exp.size)
         else:
             try:
                 self._fn = tf.saved_model.load(path).signatures["serving_default"]
             except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
                 raise EngineError(f"cannot load SavedModel {path}: {type(e).__name__}") from None
+            try:
+                with open(os.path.join(path, "assets.extra.engine.json")) as f:
+                    self._default_batch(batch_size, json.load(f).get("input_side"))
+            except (OSError, ValueError, AttributeError):
+                pass  # not one of ours: the plain default
         self._tf = tf
 
     def _run(self, batch):
@@ -77,7 +99,7 @@ class ONNXPredictor(Predictor):
     semantics TensorRT implements, which is how int8 files are verified here."""
     backend = "onnx"
 
-    def __init__(self, path, batch_size=256, threads: int = 0, optimization: str = "all"):
+    def __init__(self, path, batch_size=None, threads: int = 0, optimization: str = "all"):
         super().__init__(path, batch_size)
         import onnxruntime as ort
         if optimization not in ORT_LEVELS:
@@ -93,6 +115,8 @@ class ONNXPredictor(Predictor):
             self._session = ort.InferenceSession(path, opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise EngineError(f"cannot load ONNX model {path}: {str(e).splitlines()[0][:160]}") from None
+        side = self._session.get_modelmeta().custom_metadata_map.get("input_side", "")
+        self._default_batch(batch_size, int(side) if side.isdigit() else None)
 
     def _run(self, batch):
         return self._session.run(["logits"], {"images": batch})[0]
@@ -102,7 +126,7 @@ class TRTPredictor(Predictor):
     """A serialized TensorRT engine built by `engine.export trt` (needs TensorRT and an NVIDIA GPU)."""
     backend = "trt"
 
-    def __init__(self, path, batch_size=256):
+    def __init__(self, path, batch_size=None):
         super().__init__(path, batch_size)
         try:
             from polygraphy.backend.common import BytesFromPath
@@ -117,7 +141,7 @@ class TRTPredictor(Predictor):
         return np.asarray(self._runner.infer({"images": batch})["logits"])
 
 
-def open_predictor(backend: str, path: str, batch_size: int = 256, **options) -> Predictor:
+def open_predictor(backend: str, path: str, batch_size: int | None = None, **options) -> Predictor:
     cls = {"tf": TFPredictor, "onnx": ONNXPredictor, "trt": TRTPredictor}.get(backend)
     if cls is None:
         raise EngineError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

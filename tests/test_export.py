@@ -162,10 +162,11 @@ def test_trt_parity(runs, shared_splits, tmp_path):
     assert a["top1_agreement"] >= 0.999, a
 
 
-@pytest.mark.parametrize("side,normalization", [(32, "caffe"), (64, "unit")])
+@pytest.mark.parametrize("side,normalization", [(32, "caffe"), (64, "unit"), (128, "unit")])
 def test_keras_file_from_a_fit_script_exports_with_parity(tmp_path, side, normalization):
     """A seed-script model: Sequential, softmax output, UpSampling2D inside (side 32) or an input
-    side our graph upsamples to (64). The ONNX export takes uint8 and gives logits = log(p)."""
+    side our graph upsamples to (64, 128). The ONNX export takes uint8 and gives logits = log(p).
+    Predictors take their default batch from the export's input side (fewer images above 64x64)."""
     import tensorflow as tf
 
     import kernels
@@ -181,13 +182,20 @@ def test_keras_file_from_a_fit_script_exports_with_parity(tmp_path, side, normal
     assert p.returncode == 0, p.stderr
     images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     probs = model(kernels.normalize(kernels.upsample(tf.constant(images), side), normalization)).numpy()
-    logits = ONNXPredictor(str(out)).predict(images)
+    predictor = ONNXPredictor(str(out))
+    assert predictor.batch_size == (256 if side <= 64 else 64)
+    logits = predictor.predict(images)
     assert logits.dtype == np.float32 and logits.shape == (16, 10)
     np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), probs, atol=1e-5)
     assert (logits.argmax(1) == probs.argmax(1)).all()
     import onnx
     meta = {m.key: m.value for m in onnx.load(str(out)).metadata_props}
     assert meta["normalization"] == normalization and meta["softmax_to_logits"] == "true"
+    if side == 128:
+        sm = export.export_savedmodel(export.load_keras(str(path), normalization), str(tmp_path / "sm"))
+        saved = TFPredictor(sm)
+        assert saved.batch_size == 64 and TFPredictor(sm, 100).batch_size == 100
+        np.testing.assert_allclose(saved.predict(images), logits, atol=1e-4)
 
 
 def test_simplified_onnx_keeps_parity_or_is_not_used(runs, shared_splits, tmp_path, monkeypatch, capsys):

@@ -3,6 +3,7 @@
 ENGINE_DATA points at the data (CI: ../shared/data/cifar10-jpeg.tar.gz). ENGINE_BENCH_QUICK=1 runs
 every benchmark with the tiny model, few steps and one round: it proves the suite runs, nothing more.
 """
+import importlib.metadata
 import os
 import platform
 import queue
@@ -93,6 +94,14 @@ class FitWindows:
 def machine_info() -> dict:
     import tensorflow as tf
 
+    from engine import precision
     from engine.trainer import device_name
-    return {"device": device_name(), "cores": os.cpu_count(), "tensorflow": tf.__version__,
-            "python": platform.python_version()}
+
+    def version(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    return {"device": device_name(), "cores": os.cpu_count(), "gpus": len(precision.gpus()),
+            "tensorflow": tf.__version__, "keras": version("keras"), "onnxruntime": version("onnxruntime"),
+            "tensorrt": version("tensorrt"), "python": platform.python_version()}

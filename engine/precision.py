@@ -9,12 +9,20 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def cpu_has_amx() -> bool:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
+        pass
+    return set()
+
+
+def cpu_has_amx() -> bool:
+    return "amx_bf16" in cpu_flags()
 
 
 def policy_name(amp: bool) -> str:
@@ -40,22 +48,41 @@ def wrap_optimizer(optimizer, policy: str):
     return optimizer
 
 
-def speed_warnings(amp: bool, xla: bool, model: str = "", xla_speedup: float = 0.0) -> list[str]:
+def _fmt(speedup: float) -> str:
+    return f"{speedup:.2g}x faster" if speedup >= 1 else f"{1 / speedup:.2g}x slower"
+
+
+def speed_warnings(amp: bool, xla: bool, model: str = "", xla_speedups: tuple = ()) -> list[str]:
     """What we measured to be slow on this kind of device, said before the run starts.
-    `xla_speedup` is the model's measured --xla speed-up on our 2-core CPU (0: not measured)."""
+    `xla_speedups` are the model's --xla training speed-ups measured on 2-core AVX-512 CPU hosts
+    (one per host; empty: not measured). Hosts of the same kind disagreed, so the advice is only
+    firm when every measurement agrees."""
     out = []
-    if amp and not gpus() and not cpu_has_amx():
-        out.append("--amp on a CPU without AMX runs in bfloat16, measured 10x slower than float32 "
-                   "for resnet9 (AVX-512, 2 cores); drop --amp unless you are checking precision")
     if gpus():
         return out
-    if xla and 0 < xla_speedup < 1:
-        out.append(f"--xla on CPU made {model} {1 / xla_speedup:.1f}x slower on a 2-core AVX-512 CPU "
-                   f"(oneDNN without XLA is faster for its convolutions); drop --xla unless bench/ says otherwise here")
-    elif xla and not xla_speedup:
-        out.append(f"--xla on CPU is not measured for {model or 'this model'}: it ranged from 2x slower (VGG16 "
-                   f"trained whole) to 1.7x faster (resnet9); check with bench/")
-    elif not xla and xla_speedup > 1:
-        out.append(f"{model} trained {xla_speedup:.2g}x faster with --xla on a 2-core AVX-512 CPU; "
-                   f"add --xla")
+    if amp and not cpu_has_amx():
+        if "avx512_bf16" in cpu_flags():
+            out.append("--amp on a CPU without AMX runs in bfloat16, which measured 1.5x faster than float32 for "
+                       "resnet9 on one 2-core AVX-512-BF16 host and 10x slower on another; check with "
+                       "`pytest bench/ -k resnet9` before a long run")
+        else:
+            out.append("--amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX) runs bfloat16 in "
+                       "emulation: expect it to be much slower than float32; drop --amp unless you are checking "
+                       "precision")
+    name = model or "this model"
+    if not xla_speedups:
+        if xla:
+            out.append(f"--xla on CPU is not measured for {name}: it ranged from 2x slower (VGG16 trained whole) "
+                       f"to 1.7x faster (resnet9 on one host); check with bench/")
+    elif max(xla_speedups) < 1:
+        if xla:
+            out.append(f"--xla on CPU made {name} {_fmt(max(xla_speedups))} or worse on 2-core AVX-512 CPUs "
+                       f"(oneDNN without XLA is faster for its convolutions); drop --xla unless bench/ says otherwise here")
+    elif min(xla_speedups) > 1:
+        if not xla:
+            out.append(f"{name} trained {_fmt(min(xla_speedups))} or more with --xla on 2-core AVX-512 CPUs; add --xla")
+    elif xla:
+        out.append(f"--xla on CPU depends on the host for {name}: measured from "
+                   f"{_fmt(min(xla_speedups))} to {_fmt(max(xla_speedups))} on 2-core AVX-512 CPUs of the same "
+                   f"kind; check with `pytest bench/ -k {model or 'MODEL'}`")
     return out

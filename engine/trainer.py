@@ -234,7 +234,7 @@ class Trainer:
         created = prepare_run_dir(r) if self.chief else False
         self.log(cfg.summary())
         if self.chief:
-            for w in precision.speed_warnings(r.amp, r.xla, self.spec.name, self.spec.cpu_xla_speedup):
+            for w in precision.speed_warnings(r.amp, r.xla, self.spec.name, self.spec.cpu_xla_speedups):
                 print(f"warning: {w}", file=sys.stderr)
         try:
             self._setup()

@@ -160,20 +160,32 @@ def test_onecycle_schedule_knots():
     np.testing.assert_allclose(got, [0.0, 0.2, 0.4, 0.2, 0.0, 0.0], atol=1e-7)
 
 
-def test_speed_warnings_follow_the_measured_xla_speedup(monkeypatch):
+def test_speed_warnings_follow_the_measured_xla_speedups(monkeypatch):
     from engine import models, precision
     monkeypatch.setattr(precision, "gpus", lambda: [])
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)
     airbench = models.get("airbench")
-    assert airbench.cpu_xla_speedup > 1 and models.get("vgg16").cpu_xla_speedup == 0
-    (slower,) = precision.speed_warnings(False, True, "somenet", 0.5)
-    assert "2.0x slower" in slower
-    assert precision.speed_warnings(False, False, "somenet", 0.5) == []
-    assert precision.speed_warnings(False, True, "airbench", airbench.cpu_xla_speedup) == []
-    (advice,) = precision.speed_warnings(False, False, "airbench", airbench.cpu_xla_speedup)
-    assert "add --xla" in advice and "1.5x faster" in advice
-    (unmeasured,) = precision.speed_warnings(False, True, "vgg16", 0.0)
+    # measured on two hosts of the same kind: faster on one, slower on the other
+    assert min(airbench.cpu_xla_speedups) < 1 < max(airbench.cpu_xla_speedups)
+    assert models.get("vgg16").cpu_xla_speedups == ()
+    (slower,) = precision.speed_warnings(False, True, "somenet", (0.5, 0.8))
+    assert "1.2x slower or worse" in slower and "drop --xla" in slower
+    assert precision.speed_warnings(False, False, "somenet", (0.5,)) == []
+    assert precision.speed_warnings(False, True, "fastnet", (1.5, 1.2)) == []
+    (advice,) = precision.speed_warnings(False, False, "fastnet", (1.5, 1.2))
+    assert "add --xla" in advice and "1.2x faster or more" in advice
+    (depends,) = precision.speed_warnings(False, True, "airbench", airbench.cpu_xla_speedups)
+    assert "depends on the host" in depends and "1.5x faster" in depends and "1.2x slower" in depends
+    assert precision.speed_warnings(False, False, "airbench", airbench.cpu_xla_speedups) == []
+    (unmeasured,) = precision.speed_warnings(False, True, "vgg16", ())
     assert "not measured for vgg16" in unmeasured
-    assert "bfloat16" in precision.speed_warnings(True, True, "airbench", airbench.cpu_xla_speedup)[0]
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    (bf16,) = precision.speed_warnings(True, False, "airbench", airbench.cpu_xla_speedups)
+    assert "bfloat16" in bf16 and "check with" in bf16
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    (emulated,) = precision.speed_warnings(True, False, "airbench", airbench.cpu_xla_speedups)
+    assert "emulation" in emulated
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
+    assert precision.speed_warnings(True, False, "airbench", airbench.cpu_xla_speedups) == []
     monkeypatch.setattr(precision, "gpus", lambda: ["GPU:0"])
-    assert precision.speed_warnings(False, True, "somenet", 0.5) == []
+    assert precision.speed_warnings(False, True, "somenet", (0.5,)) == []

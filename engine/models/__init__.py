@@ -32,9 +32,10 @@ class ModelSpec:
     train_epochs: dict = field(default_factory=dict)
     # The model options (config.ModelConfig fields) this model's body reads.
     options: tuple = ()
-    # --xla's measured training speed-up on the 2-core AVX-512 CPU (bench/test_train_throughput.py:
-    # 'loop xla' / 'loop fp32'); 0 = not measured. Drives the start-of-run advice on CPUs.
-    cpu_xla_speedup: float = 0.0
+    # --xla's measured training speed-ups on 2-core AVX-512 CPU hosts, one per host
+    # (bench/test_train_throughput.py: 'loop xla' / 'loop fp32'); empty = not measured. Drives the
+    # start-of-run advice on CPUs.
+    cpu_xla_speedups: tuple = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

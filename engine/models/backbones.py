@@ -100,7 +100,7 @@ TRANSFER_RECIPE = {
     "optim.label_smoothing": 0.0, "optim.epochs": 30, "optim.batch_size": 128, "optim.lookahead": False,
 }
 
-# No cpu_xla_speedup: on the 2-core CPU it depends on what trains. VGG16 trained whole was measured 2x
+# No cpu_xla_speedups: on the 2-core CPU it depends on what trains. VGG16 trained whole was measured 2x
 # slower under --xla (oneDNN's convolutions beat XLA's), its frozen 64x64 recipe 1.13x faster (bench/).
 for _name, (_ctor, _norm, _min, _default) in BACKBONES.items():
     register(ModelSpec(_name, make_body(_name), normalization=_norm,

@@ -101,7 +101,8 @@ TRANSFER_RECIPE = {
 }
 
 # No cpu_xla_speedups: on the 2-core CPU it depends on what trains. VGG16 trained whole was measured 2x
-# slower under --xla (oneDNN's convolutions beat XLA's), its frozen 64x64 recipe 1.13x faster (bench/).
+# slower under --xla (oneDNN's convolutions beat XLA's), its frozen 64x64 recipe 1.13x faster on one host
+# and 1.25x slower on another (bench/).
 for _name, (_ctor, _norm, _min, _default) in BACKBONES.items():
     register(ModelSpec(_name, make_body(_name), normalization=_norm,
                        description=f"keras.applications {_name} backbone + head (--weights, --freeze, --head)",

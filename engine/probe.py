@@ -30,7 +30,8 @@ def parse(argv=None):
     p.add_argument("--limit", type=C.integer, default=0, help="class-balanced subset of N training images")
     p.add_argument("--max-iter", type=C.integer, default=2000, help="LogisticRegression iterations")
     p.add_argument("--no-pixels", action="store_true", help="skip the raw-pixel baseline")
-    p.add_argument("--seed", type=C.integer, default=0, help="seed of the fold split")
+    p.add_argument("--seed", type=C.integer, default=0,
+                   help="seed of the fold split, the subset and a backbone's random init (--weights none)")
     p.add_argument("--report", default="", help="write the results as JSON here")
     p.add_argument("--cache-dir", default="", help="decoded-data cache (default: $ENGINE_CACHE or ~/.cache/engine)")
     return p.parse_args(argv)
@@ -54,7 +55,9 @@ def select_classes(spec: str, class_names: list) -> list[int]:
     return sorted(set(out))
 
 
-def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray) -> np.ndarray:
+def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray, seed: int = 0) -> np.ndarray:
+    import keras
+
     from engine import features, models
     from engine.loop import StepConfig, preprocess
     from engine.models import backbones
@@ -62,6 +65,7 @@ def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray
         raise EngineError(f"--backbone {name!r}: choose pixels or one of {', '.join(backbones.BACKBONES)}")
     spec = models.get(name)
     size = models.input_size(spec, upsample)
+    keras.utils.set_random_seed(seed)  # --weights none: the same random backbone every run
     base = backbones.backbone(name, size, weights)
     cfg = StepConfig(num_classes=1, global_batch=1, size=size, normalization=spec.normalization)
     out = features.extract(base, images, lambda x: preprocess(x, cfg))
@@ -100,7 +104,7 @@ def run(a) -> dict:
         if source == "pixels":
             feats = x.reshape(len(x), -1).astype(np.float32) / 255.0
         else:
-            feats = backbone_features(source, a.weights, a.upsample, x)
+            feats = backbone_features(source, a.weights, a.upsample, x, a.seed)
         scores = cross_validate(feats, y, a.folds, a.seed, a.max_iter)
         results[source] = {"mean": float(scores.mean()), "std": float(scores.std()), "folds": scores.tolist(),
                            "features": int(feats.shape[1]), "seconds": time.perf_counter() - t0}

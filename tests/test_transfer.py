@@ -145,6 +145,17 @@ def test_probe_on_cifar10_classes(tmp_path, shared_data):
     assert r["results"]["vgg16"]["mean"] >= 0.8
 
 
+def test_probe_random_backbone_is_the_same_every_run():
+    """--weights none: the random backbone comes from --seed, so a README figure can be reproduced."""
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    keras.utils.set_random_seed(123)  # whatever state the process was left in
+    a = probe.backbone_features("vgg16", "none", 32, images, seed=0)
+    b = probe.backbone_features("vgg16", "none", 32, images, seed=0)
+    c = probe.backbone_features("vgg16", "none", 32, images, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
 def test_probe_class_selection():
     names = ["a", "b", "c"]
     assert probe.select_classes("c,0", names) == [0, 2]

@@ -11,7 +11,7 @@ import kernels
 from engine import config as C
 from engine import models
 from engine.loop import Lookahead, StepConfig, TrainLoop, tta_logits
-from engine.models.airbench import DiracInit, whitening_filters
+from engine.models.airbench import DiracInit, whiten_init, whitening_filters, whitening_sample
 from engine.models.layers import MaxPool2, gelu_erf
 from engine.trainer import PiecewiseLinear, Trainer, make_schedule, total_steps
 
@@ -31,6 +31,28 @@ def test_whitening_filters_whiten_the_patches():
     lam = np.sort(np.linalg.eigvalsh(patches.T.astype(np.float64) @ patches / len(patches)))[::-1]
     # Whitened: uncorrelated components with variance lam / (lam + eps), largest first.
     np.testing.assert_allclose(cov, np.diag(lam / (lam + eps)), atol=2e-3)
+
+
+def test_whitening_comes_from_the_whole_training_set_not_its_first_class():
+    # A class-folder data set loads sorted by class: 10 "classes" of 1,000 images with their own
+    # colour statistics, so the first 5,000 images hold only 5 of them.
+    rng = np.random.default_rng(4)
+    mix = rng.normal(size=(10, 3, 3))
+    noise = rng.normal(size=(10_000, 9, 9, 3))
+    images = np.einsum("nhwc,ncd->nhwd", noise, mix[np.repeat(np.arange(10), 1000)]).astype(np.float32)
+    idx = whitening_sample(len(images))
+    assert len(idx) == 5000 and len(np.unique(idx)) == 5000
+    assert np.bincount(idx // 1000, minlength=10).min() > 400  # every class is in the sample
+    np.testing.assert_array_equal(idx, whitening_sample(len(images)))  # a fixed sample: runs repeat
+    np.testing.assert_array_equal(whitening_sample(300), np.arange(300))
+
+    inp = keras.Input((9, 9, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(24, 2, name="whiten")(inp))
+    whiten_init(model, images, tf.constant)
+    out = tf.nn.conv2d(images, model.get_layer("whiten").kernel[..., :12], 1, "VALID").numpy()
+    var = (out.reshape(-1, 12).astype(np.float64) ** 2).mean(0)
+    # Whitened over the whole set. From the first 5,000 images alone they spread 0.85-1.96.
+    np.testing.assert_allclose(var, 1.0, atol=0.1)
 
 
 def test_dirac_init_passes_the_input_through():

@@ -78,6 +78,10 @@ class OptimConfig:
     lr: float = _opt(1.5, "peak learning rate (the loss is the batch mean)")
     momentum: float = _opt(0.85, "momentum (sgd, rmsprop)")
     nesterov: bool = _opt(True, "Nesterov momentum (sgd)")
+    sgd_momentum: str = _opt(
+        "pytorch", "sgd: pytorch keeps a buffer of gradients scaled by the current LR (as PyTorch's SGD); "
+                   "keras a buffer of LR-scaled steps (keras.optimizers.SGD). They differ while the LR "
+                   "changes", choices=["pytorch", "keras"])
     weight_decay: float = _opt(0.0153 / 11.5, "weight decay (0: off)")
     weight_decay_mode: str = _opt(
         "l2", "decoupled: Keras's lr*wd*w step outside the momentum, not on biases or BatchNorm; "
@@ -123,7 +127,10 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run
 
 # Fields that must match for --resume: changing them makes the checkpoint a different experiment.
 RESUME_FIXED = {("model", "model"), ("model", "upsample"), ("data", "data"), ("data", "limit"),
-                ("optim", "optimizer"), ("optim", "batch_size"), ("run", "seed")}
+                ("optim", "optimizer"), ("optim", "sgd_momentum"), ("optim", "batch_size"), ("run", "seed")}
+
+# Fields added after runs were saved without them: the value such a run was trained with.
+LEGACY = {("optim", "sgd_momentum"): "keras"}
 
 
 @dataclass
@@ -139,6 +146,9 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         cfg = cls()
+        for (section, name), value in LEGACY.items():
+            if section in d and name not in d[section]:
+                d = {**d, section: {**d[section], name: value}}
         for section, values in d.items():
             if section not in SECTIONS:
                 continue

@@ -27,6 +27,7 @@ from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import EXIT_DIVERGED, EXIT_PREEMPTED, EngineError
 from engine.files import write_json
 from engine.loop import StepConfig, TrainLoop
+from engine.sgd import TorchSGD
 from engine.models.layers import MaxPool2
 
 RUN_FILES = (CONFIG_FILE, "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
@@ -101,7 +102,8 @@ def make_optimizer(o, schedule):
     decoupled = o.weight_decay if o.weight_decay_mode == "decoupled" else 0.0
     kw = dict(learning_rate=schedule, weight_decay=decoupled or None)
     if o.optimizer == "sgd":
-        opt = keras.optimizers.SGD(momentum=o.momentum, nesterov=o.nesterov, **kw)
+        sgd = TorchSGD if o.sgd_momentum == "pytorch" else keras.optimizers.SGD
+        opt = sgd(momentum=o.momentum, nesterov=o.nesterov, **kw)
     elif o.optimizer == "adam":
         opt = keras.optimizers.Adam(**kw)
     elif o.optimizer == "rmsprop":

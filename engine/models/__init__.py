@@ -45,6 +45,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 CLASSIC_RECIPE = {
     "model.crop_pad": 4, "model.pad_mode": "reflect", "model.flip": "random", "model.tta": 0,
     "optim.optimizer": "sgd", "optim.lr": 0.4, "optim.momentum": 0.9, "optim.nesterov": True,
+    "optim.sgd_momentum": "keras",
     "optim.weight_decay": 5e-4, "optim.weight_decay_mode": "decoupled", "optim.bias_lr_scale": 1.0,
     "optim.schedule": "onecycle", "optim.warmup": 0.2, "optim.lr_start": 0.0, "optim.lr_end": 0.0,
     "optim.label_smoothing": 0.2, "optim.epochs": 24, "optim.batch_size": 512, "optim.lookahead": False,

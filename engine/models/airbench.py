@@ -120,7 +120,8 @@ def whiten_init(model, images, preprocess):
 RECIPE = {
     "model.crop_pad": 2, "model.pad_mode": "reflect", "model.flip": "alternate", "model.tta": 2,
     "optim.optimizer": "sgd", "optim.lr": 1.5, "optim.momentum": 0.85, "optim.nesterov": True,
-    "optim.weight_decay": 0.0153 / 11.5, "optim.weight_decay_mode": "l2", "optim.bias_lr_scale": 64.0,
+    "optim.sgd_momentum": "pytorch", "optim.weight_decay": 0.0153 / 11.5, "optim.weight_decay_mode": "l2",
+    "optim.bias_lr_scale": 64.0,
     "optim.schedule": "onecycle", "optim.warmup": 0.23, "optim.lr_start": 0.2, "optim.lr_end": 0.07,
     "optim.label_smoothing": 0.2, "optim.epochs": 9.9, "optim.batch_size": 1024, "optim.lookahead": True,
 }

@@ -4,9 +4,9 @@ Keras's SGD keeps a buffer of learning-rate-scaled steps (m = mu*m - lr*g), PyTo
 gradients that the current learning rate scales when it is applied (b = mu*b + g, step -lr*b, or
 -lr*(g + mu*b) with Nesterov). With a constant learning rate the two are the same optimizer. Under a
 schedule they are not: Keras's momentum still carries the larger steps of earlier, higher learning
-rates. At the end of airbench's decaying triangle (lr falling by 0.25% of its peak per step to 7%,
-momentum 0.85) Keras's effective step is about 20% larger than PyTorch's, and during the warm-up it
-is smaller. Recipes taken from PyTorch (airbench) use this class to keep their schedule's meaning.
+rates. On airbench's triangle (476 steps, lr 0.2 -> 1 -> 0.07 of its peak, momentum 0.85), for a
+constant gradient Keras's step is 5-9% smaller than PyTorch's during the warm-up, 5% larger 76 steps
+before the end and 17% larger at the last step, where the final annealing happens. Recipes taken from PyTorch (airbench) use this class to keep their schedule's meaning.
 """
 import keras
 from keras import ops

@@ -62,8 +62,8 @@ def speed_warnings(amp: bool, xla: bool, model: str = "", xla_speedups: tuple = 
         return out
     if amp and not cpu_has_amx():
         if "avx512_bf16" in cpu_flags():
-            out.append("--amp on a CPU without AMX runs in bfloat16, which measured 1.5x faster than float32 for "
-                       "resnet9 on one 2-core AVX-512-BF16 host and 10x slower on another; check with "
+            out.append("--amp on a CPU without AMX runs in bfloat16, which measured 1.6-2.1x faster than float32 for "
+                       "resnet9 on two 2-core AVX-512-BF16 hosts and 10x slower on a third; check with "
                        "`pytest bench/ -k resnet9` before a long run")
         else:
             out.append("--amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX) runs bfloat16 in "

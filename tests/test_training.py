@@ -165,7 +165,7 @@ def test_speed_warnings_follow_the_measured_xla_speedups(monkeypatch):
     monkeypatch.setattr(precision, "gpus", lambda: [])
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)
     airbench = models.get("airbench")
-    # measured on two hosts of the same kind: faster on one, slower on the other
+    # measured on three hosts of the same kind: faster on one, slower on the other two
     assert min(airbench.cpu_xla_speedups) < 1 < max(airbench.cpu_xla_speedups)
     assert models.get("vgg16").cpu_xla_speedups == ()
     (slower,) = precision.speed_warnings(False, True, "somenet", (0.5, 0.8))

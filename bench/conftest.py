@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from engine import devices
 from engine import data
 from engine.config import default_cache_dir
 
@@ -30,8 +31,8 @@ def compile_seed_style(model, o) -> None:
     optimizer and label-smoothed loss for the optim config `o`, so fit rows differ only in the loop."""
     import tensorflow as tf
 
-    from engine.loop import smoothed_cross_entropy
-    from engine.trainer import make_optimizer
+    from engine.train.loop import smoothed_cross_entropy
+    from engine.train.optim import make_optimizer
     num_classes = model.output_shape[-1]
     model.compile(optimizer=make_optimizer(o, o.lr), jit_compile=False,
                   loss=lambda yt, yp: smoothed_cross_entropy(tf.cast(tf.reshape(yt, [-1]), tf.int32), yp,
@@ -94,14 +95,14 @@ class FitWindows:
 def machine_info() -> dict:
     import tensorflow as tf
 
-    from engine import precision
-    from engine.trainer import device_name
+    from engine.train import precision
+    from engine.devices import device_name
 
     def version(package):
         try:
             return importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             return None
-    return {"device": device_name(), "cores": os.cpu_count(), "gpus": len(precision.gpus()),
+    return {"device": device_name(), "cores": os.cpu_count(), "gpus": len(devices.gpus()),
             "tensorflow": tf.__version__, "keras": version("keras"), "onnxruntime": version("onnxruntime"),
             "tensorrt": version("tensorrt"), "python": platform.python_version()}

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kernels
+from engine import kernels
+from engine.data.pipeline import Pipeline
 from bench.conftest import QUICK, FitWindows, compile_seed_style, machine_info
-from engine import data, features, models, precision
-from engine.config import defaults
-from engine.loop import preprocess
-from engine.trainer import build_training
+from engine import data, models
+from engine.train import feature_cache as features
+from engine.train import precision
+from engine.train.resolve import defaults
+from engine.train.build import build_training
 
 SIZE = 32 if QUICK else 64
 BATCH = 32 if QUICK else 128
@@ -60,10 +62,9 @@ def test_feature_cache_vs_seed_fit(benchmark, splits):
     fit.close()
 
     # The cache: features once (timed by pytest-benchmark), then head epochs on feature rows.
-    full, _, loop = build_training(cfg, 10, TRAIN, policy)
-    assert loop.cfg.features
-    base = full.get_layer("backbone")
-    prep = lambda im: preprocess(im, loop.cfg)  # noqa: E731
+    t = build_training(cfg, 10, TRAIN, policy)
+    assert t.feature_cache
+    loop, base, prep = t.loop, t.model.get_layer(models.BACKBONE), t.preprocess
     features.extract(base, x[:BATCH], prep)  # warm-up: tracing
     benchmark.pedantic(features.extract, args=(base, x[:EXTRACT_IMAGES], prep), rounds=1 if QUICK else 2,
                        iterations=1)
@@ -71,8 +72,8 @@ def test_feature_cache_vs_seed_fit(benchmark, splits):
 
     rows = np.random.default_rng(0).normal(size=(TRAIN,) + tuple(base.output.shape[1:])).astype(np.float32)
     labels = np.random.default_rng(1).integers(0, 10, TRAIN).astype(np.int32)
-    pipe = data.Pipeline(rows, labels)
-    steps = pipe.steps_per_epoch(BATCH)
+    pipe = Pipeline(rows, labels)
+    steps = len(rows) // BATCH
     float(loop.train_calls(iter(pipe.train(BATCH, 0, 0)), tf.constant(2))[0])  # warm-up: tracing
     t0 = time.perf_counter()
     it = iter(pipe.train(BATCH, 0, 1))

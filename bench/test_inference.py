@@ -12,7 +12,11 @@ import pytest
 import tensorflow as tf
 
 from bench.conftest import QUICK, machine_info
-from engine import export, models
+from engine import models
+from engine.export.load import Exportable
+from engine.kernels import Preprocess
+from engine.export.onnx import export_onnx
+from engine.export.savedmodel import export_savedmodel
 from engine.runtime import ONNXPredictor, TFPredictor
 
 MODELS = ["tiny"] if QUICK else ["tiny", "resnet9", "airbench"]
@@ -37,23 +41,23 @@ def exported(request, tmp_path_factory):
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)
     spec = models.get(request.param)
-    exp = export.Exportable(models.build(spec.name, 32, 10), 32, spec.normalization, "nearest",
-                            [str(i) for i in range(10)], {"bench": "untrained"})
+    exp = Exportable(models.build(spec.name, 32, 10), Preprocess(32, spec.normalization),
+                     [str(i) for i in range(10)], {"bench": "untrained"}, data_source="")
     d = tmp_path_factory.mktemp(request.param)
     calib = np.random.default_rng(1).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
     return {"model": request.param,
             "keras": _KerasPredictor(exp),
-            "savedmodel": TFPredictor(export.export_savedmodel(exp, str(d / "sm")), BATCH),
-            "onnxruntime": ONNXPredictor(export.export_onnx(exp, str(d / "m.onnx")), BATCH),
-            "onnxruntime fp16": ONNXPredictor(export.export_onnx(exp, str(d / "fp16.onnx"), precision="fp16"),
+            "savedmodel": TFPredictor(export_savedmodel(exp, str(d / "sm")), BATCH),
+            "onnxruntime": ONNXPredictor(export_onnx(exp, str(d / "m.onnx")), BATCH),
+            "onnxruntime fp16": ONNXPredictor(export_onnx(exp, str(d / "fp16.onnx"), precision="fp16"),
                                               BATCH),
             # int8 for CPUs (uint8 activations, 7-bit weights) in ORT's fused kernels: accurate there
             # (tests/test_quantize.py) and the fast CPU path
-            "onnxruntime int8": ONNXPredictor(export.export_onnx(exp, str(d / "int8.onnx"), precision="int8",
+            "onnxruntime int8": ONNXPredictor(export_onnx(exp, str(d / "int8.onnx"), precision="int8",
                                                                  calib_images=calib, int8_target="cpu"), BATCH),
             # the TensorRT form (symmetric int8) as ORT runs it exactly (Q/DQ kept): how it is verified
             "onnxruntime int8 trt-form": ONNXPredictor(
-                export.export_onnx(exp, str(d / "int8-trt.onnx"), precision="int8", calib_images=calib),
+                export_onnx(exp, str(d / "int8-trt.onnx"), precision="int8", calib_images=calib),
                 BATCH, optimization="basic")}
 
 

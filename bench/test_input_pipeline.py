@@ -11,7 +11,9 @@ import tensorflow as tf
 from bench.conftest import QUICK, machine_info
 from bench.test_train_throughput import MODELS, _arrays, _cfg
 from engine import data
-from engine.loop import StepConfig, augment, preprocess
+from engine.data.pipeline import Pipeline
+from engine.kernels import Preprocess
+from engine.train.loop import StepConfig, augment
 
 ROUNDS = 1 if QUICK else 3
 STEPS = 4 if QUICK else 20  # batches per timed round
@@ -24,11 +26,12 @@ def test_input_pipeline(benchmark, splits, label):
     x, y = _arrays(splits, label)
     from engine import models
     spec = models.get(cfg.model.model)
-    step_cfg = StepConfig(num_classes=10, global_batch=batch, size=size, normalization=spec.normalization,
-                          upsample_method=cfg.model.upsample_method, crop_pad=cfg.model.crop_pad,
+    step_cfg = StepConfig(num_classes=10, global_batch=batch,
+                          preprocess=Preprocess(size, spec.normalization, cfg.model.upsample_method),
+                          crop_pad=cfg.model.crop_pad,
                           pad_mode=cfg.model.pad_mode, flip=cfg.model.flip, train_size=len(x),
                           steps_per_epoch=len(x) // batch)
-    pipe = data.Pipeline(x, y)
+    pipe = Pipeline(x, y)
     iterator = iter(pipe.train(batch, seed=0, epoch=0).repeat())
 
     @tf.function
@@ -37,7 +40,7 @@ def test_input_pipeline(benchmark, splits, label):
         for i in tf.range(n):
             images, labels, index = next(iterator)
             seed = tf.stack([tf.constant(0, tf.int64), tf.cast(i, tf.int64)])
-            out = preprocess(augment(images, index, tf.cast(i, tf.int64), seed, step_cfg), step_cfg)
+            out = step_cfg.preprocess(augment(images, index, tf.cast(i, tf.int64), seed, step_cfg))
             total += tf.reduce_sum(out[:, 0, 0, 0])  # keep the work alive
         return total
 

@@ -10,11 +10,15 @@ import keras
 import pytest
 import tensorflow as tf
 
-import kernels
+from engine import devices
+from engine.data.pipeline import Pipeline
+from engine import kernels
 from bench.conftest import QUICK, FitWindows, compile_seed_style, machine_info
-from engine import data, precision
-from engine.config import Config, defaults
-from engine.trainer import build_training
+from engine import data
+from engine.train import precision
+from engine.config import Config
+from engine.train.resolve import defaults
+from engine.train.build import build_training
 
 # label: (model, input side, global batch, steps per timed round, settings). airbench at its recipe's
 # batch 1024 (a step is 3-20 s on the 2-core hosts we had, so 2-step windows). VGG16 at 64x64 is
@@ -70,7 +74,7 @@ def _float32_after():
 
 def _window(label, name):
     """(steps per timed round, rounds) for a row."""
-    if not QUICK and name in SLOW_ROW and not precision.gpus() and not precision.cpu_has_amx():
+    if not QUICK and name in SLOW_ROW and not devices.gpus() and not devices.cpu_has_amx():
         return SLOW_ROW[name]
     return MODELS[label][3], ROUNDS
 
@@ -97,8 +101,8 @@ def test_loop(benchmark, splits, label, name):
     keras.utils.set_random_seed(0)
     policy = precision.apply(amp)
     x, y = _arrays(splits, label)
-    pipe = data.Pipeline(x, y)
-    _, _, loop = build_training(cfg, 10, len(x), policy)
+    pipe = Pipeline(x, y)
+    loop = build_training(cfg, 10, len(x), policy).loop
     ds = pipe.train(batch, seed=0, epoch=0).repeat()
     if name.endswith("host-upsample"):  # the step then finds inputs already at size: a no-op for it
         ds = ds.map(lambda im, lb, ix: (kernels.upsample(im, size, cfg.model.upsample_method), lb, ix),
@@ -142,7 +146,7 @@ def test_keras_fit(benchmark, splits, label):
         images = kernels.upsample(images, size, cfg.model.upsample_method)
         return kernels.normalize(images, spec.normalization), labels
 
-    pipe = data.Pipeline(x, y)
+    pipe = Pipeline(x, y)
     seeds = tf.data.Dataset.random(seed=0).batch(2)
     ds = tf.data.Dataset.zip(pipe.train(batch, 0, 0).repeat(), seeds)
     ds = ds.map(lambda b, s: host_preprocess(b[0], b[1], s), num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,23 +1,33 @@
-"""Run configuration: dataclasses that are the one definition of every flag and its default.
+"""Run configuration: dataclasses that are the one definition of every training flag.
 
-`python -m engine.train --help` is generated from these fields, `config.json` in a run directory is
-`Config.to_dict()`, and a resumed run starts from its saved config with only the flags given on the
-command line overriding it.
+`python -m engine.train --help` is generated from these fields (engine.train.resolve), `config.json`
+in a run directory is `Config.to_dict()`, and a resumed run starts from its saved config with only
+the flags given on the command line overriding it. Fields that a recipe sets take their default from
+the default model's recipe (engine.recipes.AIRBENCH); the rest are plain defaults. Imports no
+TensorFlow.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 
-from engine.distribute import STRATEGIES
+from engine import recipes
+from engine.contract import UPSAMPLE_METHODS
 from engine.errors import EngineError
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+_RECIPE = recipes.model_recipe(recipes.DEFAULT)
 
 
 def _opt(default, help, choices=None, **kw):
     return field(default=default, metadata={"help": help, "choices": choices, **kw})
+
+
+def _recipe(key: str, help, choices=None):
+    """A field whose default is the default model's recipe value (engine.recipes): written once, there."""
+    return _opt(_RECIPE[key], help, choices, recipe=key)
 
 
 CONFIG_FILE = "config.json"
@@ -58,48 +68,48 @@ class ModelConfig:
     head: str = _opt("seed", "backbone models: the classifier head", choices=["seed", "dense512", "gap"])
     width: float = _opt(1.0, "airbench: multiply the conv group widths (64, 256, 256) by this")
     upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)")
-    upsample_method: str = _opt("nearest", "upsampling interpolation", choices=["nearest", "bilinear"])
-    crop_pad: int = _opt(2, "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)")
-    pad_mode: str = _opt("reflect", "padding for random crops", choices=["reflect", "constant"])
-    flip: str = _opt("alternate", "horizontal flips: random per image and step, or alternate (a fixed "
+    upsample_method: str = _opt("nearest", "upsampling interpolation", choices=list(UPSAMPLE_METHODS))
+    crop_pad: int = _recipe("model.crop_pad", "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)")
+    pad_mode: str = _recipe("model.pad_mode", "padding for random crops", choices=["reflect", "constant"])
+    flip: str = _recipe("model.flip", "horizontal flips: random per image and step, or alternate (a fixed "
                                   "random half of the images mirrored on even epochs, the other half on "
                                   "odd epochs)", choices=["none", "random", "alternate"])
     data_init: bool = _opt(True, "the model's init from training data (airbench: the frozen patch-whitening "
                                  "stem); --no-data-init trains that layer from a random init instead")
     feature_cache: bool = _opt(True, "backbone models, fully frozen, no augmentation: compute the backbone's "
                                      "features once and train the head on them")
-    tta: int = _opt(2, "test-time augmentation for the final test accuracy: 0 none, 1 mirror, "
+    tta: int = _recipe("model.tta", "test-time augmentation for the final test accuracy: 0 none, 1 mirror, "
                        "2 mirror + 1-px translations (6 views)", choices=[0, 1, 2])
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = _opt("sgd", "optimizer", choices=["sgd", "adam", "rmsprop"])
-    lr: float = _opt(1.5, "peak learning rate (the loss is the batch mean)")
-    momentum: float = _opt(0.85, "momentum (sgd, rmsprop)")
-    nesterov: bool = _opt(True, "Nesterov momentum (sgd)")
-    sgd_momentum: str = _opt(
-        "pytorch", "sgd: pytorch keeps a buffer of gradients scaled by the current LR (as PyTorch's SGD); "
+    optimizer: str = _recipe("optim.optimizer", "optimizer", choices=["sgd", "adam", "rmsprop"])
+    lr: float = _recipe("optim.lr", "peak learning rate (the loss is the batch mean)")
+    momentum: float = _recipe("optim.momentum", "momentum (sgd, rmsprop)")
+    nesterov: bool = _recipe("optim.nesterov", "Nesterov momentum (sgd)")
+    sgd_momentum: str = _recipe(
+        "optim.sgd_momentum", "sgd: pytorch keeps a buffer of gradients scaled by the current LR (as PyTorch's SGD); "
                    "keras a buffer of LR-scaled steps (keras.optimizers.SGD). They differ while the LR "
                    "changes", choices=["pytorch", "keras"])
-    weight_decay: float = _opt(0.0153 / 11.5, "weight decay (0: off)")
-    weight_decay_mode: str = _opt(
-        "l2", "decoupled: Keras's lr*wd*w step outside the momentum, not on biases or BatchNorm; "
+    weight_decay: float = _recipe("optim.weight_decay", "weight decay (0: off)")
+    weight_decay_mode: str = _recipe(
+        "optim.weight_decay_mode", "decoupled: Keras's lr*wd*w step outside the momentum, not on biases or BatchNorm; "
               "l2: wd*w added to every trainable variable's gradient, as PyTorch SGD's weight_decay",
         choices=["decoupled", "l2"])
-    bias_lr_scale: float = _opt(64.0, "learning-rate multiplier for BatchNorm biases (sgd, rmsprop); "
+    bias_lr_scale: float = _recipe("optim.bias_lr_scale", "learning-rate multiplier for BatchNorm biases (sgd, rmsprop); "
                                       "their weight decay is not scaled")
-    schedule: str = _opt("onecycle", "learning-rate schedule",
+    schedule: str = _recipe("optim.schedule", "learning-rate schedule",
                          choices=["constant", "step", "cosine", "onecycle"])
-    warmup: float = _opt(0.23, "onecycle/cosine: fraction of training spent warming up linearly")
-    lr_start: float = _opt(0.2, "onecycle: the LR at step 0, as a fraction of --lr")
-    lr_end: float = _opt(0.07, "onecycle: the LR at the last step, as a fraction of --lr")
+    warmup: float = _recipe("optim.warmup", "onecycle/cosine: fraction of training spent warming up linearly")
+    lr_start: float = _recipe("optim.lr_start", "onecycle: the LR at step 0, as a fraction of --lr")
+    lr_end: float = _recipe("optim.lr_end", "onecycle: the LR at the last step, as a fraction of --lr")
     lr_step_epochs: int = _opt(10, "step schedule: multiply the LR by --lr-decay every N epochs")
     lr_decay: float = _opt(0.1, "step schedule: LR factor at each step")
-    label_smoothing: float = _opt(0.2, "label smoothing of the cross-entropy loss")
-    epochs: float = _opt(9.9, "training epochs; a fraction ends the last epoch early")
-    batch_size: int = _opt(1024, "global batch size (split over replicas)")
-    lookahead: bool = _opt(True, "every 5 steps pull the weights and BatchNorm statistics back to a slow "
+    label_smoothing: float = _recipe("optim.label_smoothing", "label smoothing of the cross-entropy loss")
+    epochs: float = _recipe("optim.epochs", "training epochs; a fraction ends the last epoch early")
+    batch_size: int = _recipe("optim.batch_size", "global batch size (split over replicas)")
+    lookahead: bool = _recipe("optim.lookahead", "every 5 steps pull the weights and BatchNorm statistics back to a slow "
                                  "copy, decay 0.95^5 * (step/total)^3; the slow copy is the final model")
     early_stop: int = _opt(0, "stop after N epochs without a better validation accuracy (0: off)")
 
@@ -190,83 +200,21 @@ def _field_names(dc) -> set:
 
 
 def flag(name: str) -> str:
+    """The command-line flag of a config field."""
     return "--" + name.replace("_", "-")
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is our one line and exit code 2 (no usage block). Every CLI uses it."""
-
-    def error(self, message):
-        raise EngineError(f"{self.prog}: {message}")
-
-
-def integer(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise ValueError(s)
-    return v
-
-
-def number(s: str) -> float:
-    v = float(s)
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError(s)
-    return v
-
-
-_TYPES = {"int": integer, "float": number, "str": str}
-
-
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with one flag per config field. Defaults are SUPPRESSed so that the parsed namespace
-    holds exactly the flags the user gave; `--help` shows the default model's recipe."""
-    parser = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
-    base = defaults()
-    for section, dc in SECTIONS.items():
-        group = parser.add_argument_group(section)
-        for f in dataclasses.fields(dc):
-            meta = f.metadata
-            default = getattr(getattr(base, section), f.name)
-            default = f"{default:.4g}" if isinstance(default, float) else default
-            kw = dict(dest=f"{section}.{f.name}", help=f"{meta['help']} (default: {default})")
-            if f.type in ("bool", bool):
-                group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kw)
-            else:
-                group.add_argument(flag(f.name), type=_TYPES[f.type], choices=meta.get("choices"),
-                                   metavar=None if meta.get("choices") else f.name.upper(), **kw)
-    return parser
-
-
-def overrides_from(ns: argparse.Namespace) -> dict:
-    """{(section, name): value} for every config flag given on the command line."""
+def env_defaults() -> dict:
+    """{(section, name): value} of the fields whose default an environment variable sets (ENGINE_DATA)."""
     out = {}
-    for key, value in vars(ns).items():
-        if "." in key:
-            section, name = key.split(".", 1)
-            out[(section, name)] = value
-    return out
-
-
-def dotted(values: dict) -> dict:
-    """{"section.name": value} (how recipes are written) -> {(section, name): value} (with_overrides)."""
-    return {tuple(key.split(".", 1)): value for key, value in values.items()}
-
-
-def recipe(model: str) -> dict:
-    """{(section, name): value}: the training recipe the model brings (models.ModelSpec.recipe)."""
-    from engine import models
-    return dotted(models.get(model).recipe)
-
-
-def defaults(model: str | None = None) -> Config:
-    """The default config for `model` (default: the default model): the dataclass defaults, the
-    model's recipe over them, then environment-variable defaults (e.g. ENGINE_DATA)."""
-    cfg = Config()
-    model = model or cfg.model.model
-    cfg = cfg.replace("model", model=model).with_overrides(recipe(model))
     for section, dc in SECTIONS.items():
         for f in dataclasses.fields(dc):
             env = f.metadata.get("env")
             if env and os.environ.get(env):
-                cfg = cfg.replace(section, **{f.name: os.environ[env]})
-    return cfg
+                out[(section, f.name)] = os.environ[env]
+    return out
+
+
+def data_default() -> str:
+    """The --data default of every tool: $ENGINE_DATA, else the Keras download."""
+    return env_defaults().get(("data", "data"), DataConfig().data)

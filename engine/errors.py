@@ -14,6 +14,17 @@ EXIT_PREEMPTED = 75     # stopped by SIGTERM after a checkpoint (EX_TEMPFAIL: ru
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
+class Diverged(EngineError):
+    """The loss became non-finite; the last good checkpoint is kept."""
+    exit_code = EXIT_DIVERGED
+
+
+class Preempted(EngineError):
+    """SIGTERM (a scheduler's preemption notice): the run checkpointed at a step boundary and stopped."""
+    exit_code = EXIT_PREEMPTED
+    label = "preempted"
+
+
 def cli(main):
     """Wrap a CLI entry point so that EngineError becomes `error: ...` and an exit code."""
 

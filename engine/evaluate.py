@@ -3,14 +3,16 @@ img/s, and with `--against BACKEND:PATH` the agreement between two backends on t
 (top-1 agreement, max and mean |logit difference|). Writes a JSON report."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import numpy as np
 
-from engine.config import Parser
+from engine import data
+from engine.cli import Parser
+from engine.config import data_default, default_cache_dir, is_run_dir
 from engine.errors import EngineError, cli
+from engine.files import write_json
 from engine.runtime import BACKENDS, ORT_LEVELS, open_predictor
 
 
@@ -21,7 +23,7 @@ def parse(argv=None):
                    help="SavedModel folder or run directory (tf), .onnx file (onnx), engine file (trt)")
     p.add_argument("--against", metavar="BACKEND:PATH",
                    help="a second model to compare with on the same images, e.g. tf:runs/x")
-    p.add_argument("--data", default=os.environ.get("ENGINE_DATA", "cifar10"),
+    p.add_argument("--data", default=data_default(),
                    help="data source, as for engine.train (default: $ENGINE_DATA or cifar10)")
     p.add_argument("--limit-test", type=int, default=0, help="class-balanced subset of N test images")
     p.add_argument("--batch-size", type=int, default=None,
@@ -31,6 +33,7 @@ def parse(argv=None):
                    help="onnx backend: 'basic' keeps int8 Q/DQ exact (as TensorRT computes it); 'all' "
                         "lets ORT fuse it into CPU int8 kernels (default: all)")
     p.add_argument("--report", help="JSON report path (default: evaluate-<backend>.json beside --model)")
+    p.add_argument("--cache-dir", default="", help="decoded-data cache (default: $ENGINE_CACHE or ~/.cache/engine)")
     a = p.parse_args(argv)
     if (a.batch_size is not None and a.batch_size < 1) or a.limit_test < 0:
         raise EngineError("--batch-size must be >= 1 and --limit-test >= 0")
@@ -58,14 +61,13 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
 @cli
 def main(argv=None):
     a = parse(argv)
-    from engine import data
-    from engine.config import default_cache_dir
+
     def open_(backend, path):
         opts = {"optimization": a.ort_optimization} if backend == "onnx" else {}
         return open_predictor(backend, path, a.batch_size, **opts)
     predictor = open_(a.backend, a.model)
     other = open_(*a.against.split(":", 1)) if a.against else None
-    splits = data.load(a.data, default_cache_dir())
+    splits = data.load(a.data, a.cache_dir or default_cache_dir())
     x, y = splits.x_test, splits.y_test
     if a.limit_test:
         x, y, _, _ = data.balanced_subset(x, y, a.limit_test, seed=0, num_classes=splits.num_classes)
@@ -84,11 +86,9 @@ def main(argv=None):
               f"{r['top1_agreement']:.4%}, max |dlogit| {r['max_abs_logit_diff']:.3g}, "
               f"mean {r['mean_abs_logit_diff']:.3g}")
     model = os.path.abspath(a.model)
-    from engine.config import is_run_dir
-    is_run = is_run_dir(model)
-    path = a.report or os.path.join(model if is_run else os.path.dirname(model), f"evaluate-{a.backend}.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    path = a.report or os.path.join(model if is_run_dir(model) else os.path.dirname(model),
+                                    f"evaluate-{a.backend}.json")
+    write_json(path, report)
     print(f"report: {path}")
 
 

@@ -11,6 +11,8 @@ import os
 import shutil
 import tempfile
 
+from engine.errors import EngineError
+
 
 def replace(tmp: str, path: str) -> None:
     """Move a finished file or folder `tmp` to `path`, replacing what is there (a folder too)."""
@@ -54,3 +56,21 @@ def write_json(path: str, obj) -> None:
 def write_bytes(path: str, payload: bytes) -> None:
     with atomic_open(path) as f:
         f.write(payload)
+
+
+def read_json(path: str, default):
+    """The JSON in `path`, or `default` if it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def claim_output(out: str, overwrite: bool) -> None:
+    """Fail before any work if `out` exists (without --overwrite) or its folder does not."""
+    if os.path.exists(out) and not overwrite:
+        raise EngineError(f"{out} already exists; pass --overwrite to replace it")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise EngineError(f"the folder of --out does not exist: {parent}")

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from engine.cli import Parser
 from engine.errors import EngineError, cli
 
 
@@ -53,7 +54,6 @@ def worker_env(config: dict, threads: int) -> dict:
 
 
 def parse(argv=None):
-    from engine.config import Parser
     p = Parser(prog="python -m engine.launch", description=__doc__.split("\n\n")[1])
     p.add_argument("--workers", type=int, default=2, help="number of local worker processes (default 2)")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the engine.train flags for every worker")

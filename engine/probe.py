@@ -13,24 +13,25 @@ import time
 
 import numpy as np
 
-from engine import config as C
+from engine.cli import Parser, import_tensorflow_quietly, integer
+from engine.config import data_default, default_cache_dir
 from engine.errors import EngineError, cli
 
 
 def parse(argv=None):
-    p = C.Parser(prog="python -m engine.probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=C.defaults().data.data,
+    p = Parser(prog="python -m engine.probe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=data_default(),
                    help="data source as for engine.train, or digits (default: $ENGINE_DATA or cifar10)")
     p.add_argument("--backbone", default="vgg16",
                    help="a backbone model (vgg16, vgg19, inception_v3, densenet121, resnet50) or pixels")
     p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
-    p.add_argument("--upsample", type=C.integer, default=0, help="input side (0: the backbone's default)")
+    p.add_argument("--upsample", type=integer, default=0, help="input side (0: the backbone's default)")
     p.add_argument("--classes", default="", help="comma-separated class indices or names (default: all)")
-    p.add_argument("--folds", type=C.integer, default=10, help="cross-validation folds")
-    p.add_argument("--limit", type=C.integer, default=0, help="class-balanced subset of N training images")
-    p.add_argument("--max-iter", type=C.integer, default=2000, help="LogisticRegression iterations")
+    p.add_argument("--folds", type=integer, default=10, help="cross-validation folds")
+    p.add_argument("--limit", type=integer, default=0, help="class-balanced subset of N training images")
+    p.add_argument("--max-iter", type=integer, default=2000, help="LogisticRegression iterations")
     p.add_argument("--no-pixels", action="store_true", help="skip the raw-pixel baseline")
-    p.add_argument("--seed", type=C.integer, default=0,
+    p.add_argument("--seed", type=integer, default=0,
                    help="seed of the fold split, the subset and a backbone's random init (--weights none)")
     p.add_argument("--report", default="", help="write the results as JSON here")
     p.add_argument("--cache-dir", default="", help="decoded-data cache (default: $ENGINE_CACHE or ~/.cache/engine)")
@@ -56,19 +57,21 @@ def select_classes(spec: str, class_names: list) -> list[int]:
 
 
 def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray, seed: int = 0) -> np.ndarray:
+    from engine import models
+    from engine.models.catalog import BACKBONES
+    if name not in BACKBONES:
+        raise EngineError(f"--backbone {name!r}: choose pixels or one of {', '.join(BACKBONES)}")
+    import_tensorflow_quietly()
     import keras
 
-    from engine import features, models
-    from engine.loop import StepConfig, preprocess
+    from engine.kernels import Preprocess
     from engine.models import backbones
-    if name not in backbones.BACKBONES:
-        raise EngineError(f"--backbone {name!r}: choose pixels or one of {', '.join(backbones.BACKBONES)}")
+    from engine.train import feature_cache
     spec = models.get(name)
     size = models.input_size(spec, upsample)
     keras.utils.set_random_seed(seed)  # --weights none: the same random backbone every run
     base = backbones.backbone(name, size, weights)
-    cfg = StepConfig(num_classes=1, global_batch=1, size=size, normalization=spec.normalization)
-    out = features.extract(base, images, lambda x: preprocess(x, cfg))
+    out = feature_cache.extract(base, images, Preprocess(size, spec.normalization))
     return out.reshape(len(out), -1)
 
 
@@ -88,7 +91,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray, folds: int, seed: int, max_iter
 
 def run(a) -> dict:
     from engine import data
-    splits = data.load(a.data, a.cache_dir or C.default_cache_dir(), log=print)
+    splits = data.load(a.data, a.cache_dir or default_cache_dir(), log=print)
     classes = select_classes(a.classes, splits.class_names)
     keep = np.isin(splits.y_train, classes)
     x, y = splits.x_train[keep], splits.y_train[keep]

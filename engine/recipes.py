@@ -1,18 +1,95 @@
-"""Named, versioned training recipes: the seed experiments our users come from, as configs.
+"""Training recipes: the one home of every hyperparameter value the engine ships.
 
-`python -m engine.train --recipe NAME` starts from the recipe's model defaults, applies the recipe,
-then the flags given on the command line. `--list-recipes` prints this table. A recipe's values never
-change under the same version: a changed recipe gets a new version number, and a run records
-`NAME@vVERSION` in its config.json.
+A recipe is {"section.field": value} over the config fields (engine.config). Three families of
+models bring one each (`ModelSpec.recipe` names it): AIRBENCH (the default model's, which is also
+where the config dataclass defaults come from), CLASSIC and TRANSFER. The named recipes at the end
+reproduce the seed experiments our users come from: `python -m engine.train --recipe NAME` starts
+from the recipe's model's defaults, applies the recipe, then the flags given on the command line.
+`--list-recipes` prints them. A named recipe's values never change under the same version: a changed
+recipe gets a new version number, and a run records `NAME@vVERSION` in its config.json.
 
-Values the seed write-ups do not state (e.g. epochs of experiment 2) are ours and marked "ours".
+Units are the engine's: the loss is the mean over the global batch, an LR is per step of that loss,
+epochs may be fractional. Values the seed write-ups do not state are ours and marked "ours".
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.config import dotted
 from engine.errors import EngineError
+
+# ---------------------------------------------------------------------------------------------
+# airbench94 (Keller Jordan): the reference's `hyp`, in engine units.
+#
+# The reference sums the loss over a batch of 1024 and steps PyTorch's SGD with lr 11.5 / (1024 *
+# kilostep), kilostep = 1 + 1 / (1 - momentum) = 7.67: per step of the batch-MEAN loss that is
+# lr = 11.5 / 7.67 = 1.5. Its weight decay 0.0153 * 1024 / (1024 * kilostep) enters the gradient
+# divided by the lr (PyTorch SGD's coupled L2): a coefficient of 0.0153 / 11.5 on the mean-loss gradient.
+_AIRBENCH_LR_PER_1024 = 11.5   # the reference's learning rate per 1024 examples
+_AIRBENCH_WD_PER_1024 = 0.0153  # the reference's weight decay per 1024 examples
+AIRBENCH = {
+    "model.crop_pad": 2,                 # px: reflect-pad and crop back (random 2-px translation)
+    "model.pad_mode": "reflect",
+    "model.flip": "alternate",           # each image mirrored on every other epoch
+    "model.tta": 2,                      # test-time views: image, mirror, 1-px diagonal shifts (6)
+    "optim.optimizer": "sgd",
+    "optim.sgd_momentum": "pytorch",     # momentum buffer of gradients, as the reference's torch SGD
+    "optim.lr": 1.5,                     # peak LR per step of the mean loss (derivation above)
+    "optim.momentum": 0.85,
+    "optim.nesterov": True,
+    "optim.weight_decay": _AIRBENCH_WD_PER_1024 / _AIRBENCH_LR_PER_1024,  # coupled L2 coefficient
+    "optim.weight_decay_mode": "l2",
+    "optim.bias_lr_scale": 64.0,         # x LR for BatchNorm biases (not their weight decay)
+    "optim.schedule": "onecycle",
+    "optim.warmup": 0.23,                # fraction of the steps spent rising to the peak
+    "optim.lr_start": 0.2,               # LR at step 0, as a fraction of the peak
+    "optim.lr_end": 0.07,                # LR at the last step, as a fraction of the peak
+    "optim.label_smoothing": 0.2,
+    "optim.epochs": 9.9,                 # epochs (the last one ends early)
+    "optim.batch_size": 1024,            # images per step, over all replicas
+    "optim.lookahead": True,
+}
+LOOKAHEAD_EVERY = 5       # steps between two lookahead pulls (airbench's lookahead)
+LOOKAHEAD_DECAY = 0.95    # per step: a pull keeps DECAY ** EVERY * (step / total) ** 3 of the slow copy
+WHITEN_BIAS_EPOCHS = 3    # epochs the whitening stem's bias trains before it is frozen too
+
+# Page's ResNet-9 recipe (DAWNBench): one-cycle SGD to 0.4, decoupled weight decay, 24 epochs of
+# random 4-px crops and random flips. Models that do not say otherwise train with it.
+CLASSIC = {
+    "model.crop_pad": 4, "model.pad_mode": "reflect", "model.flip": "random", "model.tta": 0,
+    "optim.optimizer": "sgd", "optim.lr": 0.4, "optim.momentum": 0.9, "optim.nesterov": True,
+    "optim.sgd_momentum": "keras",
+    "optim.weight_decay": 5e-4, "optim.weight_decay_mode": "decoupled", "optim.bias_lr_scale": 1.0,
+    "optim.schedule": "onecycle", "optim.warmup": 0.2, "optim.lr_start": 0.0, "optim.lr_end": 0.0,
+    "optim.label_smoothing": 0.2, "optim.epochs": 24, "optim.batch_size": 512, "optim.lookahead": False,
+}
+
+# Transfer learning starts from the seed experiment 1 setup (frozen ImageNet backbone, the seed
+# head, Adam at a constant 0.001/31, batch 128, 30 epochs); --recipe picks the others.
+TRANSFER = {
+    "model.weights": "imagenet", "model.freeze": "all", "model.head": "seed",
+    "model.crop_pad": 0, "model.flip": "none", "model.tta": 0,
+    "optim.optimizer": "adam", "optim.lr": 0.001 / 31, "optim.weight_decay": 0.0,
+    "optim.weight_decay_mode": "decoupled", "optim.bias_lr_scale": 1.0, "optim.schedule": "constant",
+    "optim.label_smoothing": 0.0, "optim.epochs": 30, "optim.batch_size": 128, "optim.lookahead": False,
+}
+
+MODEL_RECIPES = {"airbench": AIRBENCH, "classic": CLASSIC, "transfer": TRANSFER}
+DEFAULT = "airbench"  # the default model's recipe: the config dataclass defaults read it
+
+
+def model_recipe(name: str) -> dict:
+    if name not in MODEL_RECIPES:
+        raise EngineError(f"unknown model recipe {name!r}; choose from {', '.join(MODEL_RECIPES)}")
+    return MODEL_RECIPES[name]
+
+
+def dotted(values: dict) -> dict:
+    """{"section.name": value} (how recipes are written) -> {(section, name): value} (Config.with_overrides)."""
+    return {tuple(key.split(".", 1)): value for key, value in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Named, versioned recipes: the seed experiments
 
 
 @dataclass(frozen=True)
@@ -82,7 +159,4 @@ def overrides(recipe: Recipe) -> dict:
 
 
 def table() -> str:
-    lines = []
-    for r in RECIPES.values():
-        lines.append(f"{r.tag:30s} {r.reproduces}; reported: {r.reported}")
-    return "\n".join(lines)
+    return "\n".join(f"{r.tag:30s} {r.reproduces}; reported: {r.reported}" for r in RECIPES.values())

@@ -13,25 +13,12 @@ import os
 
 import numpy as np
 
+from engine.cli import import_tensorflow_quietly
+from engine.config import is_run_dir
+from engine.contract import INPUT, OUTPUT, check_images, inference_batch
 from engine.errors import EngineError
 
 BACKENDS = ("tf", "onnx", "trt")
-
-
-def inference_batch(side: int) -> int:
-    """Images per inference batch for side x side model inputs: 256 up to 64x64, fewer above so
-    that a batch's activations stay the same size (256 VGG19 inputs at 224x224 exhausted 24 GiB)."""
-    return max(1, min(256, 256 * 64 * 64 // (side * side)))
-
-
-def check_images(images) -> np.ndarray:
-    if not isinstance(images, np.ndarray):
-        raise EngineError(f"images must be a numpy array, got {type(images).__name__}")
-    if images.dtype != np.uint8:
-        raise EngineError(f"images must be uint8 (raw pixels), got {images.dtype}")
-    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise EngineError(f"images must be NHWC [N,32,32,3], got {list(images.shape)}")
-    return images
 
 
 class Predictor:
@@ -66,10 +53,10 @@ class TFPredictor(Predictor):
 
     def __init__(self, path, batch_size=None):
         super().__init__(path, batch_size)
+        import_tensorflow_quietly()
         import tensorflow as tf
-        from engine.config import is_run_dir
         if is_run_dir(path):
-            from engine.export import load_run
+            from engine.export.load import load_run
             exp = load_run(path)
             self._fn = exp.serve_fn()
             self._default_batch(batch_size, exp.size)
@@ -86,7 +73,7 @@ class TFPredictor(Predictor):
         self._tf = tf
 
     def _run(self, batch):
-        return self._fn(images=self._tf.constant(batch))["logits"].numpy()
+        return self._fn(**{INPUT: self._tf.constant(batch)})[OUTPUT].numpy()
 
 
 ORT_LEVELS = ("all", "basic")
@@ -119,7 +106,7 @@ class ONNXPredictor(Predictor):
         self._default_batch(batch_size, int(side) if side.isdigit() else None)
 
     def _run(self, batch):
-        return self._session.run(["logits"], {"images": batch})[0]
+        return self._session.run([OUTPUT], {INPUT: batch})[0]
 
 
 class TRTPredictor(Predictor):
@@ -138,7 +125,7 @@ class TRTPredictor(Predictor):
         self._runner.activate()
 
     def _run(self, batch):
-        return np.asarray(self._runner.infer({"images": batch})["logits"])
+        return np.asarray(self._runner.infer({INPUT: batch})[OUTPUT])
 
 
 def open_predictor(backend: str, path: str, batch_size: int | None = None, **options) -> Predictor:

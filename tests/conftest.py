@@ -92,7 +92,8 @@ def run_in_process(capsys, module, *args):
     the seconds of interpreter and TensorFlow start-up per case (tests through run_cli cover what a
     fresh process prints on stderr)."""
     import importlib
-    main = importlib.import_module(module).main
+    mod = importlib.import_module(module)
+    main = getattr(mod, "main", None) or importlib.import_module(module + ".cli").main  # a package
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in args])

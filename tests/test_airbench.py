@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kernels
+from engine import kernels
 from engine import config as C
+from engine.train import resolve
 from engine import models
-from engine.loop import Lookahead, StepConfig, TrainLoop, tta_logits
-from engine.models.airbench import DiracInit, whiten_init, whitening_filters, whitening_sample
+from engine.train.loop import Lookahead, StepConfig, TrainLoop, tta_logits
+from engine.models.airbench import DiracInit, data_init, whitening_filters, whitening_sample
 from engine.models.layers import MaxPool2, gelu_erf
-from engine.trainer import PiecewiseLinear, Trainer, make_schedule, total_steps
+from engine.train.optim import PiecewiseLinear, make_schedule, total_steps
+from engine.train.trainer import Trainer
 
 
 def test_whitening_filters_whiten_the_patches():
@@ -48,7 +50,7 @@ def test_whitening_comes_from_the_whole_training_set_not_its_first_class():
 
     inp = keras.Input((9, 9, 3))
     model = keras.Model(inp, keras.layers.Conv2D(24, 2, name="whiten")(inp))
-    whiten_init(model, images, tf.constant)
+    data_init(model, images, tf.constant)
     out = tf.nn.conv2d(images, model.get_layer("whiten").kernel[..., :12], 1, "VALID").numpy()
     var = (out.reshape(-1, 12).astype(np.float64) ** 2).mean(0)
     # Whitened over the whole set. From the first 5,000 images alone they spread 0.85-1.96.
@@ -111,7 +113,7 @@ def test_alternating_flip_flips_each_image_in_exactly_one_of_two_epochs():
 def test_tta_level_2_is_the_mean_of_its_six_views():
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(inputs))))
-    cfg = StepConfig(num_classes=4, global_batch=2, size=32)
+    cfg = StepConfig(num_classes=4, global_batch=2, preprocess=kernels.Preprocess(32))
     x = np.random.default_rng(4).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
 
     def f(v):
@@ -150,14 +152,14 @@ def test_bias_lr_scale_and_coupled_l2_in_one_sgd_step():
     model = models.build("tiny", 32, 10)
     lr, l2 = 0.1, 0.01
     opt = keras.optimizers.SGD(learning_rate=lr)
-    cfg = StepConfig(num_classes=10, global_batch=8, size=32, l2=l2, bias_lr_scale=64.0)
+    cfg = StepConfig(num_classes=10, global_batch=8, preprocess=kernels.Preprocess(32), l2=l2, bias_lr_scale=64.0)
     loop = TrainLoop(model, opt, cfg)
     x = np.random.default_rng(5).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
     y = np.arange(8, dtype=np.int32)
-    from engine.loop import preprocess, smoothed_cross_entropy
+    from engine.train.loop import smoothed_cross_entropy
     before = [v.numpy().copy() for v in model.trainable_variables]
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(smoothed_cross_entropy(y, model(preprocess(tf.constant(x), cfg), training=True), 10, 0.0))
+        loss = tf.reduce_mean(smoothed_cross_entropy(y, model(cfg.preprocess(tf.constant(x)), training=True), 10, 0.0))
     grads = [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
     # That forward pass moved the BN statistics; the step's own forward pass sees the same batch.
     ds = tf.data.Dataset.from_tensors((x, y, np.arange(8, dtype=np.int32)))
@@ -170,15 +172,15 @@ def test_bias_lr_scale_and_coupled_l2_in_one_sgd_step():
 
 
 def test_recipes():
-    assert C.defaults("tiny").optim.lr == 0.4 and C.defaults("tiny").model.flip == "random"
-    ab = C.defaults("airbench")
+    assert resolve.defaults("tiny").optim.lr == 0.4 and resolve.defaults("tiny").model.flip == "random"
+    ab = resolve.defaults("airbench")
     assert (ab.optim.batch_size, ab.optim.epochs, ab.model.flip, ab.model.tta) == (1024, 9.9, "alternate", 2)
     # The dataclass defaults are the default model's recipe (no drift between the two).
     assert C.Config().replace("data", data=ab.data.data) == ab
 
 
 def test_airbench_schedule_and_fractional_epochs():
-    o = C.defaults("airbench").optim
+    o = resolve.defaults("airbench").optim
     total = total_steps(o, 48)
     assert total == 476  # ceil(9.9 * 48), as the reference computes it
     s = make_schedule(o, 48)
@@ -197,7 +199,7 @@ def test_airbench_resume_is_exact_with_lookahead_and_stem_freeze(tmp_path, share
     then crosses the stem-bias freeze (after epoch 3) with lookahead running, and ends with the same
     weights and slow copy as the straight run."""
     def cfg(resume=False):
-        c = C.defaults("airbench").replace("data", data=shared_data, limit=256, limit_test=100)
+        c = resolve.defaults("airbench").replace("data", data=shared_data, limit=256, limit_test=100)
         c = c.replace("optim", batch_size=32, epochs=4)
         return c.replace("run", out=str(tmp_path / "r"), quiet=True, deterministic=True, checkpoint_every=5,
                          keep_checkpoints=20, resume=resume)
@@ -223,7 +225,7 @@ SHORT = dict(limit=5000, limit_test=1000)
 
 
 def _short_run(out, data, **optim):
-    cfg = C.defaults("airbench").replace("data", data=data, **SHORT)
+    cfg = resolve.defaults("airbench").replace("data", data=data, **SHORT)
     cfg = cfg.replace("optim", batch_size=256, epochs=2, **optim)
     return Trainer(cfg.replace("run", out=str(out), quiet=True, xla=True), log=lambda *a: None)
 

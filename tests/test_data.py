@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from engine import data
+from engine.data import sources
+from engine.contract import CIFAR10_CLASSES
 from engine.errors import EngineError
 from tests.conftest import CLASSES, make_images, make_tar, png_bytes
 
@@ -157,7 +159,7 @@ def test_cache_is_used_and_invalidated(tree, tmp_path, monkeypatch):
 
     def fail(path):
         raise AssertionError("decoded again despite the cache")
-    monkeypatch.setattr(data, "_read_tree", fail)
+    monkeypatch.setattr(sources, "_read_tree", fail)
     again = load(root, cache)
     np.testing.assert_array_equal(first.x_train, again.x_train)
     assert again.class_names == first.class_names
@@ -195,6 +197,6 @@ def test_keras_download_failure_is_one_clear_line(monkeypatch):
 def test_shared_cifar10(shared_splits):
     s = shared_splits
     assert s.x_train.shape == (50000, 32, 32, 3) and s.x_test.shape == (10000, 32, 32, 3)
-    assert s.class_names == list(data.CIFAR10_CLASSES)
+    assert s.class_names == list(CIFAR10_CLASSES)
     assert list(np.bincount(s.y_train)) == [5000] * 10 and list(np.bincount(s.y_test)) == [1000] * 10
     assert abs(s.x_train.mean() - 120.7) < 0.1  # the data README's figure

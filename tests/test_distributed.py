@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from engine import data, distribute, launch
+from engine import data, launch
+from engine.train import distribute
+from engine.data.pipeline import Pipeline
 from engine.errors import EngineError
 from tests.conftest import assert_one_line_error, run_cli, run_in_process
 
@@ -15,7 +17,7 @@ TRAIN = ["--model", "tiny", "--limit", "512", "--limit-test", "500", "--batch-si
 
 def test_replica_batches_put_together_are_the_global_batch():
     x = np.arange(40 * 2 * 2 * 3, dtype=np.uint8).reshape(40, 2, 2, 3)
-    pipe = data.Pipeline(x, np.arange(40) % 10)
+    pipe = Pipeline(x, np.arange(40) % 10)
     whole = [ix.numpy() for _, _, ix in pipe.train(8, seed=3, epoch=1)]
     # 2 workers with 2 replicas each: worker w serves replicas 2w and 2w+1, per-replica batch 2.
     parts = []

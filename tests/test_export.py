@@ -7,12 +7,17 @@ import keras
 import numpy as np
 import pytest
 
-from engine import data, export
-from engine.config import defaults
+from engine import data
+from engine.export.load import load_keras, load_run
+from engine.export.onnx import export_onnx
+from engine.export.savedmodel import export_savedmodel
+from engine.export.trt import build_trt_engine
+from engine.train.resolve import defaults
 from engine.errors import EngineError
 from engine.evaluate import agreement
-from engine.runtime import ONNXPredictor, TFPredictor, check_images, open_predictor
-from engine.trainer import Trainer
+from engine.contract import check_images
+from engine.runtime import ONNXPredictor, TFPredictor, open_predictor
+from engine.train.trainer import Trainer
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -35,9 +40,9 @@ def runs(tmp_path_factory, shared_data):
 
 def _assert_parity(run, x, y, tmp_path, min_accuracy):
     """Keras (inference mode) vs the exported SavedModel vs ONNX Runtime on images x."""
-    exp = export.load_run(str(run))
-    sm = export.export_savedmodel(exp, str(tmp_path / "m.savedmodel"))
-    ox = export.export_onnx(exp, str(tmp_path / "m.onnx"))
+    exp = load_run(str(run))
+    sm = export_savedmodel(exp, str(tmp_path / "m.savedmodel"))
+    ox = export_onnx(exp, str(tmp_path / "m.onnx"))
     keras_logits = TFPredictor(str(run)).predict(x)
     for other in (TFPredictor(sm).predict(x), ONNXPredictor(ox).predict(x)):
         a = agreement(keras_logits, other)
@@ -69,7 +74,7 @@ def test_parity_of_an_upsampling_backbone(shared_data, shared_splits, tmp_path):
     run = tmp_path / "vgg16"
     metrics = Trainer(cfg.replace("run", out=str(run), quiet=True), log=lambda *a: None).run()
     assert metrics["feature_cache"]
-    exp = export.load_run(str(run))
+    exp = load_run(str(run))
     assert (exp.size, exp.normalization, exp.upsample_method) == (64, "caffe", "nearest")
     x, y = shared_splits.x_test, shared_splits.y_test
     if BACKBONE_PARITY_IMAGES < len(x):
@@ -80,7 +85,7 @@ def test_parity_of_an_upsampling_backbone(shared_data, shared_splits, tmp_path):
 
 def test_onnx_contract_and_metadata(runs, tmp_path):
     import onnx
-    path = export.export_onnx(export.load_run(str(runs["fp32"])), str(tmp_path / "m.onnx"))
+    path = export_onnx(load_run(str(runs["fp32"])), str(tmp_path / "m.onnx"))
     m = onnx.load(path)
     (inp,), (out,) = m.graph.input, m.graph.output
     assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
@@ -93,7 +98,7 @@ def test_onnx_contract_and_metadata(runs, tmp_path):
 
 
 def test_savedmodel_metadata(runs, tmp_path):
-    path = export.export_savedmodel(export.load_run(str(runs["fp32"])), str(tmp_path / "sm"))
+    path = export_savedmodel(load_run(str(runs["fp32"])), str(tmp_path / "sm"))
     meta = json.load(open(os.path.join(path, "assets.extra.engine.json")))
     assert meta["config"]["model"]["model"] == "tiny" and meta["class_names"][-1] == "truck"
 
@@ -147,15 +152,15 @@ def _gpu():
         import tensorrt  # noqa: F401
     except ImportError:
         return False
-    from engine.precision import gpus
+    from engine.devices import gpus
     return bool(gpus())
 
 
 @pytest.mark.skipif(not _gpu(), reason="TensorRT parity needs an NVIDIA GPU with TensorRT installed")
 def test_trt_parity(runs, shared_splits, tmp_path):
-    exp = export.load_run(str(runs["fp32"]))
-    onnx_path = export.export_onnx(exp, str(tmp_path / "m.onnx"))
-    engine_path = export.build_trt_engine(onnx_path, str(tmp_path / "m.engine"), 1, 64, 256,
+    exp = load_run(str(runs["fp32"]))
+    onnx_path = export_onnx(exp, str(tmp_path / "m.onnx"))
+    engine_path = build_trt_engine(onnx_path, str(tmp_path / "m.engine"), 1, 64, 256,
                                           str(tmp_path / "timing.cache"))
     x = shared_splits.x_test
     a = agreement(TFPredictor(str(runs["fp32"])).predict(x), open_predictor("trt", engine_path).predict(x))
@@ -169,7 +174,7 @@ def test_keras_file_from_a_fit_script_exports_with_parity(tmp_path, side, normal
     Predictors take their default batch from the export's input side (fewer images above 64x64)."""
     import tensorflow as tf
 
-    import kernels
+    from engine import kernels
     L = keras.layers
     keras.utils.set_random_seed(0)
     layers = [keras.Input((side, side, 3))] + ([L.UpSampling2D(2)] if side == 32 else [])
@@ -192,7 +197,7 @@ def test_keras_file_from_a_fit_script_exports_with_parity(tmp_path, side, normal
     meta = {m.key: m.value for m in onnx.load(str(out)).metadata_props}
     assert meta["normalization"] == normalization and meta["softmax_to_logits"] == "true"
     if side == 128:
-        sm = export.export_savedmodel(export.load_keras(str(path), normalization), str(tmp_path / "sm"))
+        sm = export_savedmodel(load_keras(str(path), normalization), str(tmp_path / "sm"))
         saved = TFPredictor(sm)
         assert saved.batch_size == 64 and TFPredictor(sm, 100).batch_size == 100
         np.testing.assert_allclose(saved.predict(images), logits, atol=1e-4)
@@ -201,9 +206,9 @@ def test_keras_file_from_a_fit_script_exports_with_parity(tmp_path, side, normal
 def test_simplified_onnx_keeps_parity_or_is_not_used(runs, shared_splits, tmp_path, monkeypatch, capsys):
     import onnx
     import onnxslim
-    exp = export.load_run(str(runs["upsample"]))
-    plain = export.export_onnx(exp, str(tmp_path / "plain.onnx"))
-    slim = export.export_onnx(exp, str(tmp_path / "slim.onnx"), simplified=True)
+    exp = load_run(str(runs["upsample"]))
+    plain = export_onnx(exp, str(tmp_path / "plain.onnx"))
+    slim = export_onnx(exp, str(tmp_path / "slim.onnx"), simplified=True)
     meta = {p.key: p.value for p in onnx.load(slim).metadata_props}
     assert meta["simplified"].startswith("onnxslim")
     assert len(onnx.load(slim).graph.node) <= len(onnx.load(plain).graph.node)
@@ -219,7 +224,7 @@ def test_simplified_onnx_keeps_parity_or_is_not_used(runs, shared_splits, tmp_pa
         return proto
     monkeypatch.setattr(onnxslim, "slim", broken)
     capsys.readouterr()
-    kept = export.export_onnx(exp, str(tmp_path / "kept.onnx"), simplified=True)
+    kept = export_onnx(exp, str(tmp_path / "kept.onnx"), simplified=True)
     assert "disagrees with TensorFlow" in capsys.readouterr().err
     assert {p.key: p.value for p in onnx.load(kept).metadata_props}["simplified"] == "no (lost parity)"
     np.testing.assert_array_equal(ONNXPredictor(kept).predict(x), a)

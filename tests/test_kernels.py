@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kernels
+from engine import kernels
 
 
 def xla(fn):

@@ -8,11 +8,12 @@ import numpy as np
 import onnx
 import pytest
 
-from engine import export
-from engine.config import defaults
+from engine.export.load import load_run
+from engine.export.onnx import calibration_images, export_onnx
+from engine.train.resolve import defaults
 from engine.evaluate import agreement
 from engine.runtime import ONNXPredictor
-from engine.trainer import Trainer
+from engine.train.trainer import Trainer
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -23,8 +24,8 @@ def trained(tmp_path_factory, shared_data, shared_splits):
     cfg = cfg.replace("optim", batch_size=128, epochs=4, lr=0.4)
     Trainer(cfg.replace("run", out=str(out), quiet=True), log=lambda *a: None).run()
     keras.mixed_precision.set_global_policy("float32")
-    exp = export.load_run(str(out))
-    fp32 = export.export_onnx(exp, str(out / "fp32.onnx"))
+    exp = load_run(str(out))
+    fp32 = export_onnx(exp, str(out / "fp32.onnx"))
     x, y = shared_splits.x_test, shared_splits.y_test
     logits = ONNXPredictor(fp32).predict(x)
     acc = float(np.mean(logits.argmax(1) == y))
@@ -38,7 +39,7 @@ def int8_accuracy(t, path):
 
 
 def test_fp16_agrees_with_fp32(trained, tmp_path):
-    path = export.export_onnx(trained["exp"], str(tmp_path / "fp16.onnx"), precision="fp16")
+    path = export_onnx(trained["exp"], str(tmp_path / "fp16.onnx"), precision="fp16")
     m = onnx.load(path)
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -50,8 +51,8 @@ def test_fp16_agrees_with_fp32(trained, tmp_path):
 
 
 def test_int8_loses_at_most_one_point(trained, tmp_path, shared_data):
-    calib = export.calibration_images(trained["exp"], 512, shared_data)
-    path = export.export_onnx(trained["exp"], str(tmp_path / "int8.onnx"), precision="int8",
+    calib = calibration_images(trained["exp"], 512, shared_data)
+    path = export_onnx(trained["exp"], str(tmp_path / "int8.onnx"), precision="int8",
                               calib_images=calib)
     m = onnx.load(path)
     ops = {n.op_type for n in m.graph.node}
@@ -69,8 +70,8 @@ def test_int8_loses_at_most_one_point(trained, tmp_path, shared_data):
 def test_int8_cpu_target_keeps_accuracy_in_onnxruntimes_fused_kernels(trained, tmp_path, shared_data):
     """The CPU form (uint8 activations, 7-bit weights) run the fast way: ORT's full graph optimisation,
     which fuses Q/DQ into its int8 kernels."""
-    calib = export.calibration_images(trained["exp"], 512, shared_data)
-    path = export.export_onnx(trained["exp"], str(tmp_path / "int8-cpu.onnx"), precision="int8",
+    calib = calibration_images(trained["exp"], 512, shared_data)
+    path = export_onnx(trained["exp"], str(tmp_path / "int8-cpu.onnx"), precision="int8",
                               calib_images=calib, int8_target="cpu")
     m = onnx.load(path)
     zero_points = {onnx.numpy_helper.to_array(i).dtype for i in m.graph.initializer if i.name.endswith("zero_point")}
@@ -83,7 +84,7 @@ def test_int8_cpu_target_keeps_accuracy_in_onnxruntimes_fused_kernels(trained, t
 def test_broken_calibration_fails_the_bar(trained, tmp_path, shared_splits):
     """One image of one class as the whole calibration set: activation ranges are far too narrow."""
     one = shared_splits.x_train[shared_splits.y_train == 0][:1]
-    path = export.export_onnx(trained["exp"], str(tmp_path / "bad.onnx"), precision="int8", calib_images=one)
+    path = export_onnx(trained["exp"], str(tmp_path / "bad.onnx"), precision="int8", calib_images=one)
     drop = trained["acc"] - int8_accuracy(trained, path)
     assert drop > 0.01, drop
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from engine import config as C
-from engine.sgd import TorchSGD
+from engine.train import resolve
+from engine.train.optim import TorchSGD
 
 
 class Falling(keras.optimizers.schedules.LearningRateSchedule):
@@ -54,12 +55,12 @@ def test_torch_sgd_equals_keras_sgd_at_a_constant_lr():
 
 
 def test_recipes_choose_the_momentum_convention_of_their_source():
-    assert C.defaults("airbench").optim.sgd_momentum == "pytorch"
-    assert C.defaults("resnet9").optim.sgd_momentum == "keras"
+    assert resolve.defaults("airbench").optim.sgd_momentum == "pytorch"
+    assert resolve.defaults("resnet9").optim.sgd_momentum == "keras"
 
 
 def test_a_run_saved_before_the_flag_existed_resumes_with_keras_momentum(tmp_path):
-    d = C.defaults("airbench").to_dict()
+    d = resolve.defaults("airbench").to_dict()
     del d["optim"]["sgd_momentum"]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(d))

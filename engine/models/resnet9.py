@@ -5,7 +5,6 @@ prep conv64 -> [conv128, pool, residual(2 x conv128)] -> [conv256, pool] ->
 """
 import keras
 
-from engine.models import CLASSIC_RECIPE, ModelSpec, register
 from engine.models.layers import MaxPool2
 
 L = keras.layers
@@ -23,7 +22,7 @@ def residual(x, width):
     return L.Add()([x, conv_bn(conv_bn(x, width), width)])
 
 
-def body(x, num_classes, opts=None):
+def body(x, num_classes, opts=None, name="resnet9"):
     x = conv_bn(x, 64)
     x = residual(conv_bn(x, 128, pool=True), 128)
     x = conv_bn(x, 256, pool=True)
@@ -32,7 +31,3 @@ def body(x, num_classes, opts=None):
     x = L.Dense(num_classes, use_bias=False)(x)
     return L.Rescaling(0.125)(x)  # Page's output scale: keeps early logits small
 
-
-register(ModelSpec("resnet9", body, normalization="cifar10",
-                   description="Page's DAWNBench ResNet-9, ~6.6M params, 94%-class in 24 epochs",
-                   recipe=CLASSIC_RECIPE, cpu_xla_speedups=(1.66, 0.84, 0.84)))

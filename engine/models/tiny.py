@@ -1,11 +1,10 @@
 """A very small CNN for tests and smoke runs."""
 import keras
 
-from engine.models import CLASSIC_RECIPE, ModelSpec, register
 from engine.models.layers import MaxPool2
 
 
-def body(x, num_classes, opts=None):
+def body(x, num_classes, opts=None, name="tiny"):
     L = keras.layers
     for width in (16, 32):
         x = L.Conv2D(width, 3, padding="same", use_bias=False)(x)
@@ -15,6 +14,3 @@ def body(x, num_classes, opts=None):
     x = L.GlobalAveragePooling2D()(x)
     return L.Dense(num_classes)(x)
 
-
-register(ModelSpec("tiny", body, normalization="cifar10", description="2-conv test net for tests and smoke runs",
-                   recipe=CLASSIC_RECIPE))

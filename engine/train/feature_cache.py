@@ -1,30 +1,26 @@
 """The feature cache: with a fully frozen backbone and no augmentation, a backbone model's features
 do not change during training, so they are computed once per split (batched, on the device) and
-kept in memory, and only the head trains on them, epoch after epoch.
+kept in memory, and only the head trains on them, epoch after epoch. Whether a run uses it is
+engine.train.resolve.feature_cache_applies.
 
 The head model shares its layers (and so its variables) with the full model: checkpoints, the
 best-epoch model and exports are the full model's, exactly as without the cache.
 """
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.runtime import inference_batch  # noqa: F401 - used here and by the trainer
-
-
-def applicable(cfg, model) -> bool:
-    m = cfg.model
-    return (m.feature_cache and m.freeze == "all" and not m.crop_pad and m.flip == "none" and not m.tta
-            and any(layer.name == "backbone" for layer in model.layers))
+from engine.contract import inference_batch
+from engine.models import BACKBONE
 
 
 def split(model):
-    """(backbone, head): the nested "backbone" layer, and a model from the backbone's output to the
+    """(backbone, head): the nested backbone layer, and a model from the backbone's output to the
     logits made of the full model's own head layers."""
-    import keras
     names = [layer.name for layer in model.layers]
-    i = names.index("backbone")
+    i = names.index(BACKBONE)
     base = model.layers[i]
     x = inputs = keras.Input(tuple(base.output.shape[1:]), name="features")
     for layer in model.layers[i + 1:]:

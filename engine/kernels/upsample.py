@@ -8,7 +8,7 @@ these forms are exact under XLA and map to plain Gather/MatMul in ONNX and Tenso
 import numpy as np
 import tensorflow as tf
 
-METHODS = ("nearest", "bilinear")
+from engine.contract import UPSAMPLE_METHODS as METHODS
 
 
 def _source_coords(out_size: int, in_size: int) -> np.ndarray:

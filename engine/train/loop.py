@@ -17,16 +17,15 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-import kernels
+from engine import kernels
+from engine.train.lookahead import Lookahead
 
 
 @dataclass(frozen=True)
 class StepConfig:
     num_classes: int
     global_batch: int
-    size: int                     # model input side after upsampling
-    normalization: str = "cifar10"
-    upsample_method: str = "nearest"
+    preprocess: kernels.Preprocess  # uint8 images -> the model's float input (upsample, normalise)
     crop_pad: int = 0
     pad_mode: str = "reflect"
     flip: str = "none"            # none | random | alternate
@@ -36,16 +35,11 @@ class StepConfig:
     l2: float = 0.0               # coupled weight decay: l2 * w added to every trainable gradient
     bias_lr_scale: float = 1.0    # gradient (= SGD step) multiplier for BatchNorm biases
     lookahead: bool = False
-    total_steps: int = 1          # (lookahead: its decay schedule)
+    total_steps: int = 1          # (lookahead: its decay schedule and its final copy)
     seed: int = 0
     xla: bool = False
     loss_scaling: bool = False    # the optimizer is a keras LossScaleOptimizer
     features: bool = False        # inputs are cached backbone features: no augmentation or preprocessing
-
-
-def preprocess(images, cfg: StepConfig):
-    """Inference preprocessing, shared with the export graph: upsample then normalise."""
-    return kernels.normalize(kernels.upsample(images, cfg.size, cfg.upsample_method), cfg.normalization)
 
 
 def augment(images, index, step, seed, cfg: StepConfig):
@@ -68,7 +62,7 @@ def tta_logits(model, images, cfg: StepConfig, level: int):
     mirror; 2: half of level 1 plus half the mean of level 1 over the two 1-px diagonal
     translations (reflect padding) -- 6 views."""
     def view(x):
-        return model(x if cfg.features else preprocess(x, cfg), training=False)
+        return model(x if cfg.features else cfg.preprocess(x), training=False)
 
     def mirrored(x):
         return 0.5 * view(x) + 0.5 * view(kernels.flip_left_right(x))
@@ -90,35 +84,6 @@ def norm_biases(model) -> list:
             if isinstance(layer, keras.layers.BatchNormalization) and layer.center]
 
 
-class Lookahead:
-    """airbench's lookahead: every EVERY steps the slow copy moves toward the weights,
-    slow = d * slow + (1 - d) * w with d = 0.95^5 * (step / total)^3, and the weights are set to it.
-    Covers every float variable of the model (BatchNorm statistics too). `finish()` copies the slow
-    weights into the model: they are the final model."""
-    EVERY = 5
-
-    def __init__(self, model, total_steps: int):
-        self.total = float(max(total_steps, 1))
-        self.weights = [w for w in model.weights if w.dtype in ("float32", "float16", "bfloat16")]
-        self.slow = [tf.Variable(w.value, trainable=False, name="slow") for w in self.weights]
-
-    def reset(self):
-        """Start the slow copy from the current weights (after a data-dependent init)."""
-        for s, w in zip(self.slow, self.weights):
-            s.assign(w.value)
-
-    def update(self, step):
-        frac = tf.cast(step, tf.float32) / self.total
-        decay = 0.95 ** self.EVERY * frac ** 3
-        for s, w in zip(self.slow, self.weights):
-            s.assign(decay * s + (1.0 - decay) * tf.cast(w.value, s.dtype))
-        self.finish()
-
-    def finish(self):
-        for s, w in zip(self.slow, self.weights):
-            w.assign(tf.cast(s, w.dtype))
-
-
 def smoothed_cross_entropy(labels, logits, num_classes, smoothing):
     """Per-example cross entropy against one-hot labels smoothed by `smoothing` (float32 logits)."""
     target = tf.one_hot(labels, num_classes) * (1.0 - smoothing) + smoothing / num_classes
@@ -126,11 +91,19 @@ def smoothed_cross_entropy(labels, logits, num_classes, smoothing):
 
 
 class TrainLoop:
-    def __init__(self, model, optimizer, cfg: StepConfig, strategy=None):
+    """The compiled train and eval steps of one model and optimizer. `train_calls(iterator, n)` runs n
+    steps in one tf.function call; `evaluate(dataset, tta)` returns (loss, accuracy). It owns the
+    lookahead: `begin()` starts its slow copy from the current weights, `trackables()` is what a
+    checkpoint must hold besides the model and optimizer, and the last step copies the slow weights
+    into the model. `begin_epoch(epoch)` freezes the variables whose training ends at that epoch
+    (`train_epochs`: [(variable, epochs)])."""
+
+    def __init__(self, model, optimizer, cfg: StepConfig, strategy=None, train_epochs: list | None = None):
         self.model = model
         self.optimizer = optimizer
         self.cfg = cfg
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.train_epochs = list(train_epochs or [])
         with self.strategy.scope():
             # Keras 3 creates optimizer slots lazily; do it now, outside any trace.
             optimizer.build(model.trainable_variables)
@@ -149,6 +122,19 @@ class TrainLoop:
         if variable.trainable != trainable:
             variable.trainable = trainable
             self._trace()
+
+    def begin(self) -> None:
+        """Before the first step of a new run (after any data-dependent init)."""
+        if self.lookahead is not None:
+            self.lookahead.reset()
+
+    def begin_epoch(self, epoch: int) -> None:
+        for variable, epochs in self.train_epochs:
+            self.set_trainable(variable, epoch < epochs)
+
+    def trackables(self) -> dict:
+        """What a checkpoint holds of the loop besides the model and the optimizer."""
+        return {"lookahead": self.lookahead.slow} if self.lookahead is not None else {}
 
     def eval_calls(self, dataset, tta: int = 0):
         if tta not in self._eval_fns:
@@ -179,7 +165,7 @@ class TrainLoop:
 
     def _train_step(self, images, labels, index, seed, step):
         cfg = self.cfg
-        x = images if cfg.features else preprocess(augment(images, index, step, seed, cfg), cfg)
+        x = images if cfg.features else cfg.preprocess(augment(images, index, step, seed, cfg))
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             per_example = smoothed_cross_entropy(labels, logits, cfg.num_classes, cfg.label_smoothing)
@@ -215,8 +201,11 @@ class TrainLoop:
             step = tf.cast(self.optimizer.iterations, tf.int64)
             seed = tf.stack([tf.constant(self.cfg.seed, tf.int64), step])
             loss, correct = s.run(self._step_fn, args=(images, labels, index, seed, step))
-            if self.lookahead is not None and (step + 1) % Lookahead.EVERY == 0:
-                self.lookahead.update(step + 1)
+            if self.lookahead is not None:
+                if (step + 1) % Lookahead.EVERY == 0:
+                    self.lookahead.update(step + 1)
+                elif step + 1 == self.cfg.total_steps:
+                    self.lookahead.finish()  # the slow weights are the final model
             loss = s.reduce("SUM", loss, axis=None)
             loss_total += loss
             correct_total += s.reduce("SUM", correct, axis=None)

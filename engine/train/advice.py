@@ -1,67 +1,36 @@
-"""Device detection and the precision policy: float32, mixed_float16 (+ loss scaling) or mixed_bfloat16."""
+"""Advice before a run, from what was measured: which settings were slow on which kind of machine.
+
+The figures are bench results (bench/test_train_throughput.py, dated runs in bench/results/), kept
+here as a table so that the model code holds none of them.
+"""
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
+from engine import devices
 
-
-def gpus() -> list:
-    return tf.config.list_physical_devices("GPU")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_amx() -> bool:
-    return "amx_bf16" in cpu_flags()
-
-
-def policy_name(amp: bool) -> str:
-    """--amp: float16 on GPUs (with loss scaling), bfloat16 elsewhere (CPU/TPU: no loss scaling)."""
-    if not amp:
-        return "float32"
-    return "mixed_float16" if gpus() else "mixed_bfloat16"
-
-
-def apply(amp: bool) -> str:
-    name = policy_name(amp)
-    keras.mixed_precision.set_global_policy(name)
-    return name
-
-
-def needs_loss_scaling(policy: str) -> bool:
-    return policy == "mixed_float16"
-
-
-def wrap_optimizer(optimizer, policy: str):
-    if needs_loss_scaling(policy):
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+# --xla's training speed-up ('loop xla' / 'loop fp32') on 2-core AVX-512 CPU machines, one figure per
+# machine measured; a model not listed is not measured. For transfer models it depends on what
+# trains: VGG16 trained whole was 2x slower under --xla (oneDNN's convolutions beat XLA's), its
+# frozen 64x64 recipe 1.13x faster on one machine and 1.25x slower on another.
+CPU_XLA_SPEEDUPS = {
+    "airbench": (1.48, 0.79, 0.84),
+    "resnet9": (1.66, 0.84, 0.84),
+}
 
 
 def _fmt(speedup: float) -> str:
     return f"{speedup:.2g}x faster" if speedup >= 1 else f"{1 / speedup:.2g}x slower"
 
 
-def speed_warnings(amp: bool, xla: bool, model: str = "", xla_speedups: tuple = ()) -> list[str]:
-    """What we measured to be slow on this kind of device, said before the run starts.
-    `xla_speedups` are the model's --xla training speed-ups measured on 2-core AVX-512 CPU hosts
-    (one per host; empty: not measured). Hosts of the same kind disagreed, so the advice is only
-    firm when every measurement agrees."""
+def speed_warnings(amp: bool, xla: bool, model: str = "", xla_speedups: tuple | None = None) -> list[str]:
+    """What was measured to be slow on this kind of device, said before the run starts. Machines of
+    the same kind disagreed, so the advice is only firm when every measurement agrees.
+    `xla_speedups` (default: the table's figures for `model`) are --xla's measured speed-ups."""
     out = []
-    if gpus():
+    xla_speedups = CPU_XLA_SPEEDUPS.get(model, ()) if xla_speedups is None else xla_speedups
+    if devices.gpus():
         return out
-    if amp and not cpu_has_amx():
-        if "avx512_bf16" in cpu_flags():
+    if amp and not devices.cpu_has_amx():
+        if "avx512_bf16" in devices.cpu_flags():
             out.append("--amp on a CPU without AMX runs in bfloat16, which measured 1.6-2.1x faster than float32 for "
                        "resnet9 on two 2-core AVX-512-BF16 hosts and 10x slower on a third; check with "
                        "`pytest bench/ -k resnet9` before a long run")

@@ -9,13 +9,13 @@ Each mode is one model family's convention, written once here and used by traini
 """
 import tensorflow as tf
 
+from engine.contract import NORMALIZATIONS
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-NORMALIZATIONS = ("cifar10", "torch", "tf", "caffe", "unit")
 
 
 def normalize(images, mode="cifar10"):

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 
+from engine.config import STRATEGIES
+from engine.devices import gpus
 from engine.errors import EngineError
-
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+from engine.train.resolve import check_batch_split
 
 
 def tf_config() -> dict | None:
@@ -53,14 +54,13 @@ def num_workers(cfg: dict | None) -> int:
 def make(name: str):
     """Create the strategy. Must run before anything else initialises TensorFlow's runtime."""
     import tensorflow as tf
-    from engine import precision
     if name not in STRATEGIES:
         raise EngineError(f"unknown --strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     cfg = tf_config()
     if name == "auto":
         if num_workers(cfg) > 1:
             name = "multiworker"
-        elif len(precision.gpus()) > 1:
+        elif len(gpus()) > 1:
             name = "mirrored"
         else:
             name = "default"
@@ -71,7 +71,7 @@ def make(name: str):
     if cfg is None:
         raise EngineError("--strategy multiworker needs TF_CONFIG describing the cluster (see README), or "
                           "start local workers with python -m engine.launch")
-    impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if precision.gpus()
+    impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus()
             else tf.distribute.experimental.CommunicationImplementation.RING)
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
@@ -96,8 +96,6 @@ def is_chief(strategy) -> bool:
 def shard(num_replicas: int, pipeline_id: int, num_pipelines: int, global_batch: int) -> tuple[int, int, int]:
     """(first replica of this input pipeline, its number of replicas, per-replica batch) for a global
     batch split evenly over `num_replicas` replicas."""
-    if global_batch % num_replicas:
-        raise EngineError(f"--batch-size {global_batch} does not split evenly over {num_replicas} replicas; "
-                          f"use a multiple of {num_replicas}")
+    per_replica = check_batch_split(global_batch, num_replicas)
     local = num_replicas // num_pipelines
-    return pipeline_id * local, local, global_batch // num_replicas
+    return pipeline_id * local, local, per_replica

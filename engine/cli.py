@@ -1,0 +1,54 @@
+"""What every command-line tool shares: an argparse that fails in one line, value types, and a quiet
+TensorFlow import."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from engine.errors import EngineError, cli  # noqa: F401 - cli is re-exported for the tools
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is our one line and exit code 2 (no usage block). Every CLI uses it."""
+
+    def error(self, message):
+        raise EngineError(f"{self.prog}: {message}")
+
+
+def integer(s: str) -> int:
+    """A non-negative int (argparse type)."""
+    v = int(s)
+    if v < 0:
+        raise ValueError(s)
+    return v
+
+
+def number(s: str) -> float:
+    """A finite float (argparse type)."""
+    v = float(s)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(s)
+    return v
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CUDA stub notices, oneDNN banners) kept off
+    stderr, so that a user's error is the one line they see. Python exceptions still propagate.
+    Set TF_CPP_MIN_LOG_LEVEL=0 and ENGINE_TF_VERBOSE=1 to see everything TensorFlow says."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ.get("ENGINE_TF_VERBOSE"):
+        import tensorflow  # noqa: F401
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr (embedded interpreters): just import
+        import tensorflow  # noqa: F401
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

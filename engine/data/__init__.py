@@ -1,0 +1,12 @@
+"""Data: sources -> uint8 arrays [N,32,32,3] + int labels (host side, no TensorFlow) -> tf.data
+pipelines of uint8 batches (engine.data.pipeline, which imports TensorFlow when first used).
+
+    sources.py        --data: the Keras download, digits, folder trees, tar archives, CIFAR batches
+    cifar_batches.py  the official python batches, through a restricted unpickler
+    cache.py          decoded arrays cached on disk, keyed by the source's path, size and mtime
+    splits.py         Splits, class-balanced subsets, the train/val/test split of a run
+    pipeline.py       Pipeline: epochs of batches by index, sharded for distributed runs
+"""
+from engine.data.sources import OFFLINE_HINT, load, load_digits  # noqa: F401
+from engine.data.splits import Splits, balanced_subset, prepare  # noqa: F401
+

@@ -1,0 +1,59 @@
+"""The decoded data set in memory (uint8 arrays and labels) and the subsets a run takes of it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import EngineError
+
+
+@dataclass
+class Splits:
+    x_train: np.ndarray  # uint8 [N,32,32,3]
+    y_train: np.ndarray  # int32 [N]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def balanced_subset(x, y, n: int, seed: int = 0, num_classes: int | None = None):
+    """A class-balanced random subset of exactly n examples (n // k or one more per class), in a
+    stable order.
+
+    Returns (x_subset, y_subset, x_rest, y_rest)."""
+    num_classes = num_classes or int(y.max()) + 1
+    if n < num_classes:
+        raise EngineError(f"a subset of {n} images cannot hold one image of each of {num_classes} classes")
+    rng = np.random.default_rng(seed)
+    take = []
+    for c in range(num_classes):
+        want = n // num_classes + (c < n % num_classes)  # the first n % k classes get one more
+        idx = np.flatnonzero(y == c)
+        if len(idx) < want:
+            raise EngineError(f"class {c} has {len(idx)} images, fewer than the {want} asked for")
+        take.append(rng.choice(idx, want, replace=False))
+    take = np.sort(np.concatenate(take))
+    rest = np.setdiff1d(np.arange(len(y)), take)
+    return x[take], y[take], x[rest], y[rest]
+
+
+def prepare(splits: Splits, limit: int = 0, limit_test: int = 0, val_split: float = 0.0):
+    """(x_train, y_train), (x_val, y_val), (x_test, y_test) for a run's data options."""
+    xtr, ytr, xte, yte = splits.x_train, splits.y_train, splits.x_test, splits.y_test
+    k = splits.num_classes
+    if limit:
+        xtr, ytr, _, _ = balanced_subset(xtr, ytr, limit, seed=0, num_classes=k)
+    if limit_test:
+        xte, yte, _, _ = balanced_subset(xte, yte, limit_test, seed=0, num_classes=k)
+    if not 0.0 <= val_split < 1.0:
+        raise EngineError(f"--val-split must be in [0, 1), got {val_split}")
+    if val_split > 0:
+        xva, yva, xtr, ytr = balanced_subset(xtr, ytr, max(k, int(len(ytr) * val_split)), 1, k)
+    else:
+        xva, yva = xte, yte
+    return (xtr, ytr), (xva, yva), (xte, yte)

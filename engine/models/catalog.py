@@ -1,0 +1,27 @@
+"""Every registered model, declared without building it (engine.models.registry)."""
+from engine import recipes
+from engine.models.registry import ModelSpec, register
+
+register(ModelSpec(
+    "airbench", "airbench", normalization="cifar10", recipe="airbench",
+    description="airbench94 (Keller Jordan): whitened 2x2 stem + 3 conv groups, ~2.0M params; the default recipe",
+    data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
+    options=("width",)))
+register(ModelSpec("resnet9", "resnet9", normalization="cifar10", recipe="classic",
+                   description="Page's DAWNBench ResNet-9, ~6.6M params, 94%-class in 24 epochs"))
+register(ModelSpec("tiny", "tiny", normalization="cifar10", recipe="classic",
+                   description="2-conv test net for tests and smoke runs"))
+
+# Transfer learning: name -> (keras.applications constructor, kernels.normalize mode = the backbone's
+# preprocess_input, min input side, default input side).
+BACKBONES = {
+    "vgg16": ("VGG16", "caffe", 32, 64),
+    "vgg19": ("VGG19", "caffe", 32, 224),
+    "inception_v3": ("InceptionV3", "tf", 75, 75),
+    "densenet121": ("DenseNet121", "torch", 32, 64),
+    "resnet50": ("ResNet50", "caffe", 32, 64),
+}
+for _name, (_ctor, _norm, _min, _default) in BACKBONES.items():
+    register(ModelSpec(_name, "backbones", normalization=_norm, recipe="transfer",
+                       description=f"keras.applications {_name} backbone + head (--weights, --freeze, --head)",
+                       default_size=_default, min_size=_min, options=("weights", "freeze", "head"), backbone=True))

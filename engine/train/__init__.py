@@ -1,0 +1,18 @@
+"""Training: `python -m engine.train`. Importing this package imports no TensorFlow.
+
+In the order a run goes through them:
+
+    __main__.py       argv -> resolve -> Trainer
+    resolve.py        the config a run trains with (model recipe, --recipe, flags, saved run) and
+                      every check of it, before anything is built (no TensorFlow)
+    distribute.py     the tf.distribute strategy, the chief, how a batch splits over replicas
+    precision.py      float32 / mixed_bfloat16 / mixed_float16 (+ loss scaling)
+    advice.py         what was measured to be slow on this kind of machine, said before a run
+    optim.py          learning-rate schedules, optimizers (TorchSGD), the run's length in steps
+    build.py          model + optimizer + TrainLoop for a config: a Training
+    feature_cache.py  frozen-backbone features computed once; the head trains on them
+    loop.py           the compiled mechanics: K train steps per tf.function call, eval, TTA
+    lookahead.py      airbench's lookahead (a slow copy of the weights)
+    run_dir.py        the run directory: what may be written where, checkpoints and their restore
+    trainer.py        Trainer: the outer loop (epochs, checkpoints, history, stop conditions)
+"""

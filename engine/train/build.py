@@ -1,0 +1,54 @@
+"""Assembly: the model, optimizer (with its schedule and loss scaling) and TrainLoop of a config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from engine import models
+from engine.kernels import Preprocess
+from engine.train import feature_cache, precision, resolve
+from engine.train.loop import StepConfig, TrainLoop
+from engine.train.optim import RunLength, make_optimizer, make_schedule
+
+
+@dataclass
+class Training:
+    """What a run trains, built once: the trainer reads these fields, never the loop's internals."""
+    model: object             # the full Keras model (checkpoints and exports are of it)
+    optimizer: object
+    loop: TrainLoop           # steps the model, or its head alone on cached features
+    preprocess: Preprocess    # uint8 images -> the model's input
+    length: RunLength
+    feature_cache: bool       # the loop trains the head on cached backbone features
+    policy: str               # the precision policy the model was built under
+
+    @property
+    def loss_scaling(self) -> bool:
+        return precision.needs_loss_scaling(self.policy)
+
+
+def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy=None) -> Training:
+    """A Training for a config and a training set of `train_size` images. The policy must already
+    be applied (precision.apply) so that layers pick it up."""
+    strategy = strategy or tf.distribute.get_strategy()
+    o = cfg.optim
+    length = RunLength.of(o, train_size)
+    spec = models.get(cfg.model.model)
+    preprocess = models.preprocess_for(spec, cfg.model)
+    cache = resolve.feature_cache_applies(cfg)
+    with strategy.scope():
+        model = models.build(spec.name, preprocess.size, num_classes, cfg.model, xla=cfg.run.xla,
+                             sync_bn=strategy.num_replicas_in_sync > 1)
+        optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, length.steps_per_epoch)), policy)
+        trained = feature_cache.split(model)[1] if cache else model  # the head alone trains on cached features
+    step_cfg = StepConfig(
+        num_classes=num_classes, global_batch=o.batch_size, preprocess=preprocess,
+        crop_pad=cfg.model.crop_pad, pad_mode=cfg.model.pad_mode, flip=cfg.model.flip,
+        train_size=train_size, steps_per_epoch=length.steps_per_epoch, label_smoothing=o.label_smoothing,
+        l2=o.weight_decay if o.weight_decay_mode == "l2" else 0.0, bias_lr_scale=o.bias_lr_scale,
+        lookahead=o.lookahead, total_steps=length.total_steps, seed=cfg.run.seed, xla=cfg.run.xla,
+        loss_scaling=precision.needs_loss_scaling(policy), features=cache)
+    train_epochs = [(models.variable(model, path), n) for path, n in spec.train_epochs.items()]
+    loop = TrainLoop(trained, optimizer, step_cfg, strategy, train_epochs)
+    return Training(model, optimizer, loop, preprocess, length, cache, policy)

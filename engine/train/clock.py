@@ -1,0 +1,46 @@
+"""Where a run's wall time goes: the timed training steps (img/s) and every other phase by name."""
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+
+
+class Clock:
+    """The first train call (tracing, compilation) is not training time; checkpoint writing,
+    evaluation and the input pipeline's start and stop are phases of their own."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.phases = collections.Counter()  # wall seconds outside the timed training steps, by phase
+        self.images = 0
+        self.seconds = 0.0
+        self.warm = False
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] += time.perf_counter() - t
+
+    def train_call(self, images: int, seconds: float) -> bool:
+        """Account one train call; False for the run's first (not timed)."""
+        if not self.warm:
+            self.phases["first call (tracing, compilation)"] += seconds
+            self.warm = True
+            return False
+        self.images += images
+        self.seconds += seconds
+        return True
+
+    @property
+    def img_s(self) -> float | None:
+        return self.images / self.seconds if self.seconds else None
+
+    def breakdown(self) -> tuple[float, dict]:
+        """(wall seconds so far, {phase: seconds}) whose parts add up to the wall time."""
+        wall = time.perf_counter() - self.start
+        self.phases["other"] = max(0.0, wall - self.seconds - sum(v for k, v in self.phases.items() if k != "other"))
+        return wall, {"training steps": self.seconds, **{k: v for k, v in self.phases.items() if v}}

@@ -1,0 +1,41 @@
+"""Runs checkpointed by engine 0.1.0, before the package layout changed, resume and export with
+today's code (tests/fixtures/runs-v0.1/README.md says how they were made)."""
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.train import resolve
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "runs-v0.1"
+
+
+@pytest.mark.parametrize("model", ["tiny", "airbench"])
+def test_a_run_checkpointed_before_the_layout_change_resumes_to_the_same_weights(tmp_path, model):
+    from engine.train.trainer import Trainer
+    run = tmp_path / model
+    shutil.copytree(FIXTURES / model, run)
+    cfg = resolve.resolve({("run", "resume"): True, ("run", "out"): str(run), ("run", "quiet"): True})
+    assert cfg.model.model == model and cfg.optim.epochs == 2
+    logs = []
+    t = Trainer(cfg, log=logs.append)
+    metrics = t.run()
+    assert "resumed at step 22 (epoch 2, step 0)" in logs
+    assert metrics["steps"] == 44
+    want = np.load(FIXTURES / f"{model}-digits-final-weights.npz")
+    # The same variables in the same order (their auto-numbered names depend on what else the
+    # process built); the old version's straight run, up to float rounding on another CPU.
+    assert len(t.model.weights) == len(want.files)
+    for v, k in zip(t.model.weights, want.files):
+        np.testing.assert_allclose(v.numpy(), want[k], rtol=1e-3, atol=1e-4, err_msg=f"{v.path} vs {k}")
+
+
+def test_a_run_checkpointed_before_the_layout_change_exports(tmp_path):
+    from engine.contract import CONTRACT
+    from engine.export.load import load_run
+    exp = load_run(str(FIXTURES / "tiny"), "latest")
+    assert exp.size == 32 and exp.metadata["contract"] == CONTRACT and len(exp.class_names) == 10
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    logits = exp.serve_fn()(images)["logits"].numpy()
+    assert logits.shape == (4, 10) and np.all(np.isfinite(logits))

@@ -95,7 +95,6 @@ class FitWindows:
 def machine_info() -> dict:
     import tensorflow as tf
 
-    from engine.train import precision
     from engine.devices import device_name
 
     def version(package):

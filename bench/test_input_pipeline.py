@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from bench.conftest import QUICK, machine_info
 from bench.test_train_throughput import MODELS, _arrays, _cfg
-from engine import data
 from engine.data.pipeline import Pipeline
 from engine.kernels import Preprocess
 from engine.train.loop import StepConfig, augment

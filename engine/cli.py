@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from engine.errors import EngineError, cli  # noqa: F401 - cli is re-exported for the tools
+from engine.errors import EngineError
 
 
 class Parser(argparse.ArgumentParser):

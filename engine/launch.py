@@ -75,6 +75,30 @@ def _stream(i: int, proc: subprocess.Popen, lock: threading.Lock, last_error: di
             sys.stdout.flush()
 
 
+def _wait(procs: list) -> tuple[int, int | None]:
+    """Wait for every worker; on the first failure stop the others (killed after GRACE_SECONDS).
+    Returns (exit code, index of the first worker that failed or None)."""
+    code, first_failed, kill_at = 0, None, None
+    remaining = set(range(len(procs)))
+    while remaining:
+        if kill_at is not None and time.monotonic() > kill_at:
+            for j in remaining:  # blocked in a collective op with a dead peer: SIGTERM cannot land
+                procs[j].kill()
+        for i in sorted(remaining):
+            try:
+                rc = procs[i].wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
+            remaining.discard(i)
+            if rc != 0 and code == 0:
+                code = rc if rc > 0 else 128 - rc  # killed by a signal: the shell's convention
+                first_failed = i
+                for j in remaining:  # fail fast: the others would wait for it forever
+                    procs[j].terminate()
+                kill_at = time.monotonic() + GRACE_SECONDS
+    return code, first_failed
+
+
 @cli
 def main(argv=None):
     n, args = parse(argv)
@@ -84,7 +108,7 @@ def main(argv=None):
                               env=worker_env(c, threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, bufsize=1)
              for c in configs]
-    lock, last_error, first_failed = threading.Lock(), {}, None
+    lock, last_error = threading.Lock(), {}
     readers = [threading.Thread(target=_stream, args=(i, p, lock, last_error), daemon=True)
                for i, p in enumerate(procs)]
     for t in readers:
@@ -95,30 +119,13 @@ def main(argv=None):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
     previous = signal.signal(signal.SIGTERM, forward)
-    code, kill_at = 0, None
     try:
-        remaining = set(range(n))
-        while remaining:
-            if kill_at is not None and time.monotonic() > kill_at:
-                for j in remaining:  # blocked in a collective op with a dead peer: SIGTERM cannot land
-                    procs[j].kill()
-            for i in sorted(remaining):
-                try:
-                    rc = procs[i].wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    continue
-                remaining.discard(i)
-                if rc != 0 and code == 0:
-                    code = rc if rc > 0 else 128 - rc  # killed by a signal: the shell's convention
-                    first_failed = i
-                    for j in remaining:  # fail fast: the others would wait for it forever
-                        procs[j].terminate()
-                    kill_at = time.monotonic() + GRACE_SECONDS
+        code, first_failed = _wait(procs)
     except KeyboardInterrupt:
         forward(None, None)
         for p in procs:
             p.wait()
-        code = 130
+        code, first_failed = 130, None
     finally:
         signal.signal(signal.SIGTERM, previous)
         for t in readers:

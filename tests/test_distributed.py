@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from engine import data, launch
+from engine import launch
 from engine.train import distribute
 from engine.data.pipeline import Pipeline
 from engine.errors import EngineError

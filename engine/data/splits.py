@@ -43,15 +43,14 @@ def balanced_subset(x, y, n: int, seed: int = 0, num_classes: int | None = None)
 
 
 def prepare(splits: Splits, limit: int = 0, limit_test: int = 0, val_split: float = 0.0):
-    """(x_train, y_train), (x_val, y_val), (x_test, y_test) for a run's data options."""
+    """(x_train, y_train), (x_val, y_val), (x_test, y_test) for a run's data options (checked by
+    engine.train.resolve.check: 0 <= val_split < 1)."""
     xtr, ytr, xte, yte = splits.x_train, splits.y_train, splits.x_test, splits.y_test
     k = splits.num_classes
     if limit:
         xtr, ytr, _, _ = balanced_subset(xtr, ytr, limit, seed=0, num_classes=k)
     if limit_test:
         xte, yte, _, _ = balanced_subset(xte, yte, limit_test, seed=0, num_classes=k)
-    if not 0.0 <= val_split < 1.0:
-        raise EngineError(f"--val-split must be in [0, 1), got {val_split}")
     if val_split > 0:
         xva, yva, xtr, ytr = balanced_subset(xtr, ytr, max(k, int(len(ytr) * val_split)), 1, k)
     else:

@@ -23,7 +23,7 @@ from engine.export import CALIB_METHODS, INT8_TARGETS, OPSET, PRECISIONS
 DESCRIPTION = "A trained run -> a deployable inference graph (SavedModel, ONNX, TensorRT)."
 
 
-def parse(argv=None):
+def _parser() -> Parser:
     p = Parser(prog="python -m engine.export", description=DESCRIPTION)
     sub = p.add_subparsers(dest="format", required=True, parser_class=Parser)
     common = Parser(add_help=False)
@@ -62,7 +62,11 @@ def parse(argv=None):
     t.add_argument("--max-batch", type=int, default=256)
     t.add_argument("--timing-cache", help="TensorRT timing cache file, reused across builds "
                                           "(default: timing.cache next to --out)")
-    a = p.parse_args(argv)
+    return p
+
+
+def parse(argv=None):
+    a = _parser().parse_args(argv)
     if getattr(a, "calib_images", 1) < 1:
         raise EngineError("--calib-images must be at least 1")
     if a.format == "trt" and getattr(a, "int8_target", "trt") != "trt":

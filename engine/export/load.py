@@ -72,8 +72,7 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
     """A saved `.keras` model (e.g. from a `model.fit` script) with the input scaling it was trained
     with (`normalization`, a kernels.normalize mode). Its input side sets the upsampling (32 -> side).
     A model ending in softmax is exported as logits = log(probabilities): same argmax, same softmax."""
-    from engine.models import layers  # noqa: F401 - registers the engine's own layers for loading
-    from engine.models import airbench  # noqa: F401 - and airbench's initializer
+    from engine.models import airbench, layers  # noqa: F401 - register the engine's layers and initializers
     if not os.path.isfile(path):
         raise EngineError(f"model not found: {path}")
     if normalization not in NORMALIZATIONS:

@@ -44,3 +44,29 @@ class Clock:
         wall = time.perf_counter() - self.start
         self.phases["other"] = max(0.0, wall - self.seconds - sum(v for k, v in self.phases.items() if k != "other"))
         return wall, {"training steps": self.seconds, **{k: v for k, v in self.phases.items() if v}}
+
+
+class EpochStats:
+    """Loss, accuracy and speed of one epoch's train calls (the run's first call is not timed)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.loss = self.correct = 0.0
+        self.seen = self.images = 0
+        self.seconds = 0.0
+
+    def add(self, images: int, loss: float, correct: float, timed_seconds: float | None) -> None:
+        self.seen += images
+        self.loss += loss
+        self.correct += correct
+        if timed_seconds is not None:
+            self.images += images
+            self.seconds += timed_seconds
+
+    @property
+    def img_s(self) -> float:
+        return self.images / self.seconds if self.images else self.seen / (time.perf_counter() - self.start)
+
+    def summary(self) -> dict:
+        return {"loss": self.loss / self.seen, "accuracy": self.correct / self.seen, "img_s": self.img_s,
+                "seconds": time.perf_counter() - self.start}

@@ -8,6 +8,8 @@ best-epoch model and exports are the full model's, exactly as without the cache.
 """
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -35,3 +37,16 @@ def extract(base, images: np.ndarray, preprocess, batch: int = 0) -> np.ndarray:
     fn = tf.function(lambda x: base(preprocess(x), training=False))
     parts = [fn(tf.constant(images[i:i + batch])).numpy() for i in range(0, len(images), batch)]
     return np.concatenate(parts) if parts else np.zeros((0,) + tuple(base.output.shape[1:]), np.float32)
+
+
+def cache_splits(model, preprocess, train, val, test, val_is_test: bool, log=print):
+    """The (features, labels) of each split through the model's frozen backbone, and the seconds it took."""
+    t0 = time.perf_counter()
+    base = model.get_layer(BACKBONE)
+    ftr, fva = extract(base, train[0], preprocess), extract(base, val[0], preprocess)
+    fte = fva if val_is_test else extract(base, test[0], preprocess)
+    seconds = time.perf_counter() - t0
+    n = len(train[0]) + len(val[0]) + (0 if val_is_test else len(test[0]))
+    log(f"feature cache: {n} images through the frozen backbone in {seconds:.1f}s; "
+        f"the head trains on {ftr.shape[1:]} features ({ftr.nbytes / 2**20:.0f} MiB in memory)")
+    return (ftr, train[1]), (fva, val[1]), (fte, test[1]), seconds

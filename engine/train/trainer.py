@@ -20,13 +20,12 @@ import tensorflow as tf
 
 from engine import data, devices, models, plots
 from engine.config import CONFIG_FILE, Config, default_cache_dir
-from engine.contract import inference_batch
-from engine.data.pipeline import Pipeline
 from engine.errors import Diverged, EngineError, Preempted
 from engine.files import write_json
 from engine.train import advice, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
-from engine.train.clock import Clock
+from engine.train.clock import Clock, EpochStats
+from engine.train.feeds import Feeds
 from engine.train.optim import current_lr
 from engine.train.run_dir import Checkpoints, History, prepare_run_dir
 
@@ -101,38 +100,29 @@ class Trainer:
     # -- setup -----------------------------------------------------------------------------------
     def _setup(self):
         cfg, r = self.cfg, self.cfg.run
-        splits, (xtr, ytr), (xva, yva), (xte, yte) = self._load_data()
+        splits, train, val, test = load_splits(cfg, self.log)
+        self.val_is_test = cfg.data.val_split == 0
         keras.utils.set_random_seed(r.seed)
         set_determinism(r.deterministic)
         self.policy = precision.apply(r.amp)
         resolve.check_batch_split(cfg.optim.batch_size, self.strategy.num_replicas_in_sync)
-        self.t = build_training(cfg, splits.num_classes, len(xtr), self.policy, self.strategy)
+        self.t = build_training(cfg, splits.num_classes, len(train[0]), self.policy, self.strategy)
         self.model, self.optimizer, self.loop = self.t.model, self.t.optimizer, self.t.loop
         spec = models.get(cfg.model.model)
         if spec.data_init and cfg.model.data_init and not r.resume:
-            models.data_init(spec, self.model, xtr, self.t.preprocess)
+            models.data_init(spec, self.model, train[0], self.t.preprocess)
         # Only now, with data and model in hand, does --out become a run (a failed start leaves none).
         cfg.save(os.path.join(r.out, CONFIG_FILE))
         write_json(os.path.join(r.out, "classes.json"), splits.class_names)
         self.loop.begin()
         self.feature_seconds = None
+        self.train_images, self.test_images = len(train[0]), len(test[0])
         if self.t.feature_cache:
-            xtr, xva, xte = self._cache_features(xtr, xva, xte)
-        self.train_pipe, self.val_pipe = Pipeline(xtr, ytr), Pipeline(xva, yva)
-        self.test_pipe = self.val_pipe if self.val_is_test else Pipeline(xte, yte)
-        # One GPU, no distribution: stage uint8 batches in GPU memory ahead of the step.
-        self.stage_on = "/gpu:0" if devices.gpus() and self.strategy.num_replicas_in_sync == 1 else None
+            train, val, test, self.feature_seconds = feature_cache.cache_splits(
+                self.model, self.t.preprocess, train, val, test, self.val_is_test, self.log)
+        self.feeds = Feeds(self.strategy, train, val, test, self.val_is_test, cfg.optim.batch_size,
+                           self.t.preprocess.size)
         self._open_checkpoints()
-        self.train_images, self.test_images = len(xtr), len(xte)
-
-    def _load_data(self):
-        d, o = self.cfg.data, self.cfg.optim
-        splits = data.load(d.data, d.cache_dir or default_cache_dir(), log=self.log)
-        train, val, test = data.prepare(splits, d.limit, d.limit_test, d.val_split)
-        if len(train[0]) < o.batch_size:
-            raise EngineError(f"--batch-size {o.batch_size} is larger than the {len(train[0])} training images")
-        self.val_is_test = d.val_split == 0
-        return splits, train, val, test
 
     def _open_checkpoints(self):
         r = self.cfg.run
@@ -147,17 +137,6 @@ class Trainer:
                      f"step {self.step_in_epoch})")
         else:
             self.history = History(r.out, [])
-
-    def _cache_features(self, xtr, xva, xte):
-        t0 = time.perf_counter()
-        base, prep = self.model.get_layer(models.BACKBONE), self.t.preprocess
-        ftr, fva = feature_cache.extract(base, xtr, prep), feature_cache.extract(base, xva, prep)
-        fte = fva if self.val_is_test else feature_cache.extract(base, xte, prep)
-        self.feature_seconds = time.perf_counter() - t0
-        n = len(xtr) + len(xva) + (0 if self.val_is_test else len(xte))
-        self.log(f"feature cache: {n} images through the frozen backbone in {self.feature_seconds:.1f}s; "
-                 f"the head trains on {ftr.shape[1:]} features ({ftr.nbytes / 2**20:.0f} MiB in memory)")
-        return ftr, fva, fte
 
     # -- the outer loop ----------------------------------------------------------------------------
     def _train(self) -> dict:
@@ -176,36 +155,30 @@ class Trainer:
         return self._finish(stopped_early)
 
     def _train_epoch(self, epoch: int) -> dict:
-        r, batch = self.cfg.run, self.cfg.optim.batch_size
+        r = self.cfg.run
         skip, spe = self.step_in_epoch, self.t.length.steps_in_epoch(epoch)
         self.step_in_epoch = 0
         self.loop.begin_epoch(epoch)
         with self.clock.timed("input pipeline start/stop"):
-            iterator = iter(self._train_data(batch, r.seed, epoch, skip))
+            iterator = iter(self.feeds.train(r.seed, epoch, skip))
         bar = None if r.quiet else keras.utils.Progbar(spe - skip, stateful_metrics=["loss", "accuracy", "img/s"])
-        e = {"loss": 0.0, "correct": 0.0, "seen": 0, "images": 0, "seconds": 0.0}
-        t0 = prev = time.perf_counter()
-        done = skip
+        stats, done = EpochStats(), skip
         while done < spe:
             n = self._call_size(spe - done)
-            self._train_call(iterator, n, e, prev)
+            self._train_call(iterator, n, stats)
             done += n
-            now = time.perf_counter()
-            ips = e["images"] / e["seconds"] if e["images"] else e["seen"] / (now - t0)
             if bar is not None:
-                bar.update(done - skip, values=[("loss", e["loss"] / e["seen"]),
-                                                ("accuracy", e["correct"] / e["seen"]), ("img/s", round(ips, 1))])
+                bar.update(done - skip, values=[("loss", stats.loss / stats.seen), ("accuracy", stats.correct / stats.seen),
+                                                ("img/s", round(stats.img_s, 1))])
             if done < spe and self.stop.requested():  # (at an epoch end: after the epoch is recorded)
                 self._preempted(self.ckpt.save(self.global_step))
             if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < spe:
                 with self.clock.timed("checkpoints"):
                     self.ckpt.save(self.global_step)
-            prev = time.perf_counter()  # checkpoint writing is not training time
-        seconds = time.perf_counter() - t0
+        summary = stats.summary()
         with self.clock.timed("input pipeline start/stop"):
             del iterator
-        return {"loss": e["loss"] / e["seen"], "accuracy": e["correct"] / e["seen"], "img_s": ips,
-                "seconds": seconds}
+        return summary
 
     def _call_size(self, left: int) -> int:
         """Steps in the next call: --steps-per-call, cut at the epoch's end and at a checkpoint step."""
@@ -215,39 +188,17 @@ class Trainer:
             n = min(n, r.checkpoint_every - self.global_step % r.checkpoint_every)
         return n
 
-    def _train_call(self, iterator, n: int, e: dict, prev: float) -> None:
+    def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
+        t0 = time.perf_counter()
         loss, correct, bad = self.loop.train_calls(iterator, tf.constant(n, tf.int32))
         loss, correct, bad = float(loss), float(correct), int(bad)  # also waits for the device
-        seconds = time.perf_counter() - prev
+        seconds = time.perf_counter() - t0
         if bad >= 0 and not self.t.loss_scaling:
-            last = self.ckpt.last
             raise Diverged(f"loss became {loss:.3g} at step {bad + 1}; stopped. Last good "
-                           f"checkpoint: {last or 'none (no checkpoint was written yet)'}")
+                           f"checkpoint: {self.ckpt.last or 'none (no checkpoint was written yet)'}")
         self.global_step += n
         images = n * self.cfg.optim.batch_size
-        e["seen"] += images
-        e["loss"] += loss
-        e["correct"] += correct
-        if self.clock.train_call(images, seconds):
-            e["images"] += images
-            e["seconds"] += seconds
-
-    def _train_data(self, batch: int, seed: int, epoch: int, skip: int):
-        s = self.strategy
-        if s.num_replicas_in_sync == 1:
-            return s.experimental_distribute_dataset(
-                self.train_pipe.train(batch, seed, epoch, skip_batches=skip, device=self.stage_on))
-        return s.distribute_datasets_from_function(lambda ctx: self.train_pipe.train(
-            batch, seed, epoch, skip, shard=distribute.shard(ctx.num_replicas_in_sync, ctx.input_pipeline_id,
-                                                             ctx.num_input_pipelines, batch)))
-
-    def _evaluate(self, pipe, tta: int = 0):
-        s, batch = self.strategy, max(self.cfg.optim.batch_size, inference_batch(self.t.preprocess.size))
-        if s.num_replicas_in_sync == 1:
-            return self.loop.evaluate(s.experimental_distribute_dataset(pipe.eval(batch)), tta)
-        per_replica = -(-batch // s.num_replicas_in_sync)
-        return self.loop.evaluate(s.distribute_datasets_from_function(
-            lambda ctx: pipe.eval(per_replica, (ctx.input_pipeline_id, ctx.num_input_pipelines))), tta)
+        stats.add(images, loss, correct, seconds if self.clock.train_call(images, seconds) else None)
 
     def _preempted(self, checkpoint: str):
         raise Preempted(f"SIGTERM: stopped at step {self.global_step} after saving {checkpoint}; continue with "
@@ -255,7 +206,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, stats: dict):
         with self.clock.timed("evaluation"):
-            val_loss, val_acc = self._evaluate(self.val_pipe)
+            val_loss, val_acc = self.feeds.evaluate(self.loop, "val")
         entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],
                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.optimizer),
                  "img_s": stats["img_s"], "seconds": stats["seconds"]}
@@ -293,11 +244,11 @@ class Trainer:
             test_loss, test_acc = last["val_loss"], last["val_accuracy"]  # same weights, same images
         else:
             with self.clock.timed("evaluation"):
-                test_loss, test_acc = self._evaluate(self.test_pipe)
+                test_loss, test_acc = self.feeds.evaluate(self.loop, "test")
         tta_acc = None
         if self.cfg.model.tta:
             with self.clock.timed("test-time augmentation"):
-                tta_acc = self._evaluate(self.test_pipe, self.cfg.model.tta)[1]
+                tta_acc = self.feeds.evaluate(self.loop, "test", self.cfg.model.tta)[1]
         return test_loss, test_acc, tta_acc
 
     def _metrics(self, test_loss, test_acc, tta_acc, stopped_early, wall, breakdown) -> dict:
@@ -314,6 +265,16 @@ class Trainer:
             "device": devices.device_name(), "tensorflow": tf.__version__,
             "feature_cache": self.t.feature_cache, "feature_seconds": self.feature_seconds,
         }
+
+
+def load_splits(cfg: Config, log=print):
+    """(Splits, (x, y) of train, val, test) for a run's data options."""
+    d, batch = cfg.data, cfg.optim.batch_size
+    splits = data.load(d.data, d.cache_dir or default_cache_dir(), log=log)
+    train, val, test = data.prepare(splits, d.limit, d.limit_test, d.val_split)
+    if len(train[0]) < batch:
+        raise EngineError(f"--batch-size {batch} is larger than the {len(train[0])} training images")
+    return splits, train, val, test
 
 
 def set_determinism(on: bool) -> None:

@@ -1,0 +1,89 @@
+"""Config resolution and every config rule, checked before anything is built (no TensorFlow)."""
+import json
+
+import pytest
+
+from engine import config as C
+from engine.errors import EngineError
+from engine.train import resolve
+
+
+def flags(*argv):
+    from engine.train.cli import parse
+    return parse(list(argv))
+
+
+def test_resolution_order_model_recipe_then_named_recipe_then_flags():
+    assert flags("--model", "resnet9").optim.lr == 0.4  # the classic recipe, not airbench's 1.5
+    cfg = flags("--recipe", "seed-vgg16-frozen", "--epochs", "2")
+    assert cfg.model.model == "vgg16" and cfg.model.upsample == 64  # the named recipe
+    assert cfg.optim.epochs == 2  # the flag over it
+    assert cfg.run.recipe == "seed-vgg16-frozen@v1"
+    assert flags().optim.lr == C.Config().optim.lr
+
+
+def test_environment_defaults_sit_under_the_flags(monkeypatch):
+    monkeypatch.setenv("ENGINE_DATA", "/somewhere/cifar.tar.gz")
+    assert flags().data.data == "/somewhere/cifar.tar.gz" == C.data_default()
+    assert flags("--data", "digits").data.data == "digits"
+
+
+def test_resume_starts_from_the_saved_config(tmp_path):
+    saved = resolve.defaults("tiny").replace("optim", epochs=3).replace("run", strategy="multiworker")
+    saved.save(str(tmp_path / C.CONFIG_FILE))
+    cfg = flags("--resume", "--out", str(tmp_path), "--epochs", "5")
+    assert cfg.model.model == "tiny" and cfg.optim.epochs == 5 and cfg.run.resume
+    assert cfg.run.strategy == "auto"  # where it continues is this launch's choice
+    with pytest.raises(EngineError, match="--batch-size differs from the run being resumed"):
+        flags("--resume", "--out", str(tmp_path), "--batch-size", "8")
+    with pytest.raises(EngineError, match="nothing to resume"):
+        flags("--resume", "--out", str(tmp_path / "none"))
+
+
+def test_a_run_saved_before_a_field_existed_gets_the_value_it_was_trained_with(tmp_path):
+    d = resolve.defaults("airbench").to_dict()
+    del d["optim"]["sgd_momentum"]
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    assert C.Config.load(str(tmp_path / "config.json")).optim.sgd_momentum == "keras"
+
+
+@pytest.mark.parametrize("change,message", [
+    (("optim", {"batch_size": 0}), "at least 1"),
+    (("run", {"steps_per_call": 0}), "at least 1"),
+    (("optim", {"epochs": 0}), "--epochs above 0"),
+    (("optim", {"optimizer": "adam"}), "--bias-lr-scale has no effect with adam"),
+    (("run", {"deterministic": True, "xla": True}), "cannot be combined with --xla"),
+    (("run", {"resume": True, "overwrite": True}), "contradict"),
+    (("data", {"val_split": 1.0}), "--val-split must be in [0, 1)"),
+    (("model", {"upsample": 16}), "at least 32x32"),
+    (("model", {"width": 2.0, "model": "tiny"}), "--width does not apply to model tiny"),
+    (("model", {"head": "gap"}), "--head does not apply to model airbench; it is for densenet121"),
+    (("run", {"strategy": "ring"}), "unknown --strategy"),
+])
+def test_check_refuses_each_bad_config_in_one_line(change, message):
+    section, values = change
+    cfg = resolve.defaults("airbench").replace(section, **values)
+    with pytest.raises(EngineError) as e:
+        resolve.check(cfg)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_check_accepts_every_models_own_defaults():
+    from engine import models
+    for name in models.names():
+        resolve.check(resolve.defaults(name))
+
+
+def test_batch_split_over_replicas():
+    assert resolve.check_batch_split(1024, 4) == 256
+    with pytest.raises(EngineError, match="use a multiple of 3"):
+        resolve.check_batch_split(1024, 3)
+
+
+def test_the_feature_cache_applies_only_to_a_frozen_backbone_without_augmentation():
+    frozen = resolve.defaults("vgg16")
+    assert resolve.feature_cache_applies(frozen)
+    assert not resolve.feature_cache_applies(frozen.replace("model", crop_pad=2))
+    assert not resolve.feature_cache_applies(frozen.replace("model", freeze="block5_conv1"))
+    assert not resolve.feature_cache_applies(frozen.replace("model", feature_cache=False))
+    assert not resolve.feature_cache_applies(resolve.defaults("tiny").replace("model", crop_pad=0, flip="none"))

@@ -75,7 +75,7 @@ def test_parity_of_an_upsampling_backbone(shared_data, shared_splits, tmp_path):
     metrics = Trainer(cfg.replace("run", out=str(run), quiet=True), log=lambda *a: None).run()
     assert metrics["feature_cache"]
     exp = load_run(str(run))
-    assert (exp.size, exp.normalization, exp.upsample_method) == (64, "caffe", "nearest")
+    assert (exp.size, exp.preprocess.normalization, exp.preprocess.method) == (64, "caffe", "nearest")
     x, y = shared_splits.x_test, shared_splits.y_test
     if BACKBONE_PARITY_IMAGES < len(x):
         x, y, _, _ = data.balanced_subset(x, y, BACKBONE_PARITY_IMAGES, seed=0)

@@ -110,3 +110,14 @@ def assert_one_line_error(p, *fragments):
     assert err.startswith("error: "), err
     for f in fragments:
         assert f in err, err
+
+
+def run_with_cpu_devices(code: str, devices: int = 2) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter whose one CPU is split into `devices` logical devices
+    (/cpu:0, /cpu:1, ...): tf.distribute strategies then have several replicas on one machine. The
+    split must happen before TensorFlow's runtime starts, hence the separate process."""
+    prologue = ("import os\nos.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\nimport tensorflow as tf\n"
+                "tf.config.set_logical_device_configuration(tf.config.list_physical_devices('CPU')[0], "
+                f"[tf.config.LogicalDeviceConfiguration()] * {devices})\n")
+    return subprocess.run([sys.executable, "-c", prologue + code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)

@@ -111,8 +111,8 @@ def test_amp_trains_with_float32_logits(tmp_path, shared_data):
 
 
 def test_float16_loss_scaling_path(tmp_path, shared_data, monkeypatch):
-    """The GPU --amp path (mixed_float16 + LossScaleOptimizer), forced on the CPU: it trains, and
-    non-finite steps are skipped by the scaler instead of stopping the run."""
+    """The --amp path of GPUs of compute capability 7.x (mixed_float16 + LossScaleOptimizer), forced
+    on the CPU: it trains."""
     from engine.train import precision
     monkeypatch.setattr(precision, "policy_name", lambda amp: "mixed_float16" if amp else "float32")
     t = train(config(tmp_path / "h", shared_data, amp=True, epochs=2))
@@ -120,9 +120,7 @@ def test_float16_loss_scaling_path(tmp_path, shared_data, monkeypatch):
     assert t.model.layers[1].compute_dtype == "float16" and t.model.output.dtype == "float32"
     h = json.load(open(tmp_path / "h" / "history.json"))
     assert np.isfinite(h[-1]["loss"]) and h[-1]["loss"] < h[0]["loss"]
-    # An absurd LR: the scaler skips overflowing steps rather than raising Diverged.
-    t = train(config(tmp_path / "h2", shared_data, amp=True, lr=1e30, schedule="constant"))
-    assert t.metrics["steps"] == 16
+    assert int(t.loop.step.numpy()) == t.metrics["steps"] == 32  # (skipped steps: tests/test_loss_scaling.py)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shared_data):

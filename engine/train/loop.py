@@ -90,6 +90,22 @@ def smoothed_cross_entropy(labels, logits, num_classes, smoothing):
     return tf.nn.softmax_cross_entropy_with_logits(labels=target, logits=logits)
 
 
+# Consecutive steps a LossScaleOptimizer may skip for non-finite gradients before the run counts as
+# diverged: each skip halves the loss scale, so 20 take Keras's initial 2^15 down to 2^-5.
+MAX_SKIPS = 20
+
+
+def _skip_together(grads):
+    """Every replica skips a step if any replica's gradients are not finite. Keras's
+    LossScaleOptimizer decides from replica 0's gradients before they are all-reduced, so an
+    overflow on another replica alone would be applied (inf weights everywhere); all-reducing one
+    flag and making every replica's gradients non-finite with it makes the decision the same on all."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+    any_bad = tf.distribute.get_replica_context().all_reduce("SUM", tf.cast(tf.logical_not(finite), tf.float32))
+    factor = tf.where(any_bad > 0, float("nan"), 1.0)
+    return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
+
+
 class TrainLoop:
     """The compiled train and eval steps of one model and optimizer. `train_calls(iterator, n)` runs n
     steps in one tf.function call; `evaluate(dataset, tta)` returns (loss, accuracy). It owns the
@@ -108,6 +124,10 @@ class TrainLoop:
             # Keras 3 creates optimizer slots lazily; do it now, outside any trace.
             optimizer.build(model.trainable_variables)
             self.lookahead = Lookahead(model, cfg.total_steps) if cfg.lookahead else None
+            # The engine's own step counter: every step counts, also one a LossScaleOptimizer skips
+            # (whose `iterations` does not move), so seeds, LR, lookahead and resume stay on schedule.
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive_skips")
         self._bias_ids = {id(v) for v in norm_biases(model)}
         self._trace()
         self._eval_fns = {}
@@ -134,7 +154,10 @@ class TrainLoop:
 
     def trackables(self) -> dict:
         """What a checkpoint holds of the loop besides the model and the optimizer."""
-        return {"lookahead": self.lookahead.slow} if self.lookahead is not None else {}
+        out = {"step": self.step}
+        if self.lookahead is not None:
+            out["lookahead"] = self.lookahead.slow
+        return out
 
     def eval_calls(self, dataset, tta: int = 0):
         if tta not in self._eval_fns:
@@ -176,6 +199,8 @@ class TrainLoop:
         variables = self.model.trainable_variables
         grads = self._transform_grads(tape.gradient(scaled, variables), variables)
         if cfg.loss_scaling:
+            if self.strategy.num_replicas_in_sync > 1:
+                grads = _skip_together(grads)
             self.optimizer.apply(grads, variables)  # unscales; skips the step if not finite
         else:
             self.optimizer.apply_gradients(zip(grads, variables))
@@ -191,16 +216,21 @@ class TrainLoop:
 
     # -- drivers (not jitted: they hold the iterator) ------------------------------------------
     def _train_calls(self, iterator, num_steps):
-        """Run `num_steps` train steps. Returns (loss sum, correct, first non-finite step or -1)."""
+        """Run `num_steps` train steps. Returns (loss sum, correct, first bad step or -1, why): a bad
+        step is a non-finite loss (why 0) or, under loss scaling, where a step skipped for
+        non-finite gradients is normal, weights that became non-finite (1) or MAX_SKIPS consecutive
+        skipped steps (2: the loss scale collapsed)."""
         s = self.strategy
         loss_total = tf.constant(0.0)
         correct_total = tf.constant(0.0)
-        first_bad = tf.constant(-1, tf.int64)
+        first_bad, why = tf.constant(-1, tf.int64), tf.constant(-1, tf.int64)
         for _ in tf.range(num_steps):
             images, labels, index = next(iterator)
-            step = tf.cast(self.optimizer.iterations, tf.int64)
+            step = self.step.read_value()
             seed = tf.stack([tf.constant(self.cfg.seed, tf.int64), step])
+            applied = tf.cast(self.optimizer.iterations, tf.int64)
             loss, correct = s.run(self._step_fn, args=(images, labels, index, seed, step))
+            self.step.assign_add(1)
             if self.lookahead is not None:
                 if (step + 1) % Lookahead.EVERY == 0:
                     self.lookahead.update(step + 1)
@@ -209,9 +239,20 @@ class TrainLoop:
             loss = s.reduce("SUM", loss, axis=None)
             loss_total += loss
             correct_total += s.reduce("SUM", correct, axis=None)
-            bad = tf.logical_and(first_bad < 0, tf.logical_not(tf.math.is_finite(loss)))
-            first_bad = tf.where(bad, step, first_bad)
-        return loss_total, correct_total, first_bad
+            reason = self._bad_step(loss, applied)
+            bad = tf.logical_and(first_bad < 0, reason >= 0)
+            first_bad, why = tf.where(bad, step, first_bad), tf.where(bad, reason, why)
+        return loss_total, correct_total, first_bad, why
+
+    def _bad_step(self, loss, applied_before):
+        """Why the step just run went wrong (see _train_calls), or -1."""
+        if not self.cfg.loss_scaling:
+            return tf.where(tf.math.is_finite(loss), tf.constant(-1, tf.int64), tf.constant(0, tf.int64))
+        skipped = tf.equal(tf.cast(self.optimizer.iterations, tf.int64), applied_before)
+        self._skipped.assign(tf.where(skipped, self._skipped + 1, tf.constant(0, tf.int64)))
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v.value)) for v in self.model.trainable_variables])
+        return tf.where(tf.logical_not(finite), tf.constant(1, tf.int64),
+                        tf.where(self._skipped >= MAX_SKIPS, tf.constant(2, tf.int64), tf.constant(-1, tf.int64)))
 
     def _eval_calls(self, dataset, step_fn):
         s = self.strategy

@@ -64,11 +64,16 @@ class Checkpoints:
     """The latest-N checkpoints of the whole training state (model, optimizer, epoch, and what the
     loop adds: the lookahead's slow copy) and the best-validation model, under out/checkpoints."""
 
-    def __init__(self, out: str, model, optimizer, loop_state: dict, keep: int):
+    def __init__(self, out: str, model, optimizer, loop_state: dict, keep: int, step):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self._keep = max(keep, 1)
-        self._step_counter = optimizer.iterations
+        self._step_counter = step
         self._ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, **loop_state)
+        # Checkpoints written before the loop had its own step counter (engine 0.1.0): the step is
+        # the optimizer's, which then counted every step (no loss scaling skipped any on CPUs).
+        self._legacy = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
+                                           **{k: v for k, v in loop_state.items() if k != "step"})
+        self._legacy_step = (step, optimizer.iterations)
         self._latest = self._manager(out)
         self._best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
                                                 os.path.join(out, "checkpoints", "best"), max_to_keep=1)
@@ -96,13 +101,22 @@ class Checkpoints:
             raise EngineError(f"nothing to resume: {manager.directory} holds no checkpoint")
         for path in candidates:
             try:
-                self._ckpt.restore(path).assert_existing_objects_matched()
+                self._restore(path)
                 if path != candidates[0]:
                     print(f"warning: newest checkpoint unreadable; resumed from {path}", file=sys.stderr)
                 return path
             except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:  # IndexError: truncated file
                 print(f"warning: cannot read checkpoint {path}: {type(e).__name__}", file=sys.stderr)
         raise EngineError(f"no readable checkpoint in {manager.directory}")
+
+
+    def _restore(self, path: str) -> None:
+        if any(name.startswith("step/") for name, _ in tf.train.list_variables(path)):
+            self._ckpt.restore(path).assert_existing_objects_matched()
+            return
+        self._legacy.restore(path).assert_existing_objects_matched()
+        step, iterations = self._legacy_step
+        step.assign(tf.cast(iterations, tf.int64))
 
 
 def _candidates(manager) -> list[str]:

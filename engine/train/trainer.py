@@ -26,8 +26,13 @@ from engine.train import advice, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
 from engine.train.clock import Clock, EpochStats
 from engine.train.feeds import Feeds
+from engine.train.loop import MAX_SKIPS
 from engine.train.optim import current_lr
 from engine.train.run_dir import Checkpoints, History, prepare_run_dir
+
+
+DIVERGED = {0: "loss became {loss:.3g}", 1: "weights became non-finite",
+            2: f"the loss scale collapsed ({MAX_SKIPS} consecutive steps skipped for non-finite gradients)"}
 
 
 class StopSignal:
@@ -105,7 +110,7 @@ class Trainer:
         keras.utils.set_random_seed(r.seed)
         set_determinism(r.deterministic)
         self.policy = precision.apply(r.amp)
-        resolve.check_batch_split(cfg.optim.batch_size, self.strategy.num_replicas_in_sync)
+        resolve.check_replicas(cfg, self.policy, self.strategy.num_replicas_in_sync)
         self.t = build_training(cfg, splits.num_classes, len(train[0]), self.policy, self.strategy)
         self.model, self.optimizer, self.loop = self.t.model, self.t.optimizer, self.t.loop
         spec = models.get(cfg.model.model)
@@ -126,10 +131,11 @@ class Trainer:
 
     def _open_checkpoints(self):
         r = self.cfg.run
-        self.ckpt = Checkpoints(r.out, self.model, self.optimizer, self.loop.trackables(), r.keep_checkpoints)
+        self.ckpt = Checkpoints(r.out, self.model, self.optimizer, self.loop.trackables(), r.keep_checkpoints,
+                                self.loop.step)
         if r.resume:  # other workers read the chief's checkpoints
             self.ckpt.restore(None if self.chief else self.source_out)
-        self.global_step = int(self.optimizer.iterations.numpy())
+        self.global_step = int(self.loop.step.numpy())
         self.start_epoch, self.step_in_epoch = divmod(self.global_step, self.t.length.steps_per_epoch)
         if r.resume:
             self.history = History.resumed(r.out, self.source_out, self.start_epoch)
@@ -190,12 +196,12 @@ class Trainer:
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
         t0 = time.perf_counter()
-        loss, correct, bad = self.loop.train_calls(iterator, tf.constant(n, tf.int32))
-        loss, correct, bad = float(loss), float(correct), int(bad)  # also waits for the device
+        loss, correct, bad, why = self.loop.train_calls(iterator, tf.constant(n, tf.int32))
+        loss, correct, bad, why = float(loss), float(correct), int(bad), int(why)  # also waits for the device
         seconds = time.perf_counter() - t0
-        if bad >= 0 and not self.t.loss_scaling:
-            raise Diverged(f"loss became {loss:.3g} at step {bad + 1}; stopped. Last good "
-                           f"checkpoint: {self.ckpt.last or 'none (no checkpoint was written yet)'}")
+        if bad >= 0:
+            last = self.ckpt.last or "none (no checkpoint was written yet)"
+            raise Diverged(f"{DIVERGED[why].format(loss=loss)} at step {bad + 1}; stopped. Last good checkpoint: {last}")
         self.global_step += n
         images = n * self.cfg.optim.batch_size
         stats.add(images, loss, correct, seconds if self.clock.train_call(images, seconds) else None)

@@ -10,6 +10,28 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
+def compute_capabilities() -> list[tuple[int, int]]:
+    """(major, minor) CUDA compute capability of each visible GPU."""
+    import tensorflow as tf
+    out = []
+    for gpu in gpus():
+        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        out.append(tuple(cc) if cc else (0, 0))
+    return out
+
+
+def allow_memory_growth() -> None:
+    """TensorFlow takes nearly all of a GPU's memory when it first uses it; a process that also
+    builds or runs TensorRT engines (export trt, evaluate) must leave it the rest. Call before
+    TensorFlow touches the GPUs (it cannot be changed after); a no-op without GPUs."""
+    import tensorflow as tf
+    for gpu in gpus():
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: too late to change, nothing else to do
+            pass
+
+
 def _cpuinfo(key: str) -> str:
     """The first `key: value` line's value in /proc/cpuinfo ("" where there is none)."""
     try:

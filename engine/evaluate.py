@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from engine import data
-from engine.cli import Parser
+from engine.cli import Parser, import_tensorflow_quietly
 from engine.config import data_default, default_cache_dir, is_run_dir
 from engine.errors import EngineError, cli
 from engine.files import write_json
@@ -61,6 +61,10 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
 @cli
 def main(argv=None):
     a = parse(argv)
+    if "trt" in (a.backend, (a.against or ":").split(":", 1)[0]):  # TensorRT beside TensorFlow's allocator
+        import_tensorflow_quietly()
+        from engine.devices import allow_memory_growth
+        allow_memory_growth()
 
     def open_(backend, path):
         opts = {"optimization": a.ort_optimization} if backend == "onnx" else {}

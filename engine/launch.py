@@ -44,8 +44,37 @@ def tf_configs(ports: list[int]) -> list[dict]:
     return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}} for i in range(len(ports))]
 
 
-def worker_env(config: dict, threads: int) -> dict:
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES names: the ones it already lists, else nvidia-smi's
+    (no TensorFlow import: the launcher starts at once); empty without GPUs."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        p = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
+
+
+def gpu_shares(gpus: list[str], workers: int) -> list[list[str]]:
+    """Each worker's GPUs: an even split, or one GPU each, shared round-robin, if there are fewer
+    GPUs than workers. Without it every worker would place replicas on every GPU and take all of
+    their memory (out of memory, or NCCL's "duplicate GPU" between ranks)."""
+    if not gpus:
+        return [[] for _ in range(workers)]
+    if len(gpus) < workers:
+        return [[gpus[i % len(gpus)]] for i in range(workers)]
+    return [gpus[i * len(gpus) // workers:(i + 1) * len(gpus) // workers] for i in range(workers)]
+
+
+def worker_env(config: dict, threads: int, gpus: list[str] | None = None) -> dict:
+    """The environment of one worker: its TF_CONFIG, its share of the cores and, on a GPU machine,
+    its own GPUs (`gpus`: CUDA_VISIBLE_DEVICES names; None or empty leaves the GPUs as they are)."""
     env = dict(os.environ, TF_CONFIG=json.dumps(config), PYTHONUNBUFFERED="1")
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     # N workers share this machine's cores: give each its share unless the user chose.
     env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
     env.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -103,11 +132,11 @@ def _wait(procs: list) -> tuple[int, int | None]:
 def main(argv=None):
     n, args = parse(argv)
     threads = max(1, (os.cpu_count() or 1) // n)
-    configs = tf_configs(free_ports(n))
+    configs, shares = tf_configs(free_ports(n)), gpu_shares(visible_gpus(), n)
     procs = [subprocess.Popen([sys.executable, "-m", "engine.train", *args, "--strategy", "multiworker"],
-                              env=worker_env(c, threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=worker_env(c, threads, g), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, bufsize=1)
-             for c in configs]
+             for c, g in zip(configs, shares)]
     lock, last_error = threading.Lock(), {}
     readers = [threading.Thread(target=_stream, args=(i, p, lock, last_error), daemon=True)
                for i, p in enumerate(procs)]

@@ -82,6 +82,9 @@ def main(argv=None):
     a = parse(argv)
     files.claim_output(a.out, a.overwrite)  # fail before any work
     import_tensorflow_quietly()
+    if a.format == "trt":  # TensorFlow checks the ONNX graph, then TensorRT needs the GPU's memory
+        from engine.devices import allow_memory_growth
+        allow_memory_growth()
     from engine.export.load import load_keras, load_run
     from engine.export.onnx import calibration_images, export_onnx
     from engine.export.savedmodel import export_savedmodel

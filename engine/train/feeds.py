@@ -8,14 +8,23 @@ from engine.data.pipeline import Pipeline
 from engine.train import distribute
 
 
+def staging_device(strategy, have_gpu: bool) -> str | None:
+    """Where batches are staged ahead of the step: GPU memory on a GPU under the default strategy
+    only. Any tf.distribute strategy places batches itself, and prefetch_to_device cannot be
+    wrapped by one: a MirroredStrategy must serialise the dataset, which its copy-to-device stage
+    does not support (even with a single replica)."""
+    import tensorflow as tf
+    default = strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+    return "/gpu:0" if have_gpu and default else None
+
+
 class Feeds:
     def __init__(self, strategy, train, val, test, val_is_test: bool, batch_size: int, input_side: int):
         self.strategy, self.batch_size = strategy, batch_size
         self.eval_batch = max(batch_size, inference_batch(input_side))
         self.pipes = {"train": Pipeline(*train), "val": Pipeline(*val)}
         self.pipes["test"] = self.pipes["val"] if val_is_test else Pipeline(*test)
-        # One GPU, no distribution: stage uint8 batches in GPU memory ahead of the step.
-        self.stage_on = "/gpu:0" if devices.gpus() and strategy.num_replicas_in_sync == 1 else None
+        self.stage_on = staging_device(strategy, bool(devices.gpus()))
 
     def train(self, seed: int, epoch: int, skip: int):
         """One epoch of training batches, the first `skip` left out (a resume mid-epoch)."""

@@ -1,16 +1,23 @@
-"""Device detection and the precision policy: float32, mixed_float16 (+ loss scaling) or mixed_bfloat16."""
+"""The precision policy: float32, mixed_bfloat16, or mixed_float16 (+ loss scaling)."""
 from __future__ import annotations
 
 import keras
 
-from engine.devices import gpus
+from engine import devices
+
+BF16_CAPABILITY = (8, 0)  # GPUs from Ampere on (A100, A10, L4, H100, ...) compute in bfloat16 natively
 
 
 def policy_name(amp: bool) -> str:
-    """--amp: float16 on GPUs (with loss scaling), bfloat16 elsewhere (CPU/TPU: no loss scaling)."""
+    """--amp: bfloat16 on CPUs and on GPUs of compute capability >= 8.0 (no loss scaling, so none
+    of its failure modes); float16 + loss scaling on older GPUs (7.x: V100, T4), which have no
+    bfloat16 units."""
     if not amp:
         return "float32"
-    return "mixed_float16" if gpus() else "mixed_bfloat16"
+    capabilities = devices.compute_capabilities() if devices.gpus() else []
+    if capabilities and min(capabilities) < BF16_CAPABILITY:
+        return "mixed_float16"
+    return "mixed_bfloat16"
 
 
 def apply(amp: bool) -> str:

@@ -130,6 +130,15 @@ def _check_options(spec, opts) -> None:
             raise EngineError(f"--{name} does not apply to model {spec.name}; it is for {', '.join(takers)}")
 
 
+def check_replicas(cfg: C.Config, policy: str, num_replicas: int) -> int:
+    """The rules that need the strategy and the precision policy; returns the per-replica batch."""
+    if policy == "mixed_float16" and cfg.run.xla and num_replicas > 1:
+        raise EngineError("--xla --amp in float16 (GPUs of compute capability 7.x) over several replicas has not "
+                          "been run on GPUs: under XLA, Keras's loss scaling can decide differently per replica; "
+                          "drop --xla, or train on one GPU")
+    return check_batch_split(cfg.optim.batch_size, num_replicas)
+
+
 def check_batch_split(global_batch: int, num_replicas: int) -> int:
     """The per-replica batch of a global batch split evenly over `num_replicas` replicas."""
     if global_batch % num_replicas:

@@ -80,7 +80,8 @@ def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = Tru
     """Static post-training quantization to Q/DQ, calibrated on `calib_images` (uint8 training images,
     never test images). Weights are symmetric int8 (per-channel unless told otherwise).
 
-    target "trt": symmetric int8 activations, full-range weights -- the form TensorRT consumes.
+    target "trt": symmetric int8 activations, full-range weights, float biases -- the form TensorRT
+    consumes.
     target "cpu": for onnxruntime on x86 CPUs -- asymmetric uint8 activations (its u8s8 kernels are
     the fast ones) and 7-bit weight range (`reduce_range`): without VNNI, full-range int8 weights
     saturate the int16 sums of its fused kernels (see runtime.ONNXPredictor)."""
@@ -111,7 +112,10 @@ def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = Tru
                           activation_type=q.QuantType.QUInt8 if cpu else q.QuantType.QInt8,
                           weight_type=q.QuantType.QInt8, per_channel=per_channel, reduce_range=cpu,
                           calibrate_method=methods[method],
-                          extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True})
+                          # TensorRT's DequantizeLinear takes INT8/FP8/INT4, not onnxruntime's default
+                          # int32 biases: for trt the biases stay float (TensorRT fuses them itself).
+                          extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True,
+                                         "QuantizeBias": cpu})
         return onnx.load(int8)
 
 

@@ -20,13 +20,18 @@ def translate(images, dy, dx, pad, pad_mode="reflect"):
     if pad == 0:
         return images
     mode = {"reflect": "REFLECT", "constant": "CONSTANT"}[pad_mode]
-    shape = tf.shape(images)
+    dtype = images.dtype
+    # TensorFlow has no GPU kernel for uint8 GatherV2 or MirrorPad: without XLA those ops would run
+    # on the host, with copies every step. float16 holds every uint8 value exactly and has both.
+    x = tf.cast(images, tf.float16) if dtype == tf.uint8 else images
+    shape = tf.shape(x)
     h, w = shape[1], shape[2]
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode=mode)
+    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode=mode)
     rows = tf.range(h)[None, :] + pad - tf.cast(dy, tf.int32)[:, None]  # [N, H]
     cols = tf.range(w)[None, :] + pad - tf.cast(dx, tf.int32)[:, None]  # [N, W]
     out = tf.gather(padded, rows, axis=1, batch_dims=1)  # [N, H, W+2p, C]
-    return tf.gather(out, cols, axis=2, batch_dims=1)    # [N, H, W, C]
+    out = tf.gather(out, cols, axis=2, batch_dims=1)     # [N, H, W, C]
+    return tf.cast(out, dtype) if dtype == tf.uint8 else out
 
 
 def _uniform(rows, images, seed, index, num_images, **kw):

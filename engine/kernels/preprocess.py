@@ -1,6 +1,11 @@
-"""The inference preprocessing of a model: uint8 32x32 images -> upsample -> normalise -> the
-float32 input the model takes. One object, shared by the train step, the export graph, the linear
-probe and data-dependent inits, so that all of them see the same pixels."""
+"""The inference preprocessing of a model: uint8 32x32 images -> the float32 input the model takes
+(normalised, upsampled to its input side). One object, shared by the train step, the export graph,
+the linear probe and data-dependent inits, so that all of them see the same pixels.
+
+Normalising comes first: it is per-pixel and per-channel affine, so it commutes with both upsampling
+methods (nearest repeats pixels, bilinear takes weighted means whose weights sum to 1), and the
+upsampling then works on float32. On uint8 it would be a uint8 Gather, which TensorFlow has no GPU
+kernel for and TensorRT does not take (UINT8 only as a network input or output)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,4 +21,4 @@ class Preprocess:
     method: str = "nearest"        # a kernels.upsample method
 
     def __call__(self, images):
-        return normalize(upsample(images, self.size, self.method), self.normalization)
+        return upsample(normalize(images, self.normalization), self.size, self.method)

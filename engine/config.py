@@ -121,7 +121,8 @@ class RunConfig:
     overwrite: bool = _opt(False, "replace whatever run is in --out")
     seed: int = _opt(0, "seed for weights, shuffling and augmentation")
     xla: bool = _opt(False, "jit-compile the train step with XLA (on CPU it can be slower: measure)")
-    amp: bool = _opt(False, "mixed precision: float16 + loss scaling on GPU, bfloat16 on CPU")
+    amp: bool = _opt(False, "mixed precision: bfloat16 on CPUs and on GPUs of compute capability >= 8.0, "
+                                  "float16 + loss scaling on older GPUs")
     steps_per_call: int = _opt(10, "train steps run inside one tf.function call")
     checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")

@@ -110,7 +110,9 @@ class ONNXPredictor(Predictor):
 
 
 class TRTPredictor(Predictor):
-    """A serialized TensorRT engine built by `engine.export trt` (needs TensorRT and an NVIDIA GPU)."""
+    """A serialized TensorRT engine built by `engine.export trt` (needs TensorRT and an NVIDIA GPU).
+    The batch size defaults to the engine's profile maximum (--max-batch) if that is smaller than
+    256; a larger one is refused."""
     backend = "trt"
 
     def __init__(self, path, batch_size=None):
@@ -123,9 +125,17 @@ class TRTPredictor(Predictor):
                               "on a machine with an NVIDIA GPU") from None
         self._runner = TrtRunner(EngineFromBytes(BytesFromPath(path)))
         self._runner.activate()
+        largest = int(self._runner.engine.get_tensor_profile_shape(INPUT, 0)[2][0])
+        if batch_size is None:
+            self.batch_size = min(self.batch_size, largest)
+        elif batch_size > largest:
+            raise EngineError(f"batch size {batch_size} is above the {largest} images {path} was built for "
+                              f"(its --max-batch); pass --batch-size {largest} or rebuild with a larger --max-batch")
 
     def _run(self, batch):
-        return np.asarray(self._runner.infer({INPUT: batch})[OUTPUT])
+        # Polygraphy's runners may reuse their output buffers between calls ("if you need to save
+        # outputs from multiple inferences, you should make a copy"): each batch's logits are copied.
+        return np.array(self._runner.infer({INPUT: batch})[OUTPUT], copy=True)
 
 
 def open_predictor(backend: str, path: str, batch_size: int | None = None, **options) -> Predictor:

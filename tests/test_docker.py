@@ -72,3 +72,26 @@ def test_dockerfile_lints_clean():
         pytest.skip("hadolint not installed (it comes with the [dev] extra)")
     p = subprocess.run([hadolint, "--format", "json", str(DOCKERFILE)], capture_output=True, text=True)
     assert p.returncode == 0, json.loads(p.stdout or "[]")
+
+
+def test_the_trt_extra_is_tensorrts_build_for_tensorflows_cuda_major():
+    """The bare `tensorrt` package now installs TensorRT's CUDA 13 build; TensorFlow 2.21 is CUDA 12."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0): r for r in extras["trt"]}
+    major = tf.sysconfig.get_build_info()["cuda_version"].split(".")[0]
+    assert "tensorrt" not in names
+    assert re.fullmatch(rf"tensorrt-cu{major}==\d+\.\d+\.\d+", names[f"tensorrt-cu{major}"])  # one tested version
+    assert "polygraphy" in names
+
+
+def test_the_cuda_jit_cache_lives_on_the_runs_volume():
+    """No sm_90 kernels in TensorFlow 2.21: Hopper GPUs JIT-compile its PTX at start. The cache must
+    outlive a --rm container, and be large enough to hold TensorFlow's kernels."""
+    env = {}
+    for word, rest in instructions():
+        if word == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", rest)))
+    volumes = [json.loads(rest) for word, rest in instructions() if word == "VOLUME"][0]
+    assert any(env["CUDA_CACHE_PATH"].startswith(v + "/") for v in volumes), env["CUDA_CACHE_PATH"]
+    assert int(env["CUDA_CACHE_MAXSIZE"]) >= 2 ** 31
+    assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"  # TensorFlow leaves GPU memory to TensorRT

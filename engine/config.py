@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from engine import recipes
-from engine.contract import UPSAMPLE_METHODS
+from engine.contract import NORMALIZATIONS, UPSAMPLE_METHODS
 from engine.errors import EngineError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -60,13 +60,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = _opt("airbench", "model name from the registry (see --list-models); each brings its "
-                                  "training recipe as the defaults of the flags below")
+    model: str = _opt("airbench", "model name from the registry (see --list-models), each bringing its training "
+                                  "recipe as the defaults of the flags below; or your own: path/to/model.keras or "
+                                  "pkg.module:function (returning an uncompiled Keras model), with the classic recipe")
     weights: str = _opt("none", "backbone models: starting weights, imagenet (downloads), none, or a weights file")
     freeze: str = _opt("all", "backbone models: all (frozen backbone), none, or a backbone layer name: that "
                               "layer and the ones after it train (e.g. block5_conv1)")
     head: str = _opt("seed", "backbone models: the classifier head", choices=["seed", "dense512", "gap"])
     width: float = _opt(1.0, "airbench: multiply the conv group widths (64, 256, 256) by this")
+    normalization: str = _opt(
+        "", "your --model FILE.keras|module:function: the input scaling it expects (a kernels mode: cifar10, torch, "
+            "tf, caffe, unit; default cifar10, required for a .keras file); registered models bring their own",
+        choices=["", *NORMALIZATIONS])
     upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)")
     upsample_method: str = _opt("nearest", "upsampling interpolation", choices=list(UPSAMPLE_METHODS))
     crop_pad: int = _recipe("model.crop_pad", "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)")

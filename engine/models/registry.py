@@ -13,6 +13,8 @@ logits: `build` appends the float32 cast once, so mixed-precision models need no
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from dataclasses import dataclass, field
 
 from engine.errors import EngineError
@@ -55,15 +57,28 @@ def specs() -> list[ModelSpec]:
     return [_REGISTRY[n] for n in names()]
 
 
+def is_user_model(name: str) -> bool:
+    """`--model path/to/model.keras` or `--model pkg.module:function`: a model of the user's."""
+    return name.endswith(".keras") or ":" in name
+
+
+def user_spec(name: str) -> ModelSpec:
+    return ModelSpec(name, "user", normalization="cifar10", description="your model (engine.models.user)",
+                     recipe="classic", default_size=0, options=("normalization",))
+
+
 def get(name: str) -> ModelSpec:
+    if is_user_model(name):
+        return user_spec(name)
     if name not in _REGISTRY:
         raise EngineError(f"unknown model {name!r}; choose from {', '.join(names())}")
     return _REGISTRY[name]
 
 
 def input_size(spec: ModelSpec, upsample: int) -> int:
-    """The side length the model sees: --upsample if given, else the model's default."""
-    size = upsample or spec.default_size
+    """The side length the model sees: --upsample if given, else the model's default (a user's
+    model: its own input side, which loading it tells)."""
+    size = upsample or spec.default_size or _family(spec).input_side(spec.name)
     if size < spec.min_size:
         raise EngineError(f"model {spec.name} needs inputs of at least {spec.min_size}x{spec.min_size}, "
                           f"got --upsample {size}")
@@ -74,7 +89,8 @@ def preprocess_for(spec: ModelSpec, opts):
     """The kernels.Preprocess that turns uint8 32x32 images into this model's input (`opts`: a
     config.ModelConfig, for --upsample and --upsample-method)."""
     from engine.kernels import Preprocess
-    return Preprocess(input_size(spec, opts.upsample), spec.normalization, opts.upsample_method)
+    normalization = getattr(opts, "normalization", "") or spec.normalization
+    return Preprocess(input_size(spec, opts.upsample), normalization, opts.upsample_method)
 
 
 def _family(spec: ModelSpec):
@@ -93,7 +109,7 @@ def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = Fals
     inputs = keras.Input((size, size, 3), name="images")
     x = family.body(inputs, num_classes, opts, spec.name)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
-    model = keras.Model(inputs, logits, name=name)
+    model = keras.Model(inputs, logits, name=_keras_name(spec))
     if opts is not None and not opts.data_init:
         for v in model.weights:
             v.trainable = v.trainable or v.path in spec.data_init_frozen
@@ -104,6 +120,14 @@ def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = Fals
         if isinstance(layer, MaxPool2):
             layer.xla_training = xla
     return model
+
+
+def _keras_name(spec: ModelSpec) -> str:
+    """The Keras model's name: the registered name, or one made of a user model's file or function."""
+    if spec.family != "user":
+        return spec.name
+    base = os.path.basename(spec.name).removesuffix(".keras")
+    return re.sub(r"[^A-Za-z0-9_.]", "_", base) or "user_model"
 
 
 def data_init(spec: ModelSpec, model, images, preprocess) -> None:

@@ -2,19 +2,26 @@
 dataclasses -> resolve -> Trainer."""
 from __future__ import annotations
 
+import json
+import sys
+
 from engine import config as C
 from engine import models, recipes
 from engine.errors import cli
 from engine.train import resolve
 
 DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. The defaults are "
-               "the chosen model's training recipe (shown: airbench, the default model; resnet9 and tiny "
-               "use Page's ResNet-9 recipe); every flag overrides them. With --resume, the run's saved "
+               "the chosen model's training recipe (shown: the --model given, else airbench, the default "
+               "model), then --recipe, then --config, then every flag given. With --resume, the run's saved "
                "config.json is the base instead.")
 
 
 def parse(argv=None) -> C.Config:
-    parser = resolve.build_parser("python -m engine.train", DESCRIPTION)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = resolve.build_parser("engine train", DESCRIPTION, _model_named(argv))
+    parser.add_argument("--config", metavar="FILE", help="start from a YAML, TOML or JSON config file (a run's "
+                        "config.json reruns that run); the flags given override it")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     parser.add_argument("--list-models", action="store_true", help="list the registered models and exit")
     parser.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
     ns = parser.parse_args(argv)
@@ -25,7 +32,23 @@ def parse(argv=None) -> C.Config:
         for spec in models.specs():
             print(f"{spec.name:12s} {spec.description} (input >= {spec.min_size}, default {spec.default_size})")
         raise SystemExit(0)
-    return resolve.resolve(resolve.overrides_from(ns))
+    file_values = resolve.read_config_file(ns.config) if getattr(ns, "config", None) else {}
+    cfg = resolve.resolve(resolve.overrides_from(ns), file_values)
+    if getattr(ns, "print_config", False):
+        resolve.check(cfg)
+        print(json.dumps(cfg.to_dict(), indent=2))
+        raise SystemExit(0)
+    return cfg
+
+
+def _model_named(argv: list) -> str | None:
+    """The --model given, so that --help shows that model's defaults."""
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--model="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 @cli

@@ -57,21 +57,89 @@ def overrides_from(ns: argparse.Namespace) -> dict:
     return {tuple(key.split(".", 1)): value for key, value in vars(ns).items() if "." in key}
 
 
-def resolve(overrides: dict) -> C.Config:
-    """The config of a run from the flags given ({(section, name): value})."""
-    overrides = dict(overrides)
+def resolve(overrides: dict, file_values: dict | None = None) -> C.Config:
+    """The config of a run from the flags given ({(section, name): value}) and a config file's
+    values (read_config_file), which sit between the named recipe and the flags."""
+    overrides, file_values = dict(overrides), dict(file_values or {})
     base = {}
-    if overrides.get(("run", "recipe")):
+    recipe_name = overrides.get(("run", "recipe")) or file_values.get(("run", "recipe"))
+    if recipe_name:
         if overrides.get(("run", "resume")):
             raise EngineError("--recipe starts a new run; --resume continues one from its saved config: drop one")
-        named = recipes.get(overrides[("run", "recipe")])
+        named = recipes.get(recipe_name.split("@")[0])
         base = recipes.overrides(named)
         overrides[("run", "recipe")] = named.tag
-    model = overrides.get(("model", "model")) or base.get(("model", "model"))
-    cfg = defaults(model).with_overrides(base).with_overrides(overrides)
+        file_values.pop(("run", "recipe"), None)
+    model = overrides.get(("model", "model")) or file_values.get(("model", "model")) or base.get(("model", "model"))
+    cfg = defaults(model).with_overrides(base).with_overrides(file_values).with_overrides(overrides)
+    if cfg.model.model.endswith(".keras"):  # the run records where the file is, wherever it is resumed from
+        cfg = cfg.replace("model", model=os.path.abspath(os.path.expanduser(cfg.model.model)))
     if cfg.run.resume:
         cfg = _resumed(cfg.run.out, overrides)
     return cfg
+
+
+# A config file describes an experiment; where this launch writes and whether it continues a run
+# are the command line's (so a run's own config.json reruns it as a new run).
+_NOT_FROM_FILES = {("run", "resume"), ("run", "overwrite")}
+
+
+def read_config_file(path: str) -> dict:
+    """{(section, name): value} from a YAML, TOML or JSON file (a run's config.json too), written
+    either as sections ({"optim": {"lr": 0.4}}) or as dotted keys ({"optim.lr": 0.4})."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise EngineError(f"cannot read --config {path}: {e.strerror or e}") from None
+    values = _parse_config(path, raw)
+    if not isinstance(values, dict):
+        raise EngineError(f"--config {path}: expected a mapping of config sections or section.field keys")
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key in C.SECTIONS:
+            out.update({(key, name): v for name, v in value.items()})
+        elif isinstance(key, str) and "." in key:
+            out[tuple(key.split(".", 1))] = value
+        else:
+            raise EngineError(f"--config {path}: {key!r} is neither a config section ({', '.join(C.SECTIONS)}) "
+                              f"nor a section.field key")
+    return {k: _typed(path, k, v) for k, v in out.items() if k not in _NOT_FROM_FILES}
+
+
+def _parse_config(path: str, raw: bytes):
+    import json
+    import tomllib
+
+    import yaml
+    try:
+        if path.endswith(".toml"):
+            return tomllib.loads(raw.decode())
+        if path.endswith((".yaml", ".yml")):
+            return yaml.safe_load(raw) or {}
+        if path.endswith(".json"):
+            return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise EngineError(f"--config {path} is not valid: {' '.join(str(e).split())[:200]}") from None
+    raise EngineError(f"--config {path}: expected a .yaml, .yml, .toml or .json file")
+
+
+def _typed(path: str, key: tuple, value):
+    """`value` as the type of config field `key`, or a one-line error naming it."""
+    section, name = key
+    fields = {f.name: f for f in dataclasses.fields(C.SECTIONS[section])} if section in C.SECTIONS else {}
+    if name not in fields:
+        raise EngineError(f"--config {path}: {section}.{name} is not a config field (see engine train --help)")
+    f = fields[name]
+    kind = {"bool": bool, "int": int, "float": float, "str": str}[str(f.type)]
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, int) and not isinstance(value, bool) if kind is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, str))
+    choices = f.metadata.get("choices")
+    if not ok or (choices and value not in choices):
+        want = f"one of {', '.join(map(str, choices))}" if choices else f"a {kind.__name__}"
+        raise EngineError(f"--config {path}: {section}.{name} is {value!r}, expected {want}")
+    return float(value) if kind is float else value
 
 
 def require_run(out: str) -> None:
@@ -89,21 +157,26 @@ def _resumed(out: str, overrides: dict) -> C.Config:
             raise EngineError(f"{C.flag(name)} differs from the run being resumed ({was}); start a new --out instead")
     # Where the run continues is this launch's choice, not the experiment's: a run started on a
     # cluster resumes in one process (and back) unless --strategy says otherwise.
-    overrides = {("run", "strategy"): C.RunConfig().strategy, **overrides}
+    # --overwrite was the first launch's, too.
+    overrides = {("run", "strategy"): C.RunConfig().strategy, ("run", "overwrite"): False, **overrides}
     return saved.with_overrides(overrides)
 
 
 # -- checks -------------------------------------------------------------------------------------
 
-OPTIONS = ("weights", "freeze", "head", "width")  # model options that only some models read
+OPTIONS = ("weights", "freeze", "head", "width", "normalization")  # model options only some models read
 
 
 def check(cfg: C.Config) -> None:
     """Every rule a config must keep, as one-line errors; run before any training object exists."""
     o, r = cfg.optim, cfg.run
     spec = models.get(cfg.model.model)
-    models.input_size(spec, cfg.model.upsample)
+    if not models.is_user_model(spec.name) or cfg.model.upsample:  # (a user's model: its own side, when built)
+        models.input_size(spec, cfg.model.upsample)
     _check_options(spec, cfg.model)
+    if spec.name.endswith(".keras") and not cfg.model.normalization:
+        raise EngineError(f"--model {spec.name} needs --normalization, the input scaling it was trained with: "
+                          f"one of cifar10, torch, tf, caffe, unit")
     if o.batch_size < 1 or r.steps_per_call < 1 or o.epochs <= 0:
         raise EngineError("--batch-size and --steps-per-call must be at least 1, --epochs above 0")
     if o.bias_lr_scale != 1.0 and o.optimizer == "adam":
@@ -126,8 +199,9 @@ def _check_options(spec, opts) -> None:
     base = C.ModelConfig()
     for name in OPTIONS:
         if name not in spec.options and getattr(opts, name) != getattr(base, name):
-            takers = [s.name for s in models.specs() if name in s.options]
-            raise EngineError(f"--{name} does not apply to model {spec.name}; it is for {', '.join(takers)}")
+            takers = ", ".join(s.name for s in models.specs() if name in s.options) or \
+                "your own models (--model FILE.keras or module:function)"
+            raise EngineError(f"--{name} does not apply to model {spec.name}; it is for {takers}")
 
 
 def check_replicas(cfg: C.Config, policy: str, num_replicas: int) -> int:

@@ -24,7 +24,9 @@ def test_importing_the_ground_floor_and_the_front_ends_loads_no_tensorflow():
 
 @pytest.mark.parametrize("cli,argv", [("engine.train.cli", ["--help"]), ("engine.train.cli", ["--list-models"]),
                                       ("engine.train.cli", ["--epochs", "ten"]),
-                                      ("engine.export.cli", ["--help"]), ("engine.evaluate", ["--help"])])
+                                      ("engine.export.cli", ["--help"]), ("engine.evaluate", ["--help"]),
+                                      ("engine.commands", ["--help"]), ("engine.commands", ["train", "--help"]),
+                                      ("engine.train.cli", ["--model", "resnet9", "--print-config"])])
 def test_cli_front_ends_answer_without_tensorflow(cli, argv):
     loaded = _modules_after(f"import contextlib, io\nfrom {cli} import main\n"
                             f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
@@ -35,3 +37,12 @@ def test_cli_front_ends_answer_without_tensorflow(cli, argv):
 def test_building_a_model_imports_its_family_then():
     loaded = _modules_after("from engine import models\nmodels.build('tiny', 32, 10)")
     assert "engine.models.tiny" in loaded and "engine.models.airbench" not in loaded
+
+
+def test_the_engine_command_answers_version_help_and_unknown_subcommands(capsys):
+    from engine import __version__, commands
+    assert commands.main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"engine {__version__}"
+    assert commands.main(["--help"]) == 0 and "train" in capsys.readouterr().out
+    assert commands.main(["fly"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: engine: unknown subcommand 'fly'") and len(err.splitlines()) == 1

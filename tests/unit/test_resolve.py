@@ -87,3 +87,38 @@ def test_the_feature_cache_applies_only_to_a_frozen_backbone_without_augmentatio
     assert not resolve.feature_cache_applies(frozen.replace("model", freeze="block5_conv1"))
     assert not resolve.feature_cache_applies(frozen.replace("model", feature_cache=False))
     assert not resolve.feature_cache_applies(resolve.defaults("tiny").replace("model", crop_pad=0, flip="none"))
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("c.yaml", "optim:\n  epochs: three\n", "optim.epochs is 'three', expected a float"),
+    ("c.yaml", "optim:\n  lrr: 3\n", "optim.lrr is not a config field"),
+    ("c.yaml", "optim: [\n", "is not valid"),
+    ("c.toml", "[optim]\nepochs = \n", "is not valid"),
+    ("c.yaml", "model:\n  flip: sideways\n", "expected one of none, random, alternate"),
+    ("c.yaml", "speed: 3\n", "neither a config section"),
+    ("c.ini", "x", "expected a .yaml, .yml, .toml or .json file"),
+])
+def test_a_bad_config_file_is_one_line(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(EngineError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        resolve.read_config_file(str(tmp_path / name))
+
+
+def test_a_config_file_sits_between_the_recipe_and_the_flags(tmp_path):
+    (tmp_path / "c.yaml").write_text("run:\n  recipe: seed-vgg16-frozen\n  resume: true\noptim:\n  epochs: 4\n")
+    values = resolve.read_config_file(str(tmp_path / "c.yaml"))
+    assert ("run", "resume") not in values  # whether to continue a run is the command line's
+    cfg = resolve.resolve({("optim", "lr"): 0.01}, values)
+    assert cfg.model.model == "vgg16" and cfg.optim.epochs == 4 and cfg.optim.lr == 0.01
+    assert cfg.run.recipe == "seed-vgg16-frozen@v1"
+
+
+def test_a_keras_model_path_is_recorded_absolute_and_needs_its_normalization(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve.resolve({("model", "model"): "net.keras"})
+    assert cfg.model.model == str(tmp_path / "net.keras")
+    with pytest.raises(EngineError, match="needs --normalization"):
+        resolve.check(cfg)
+    resolve.check(cfg.replace("model", normalization="unit"))  # the file is looked at when built
+    with pytest.raises(EngineError, match="--normalization does not apply to model airbench"):
+        resolve.check(resolve.defaults("airbench").replace("model", normalization="unit"))

@@ -1,0 +1,134 @@
+"""Your own model and your own config through the real `engine` command: a saved `.keras` file and
+a `module:function` each train, resume, export to ONNX (parity checked) and evaluate; config files
+and a run's own config.json resolve to the same config; bad models are one-line errors."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli, run_in_process
+
+NETS = textwrap.dedent("""
+    import keras
+
+    def small_cnn():
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(16, 3, activation="relu")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))  # probabilities out
+
+    def upsampled():
+        inputs = keras.Input((64, 64, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+
+    def not_a_model():
+        return 3
+
+    def non_square():
+        inputs = keras.Input((32, 48, 3))
+        return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+
+    def no_logits():
+        inputs = keras.Input((32, 32, 3))
+        return keras.Model(inputs, keras.layers.Conv2D(10, 3)(inputs))
+
+    def five_classes():
+        inputs = keras.Input((32, 32, 3))
+        return keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Flatten()(inputs)))
+""")
+SHORT = ["--data", "digits", "--batch-size", "64", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nets")
+    (d / "mynets.py").write_text(NETS)
+    env = {"PYTHONPATH": f"{d}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    subprocess.run([sys.executable, "-c", "import mynets; mynets.upsampled().save('up.keras')"], cwd=d, check=True,
+                   env={**os.environ, **env}, capture_output=True, timeout=300)
+    return d, env
+
+
+def engine(*args, env=None):
+    return run_cli("engine", *args, env=env)
+
+
+@pytest.mark.parametrize("model,extra", [("mynets:small_cnn", []), ("up.keras", ["--normalization", "unit"])])
+def test_your_model_trains_resumes_exports_and_evaluates(nets, tmp_path, model, extra):
+    d, env = nets
+    model = str(d / model) if model.endswith(".keras") else model
+    out = tmp_path / "run"
+    p = engine("train", "--model", model, *extra, *SHORT, "--epochs", 2, "--out", out, env=env)
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["model"] == model and cfg["optim"]["epochs"] == 2
+    p = engine("train", "--resume", "--epochs", 3, "--out", out, "--quiet", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "resumed at step 44 (epoch 3, step 0)" in p.stdout
+    p = engine("export", "onnx", out, "--out", out / "model.onnx", env=env)  # parity <= 1e-3 is checked inside
+    assert p.returncode == 0, p.stderr
+    p = engine("evaluate", "--backend", "onnx", "--model", out / "model.onnx", "--against", f"tf:{out}",
+               "--data", "digits", env=env)
+    assert p.returncode == 0, p.stderr
+    report = json.loads((out / "evaluate-onnx.json").read_text())
+    assert report["against"]["top1_agreement"] == 1.0 and report["against"]["max_abs_logit_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("model,extra,message", [
+    ("mynets:not_a_model", [], "expected a Keras model, got int"),
+    ("mynets:non_square", [], "square RGB images of side >= 32"),
+    ("mynets:no_logits", [], "one vector of logits per image"),
+    ("mynets:five_classes", [], "5 outputs but the data has 10 classes"),
+    ("mynets:upsampled", ["--upsample", "96"], "takes 64x64 images"),
+    ("mynets:missing", [], "cannot import 'missing'"),
+    ("nomodule:fn", [], "cannot import 'fn' from 'nomodule'"),
+    ("up.keras", [], "needs --normalization"),
+    ("broken.keras", ["--normalization", "unit"], "cannot load it"),
+    ("absent.keras", ["--normalization", "unit"], "no such file"),
+])
+def test_a_bad_model_is_one_line(nets, tmp_path, model, extra, message, capsys, monkeypatch):
+    """In this process, through the CLI's own code path (run_in_process)."""
+    d, env = nets
+    monkeypatch.syspath_prepend(str(d))
+    (d / "broken.keras").write_bytes(b"not a zip")
+    model = str(d / model) if model.endswith(".keras") else model
+    p = run_in_process(capsys, "engine.train", "--model", model, *extra, *SHORT, "--out", tmp_path / "r")
+    assert_one_line_error(p, message)
+    assert not (tmp_path / "r").exists()  # a failed start leaves nothing behind
+
+
+def test_a_config_file_and_a_runs_config_json_resolve_to_the_same_config(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  model: resnet9\noptim:\n  epochs: 3\n  lr: 0.3\n")
+    (tmp_path / "c.toml").write_text('"optim.epochs" = 3\n"optim.lr" = 0.3\n[model]\nmodel = "resnet9"\n')
+    printed = []
+    for f in ("c.yaml", "c.toml"):
+        p = engine("train", "--config", tmp_path / f, "--batch-size", 64, "--print-config")
+        assert p.returncode == 0, p.stderr
+        printed.append(json.loads(p.stdout))
+    assert printed[0] == printed[1]
+    cfg = printed[0]
+    assert (cfg["model"]["model"], cfg["optim"]["epochs"], cfg["optim"]["lr"]) == ("resnet9", 3.0, 0.3)
+    assert cfg["optim"]["batch_size"] == 64 and cfg["optim"]["momentum"] == 0.9  # flag over file over recipe
+    (tmp_path / "run.json").write_text(json.dumps(cfg))  # a run's config.json has the same shape
+    p = engine("train", "--config", tmp_path / "run.json", "--print-config")
+    assert json.loads(p.stdout) == cfg
+
+
+@pytest.mark.parametrize("name", ["airbench", "resnet9", "tiny", "vgg16", "vgg19", "inception_v3", "densenet121",
+                                  "resnet50"])
+def test_print_config_shows_each_models_own_recipe(name, capsys):
+    from engine.train import cli, resolve
+    with pytest.raises(SystemExit) as e:
+        cli.parse(["--model", name, "--print-config"])
+    assert e.value.code == 0
+    assert json.loads(capsys.readouterr().out) == resolve.defaults(name).to_dict()
+
+
+def test_help_shows_the_chosen_models_defaults():
+    p = engine("train", "--model", "resnet9", "--help")
+    text = " ".join(p.stdout.split())
+    assert "peak learning rate (the loss is the batch mean) (default: 0.4)" in text  # airbench's is 1.5

@@ -70,7 +70,7 @@ class ModelConfig:
     width: float = _opt(1.0, "airbench: multiply the conv group widths (64, 256, 256) by this")
     normalization: str = _opt(
         "", "your --model FILE.keras|module:function: the input scaling it expects (a kernels mode: cifar10, torch, "
-            "tf, caffe, unit; default cifar10, required for a .keras file); registered models bring their own",
+            "tf, caffe, unit, raw; default cifar10, required for a .keras file); registered models bring their own",
         choices=["", *NORMALIZATIONS])
     upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)")
     upsample_method: str = _opt("nearest", "upsampling interpolation", choices=list(UPSAMPLE_METHODS))

@@ -17,7 +17,7 @@ OUTPUT = "logits"
 CONTRACT = "uint8 NHWC [N,32,32,3] images -> float32 [N,classes] logits"
 # The preprocessing every exported graph carries (engine.kernels implements them).
 UPSAMPLE_METHODS = ("nearest", "bilinear")
-NORMALIZATIONS = ("cifar10", "torch", "tf", "caffe", "unit")
+NORMALIZATIONS = ("cifar10", "torch", "tf", "caffe", "unit", "raw")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 

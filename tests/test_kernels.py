@@ -139,3 +139,18 @@ def test_normalize_cifar10():
                                / np.array(kernels.normalize.__globals__["CIFAR10_STD"]), rtol=1e-6)
     with pytest.raises(ValueError):
         kernels.normalize(x, "nope")
+
+
+def test_normalize_raw_and_unit_are_the_pixels_as_float():
+    x = batch(2)
+    np.testing.assert_array_equal(kernels.normalize(x, "raw").numpy(), x.numpy().astype(np.float32))
+    np.testing.assert_allclose(kernels.normalize(x, "unit").numpy(), x.numpy() / 255.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear"])
+def test_preprocess_normalises_then_upsamples_as_upsampling_first_would(method):
+    """Normalising first keeps uint8 out of the Gather (GPU kernels, TensorRT); both orders agree."""
+    x = batch(2)
+    ours = kernels.Preprocess(64, "caffe", method)(x).numpy()
+    other = kernels.normalize(kernels.upsample(x, 64, method), "caffe").numpy()
+    np.testing.assert_allclose(ours, other, atol=1e-4)

@@ -6,6 +6,7 @@ Each mode is one model family's convention, written once here and used by traini
 - `tf`:      scale to [-1, 1] (keras.applications inception_v3, `mode="tf"`).
 - `caffe`:   RGB->BGR, subtract the ImageNet BGR mean pixel, no scaling (vgg16/19, resnet50).
 - `unit`:    scale to [0,1].
+- `raw`:     float32 0..255, for a model that scales its inputs itself (e.g. a preprocess_input layer).
 """
 import tensorflow as tf
 
@@ -30,4 +31,6 @@ def normalize(images, mode="cifar10"):
         return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_MEAN_BGR)
     if mode == "unit":
         return x / 255.0
+    if mode == "raw":
+        return x
     raise ValueError(f"unknown normalization {mode!r}; choose from {NORMALIZATIONS}")

@@ -14,6 +14,7 @@ import os
 from engine import config as C
 from engine import models, recipes
 from engine.cli import Parser, integer, number
+from engine.contract import NORMALIZATIONS
 from engine.errors import EngineError
 
 _TYPES = {"int": integer, "float": number, "str": str}
@@ -176,7 +177,7 @@ def check(cfg: C.Config) -> None:
     _check_options(spec, cfg.model)
     if spec.name.endswith(".keras") and not cfg.model.normalization:
         raise EngineError(f"--model {spec.name} needs --normalization, the input scaling it was trained with: "
-                          f"one of cifar10, torch, tf, caffe, unit")
+                          f"one of {', '.join(NORMALIZATIONS)}")
     if o.batch_size < 1 or r.steps_per_call < 1 or o.epochs <= 0:
         raise EngineError("--batch-size and --steps-per-call must be at least 1, --epochs above 0")
     if o.bias_lr_scale != 1.0 and o.optimizer == "adam":

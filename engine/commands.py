@@ -3,6 +3,8 @@
     engine train ...      engine/train/cli.py      (python -m engine.train)
     engine export ...     engine/export/cli.py     (python -m engine.export)
     engine evaluate ...   engine/evaluate.py       (python -m engine.evaluate)
+    engine predict ...    engine/predict.py
+    engine report ...     engine/report.py
     engine probe ...      engine/probe.py
     engine launch ...     engine/launch.py
     engine gpucheck       engine/gpucheck.py
@@ -21,6 +23,8 @@ SUBCOMMANDS = {
     "train": ("engine.train.cli", "train a model (flags: engine train --help)"),
     "export": ("engine.export.cli", "export a run to SavedModel, ONNX or TensorRT"),
     "evaluate": ("engine.evaluate", "accuracy and speed of an export, and agreement between two"),
+    "predict": ("engine.predict", "class names and probabilities for PNG/JPEG images"),
+    "report": ("engine.report", "one table of runs' metrics, mean ± std over seeds, config differences"),
     "probe": ("engine.probe", "linear probe of frozen backbone features (scikit-learn)"),
     "launch": ("engine.launch", "N local multi-worker training processes"),
     "gpucheck": ("engine.gpucheck", "run every GPU path on this machine's GPU, one line each"),

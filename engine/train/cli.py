@@ -3,11 +3,12 @@ dataclasses -> resolve -> Trainer."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from engine import config as C
 from engine import models, recipes
-from engine.errors import cli
+from engine.errors import EngineError, cli
 from engine.train import resolve
 
 DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. The defaults are "
@@ -17,11 +18,18 @@ DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loo
 
 
 def parse(argv=None) -> C.Config:
+    return parse_with_seeds(argv)[0]
+
+
+def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
+    """The resolved config, and the seeds of --seeds (empty without it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = resolve.build_parser("engine train", DESCRIPTION, _model_named(argv))
     parser.add_argument("--config", metavar="FILE", help="start from a YAML, TOML or JSON config file (a run's "
                         "config.json reruns that run); the flags given override it")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument("--seeds", metavar="N,N,...", help="train once per seed into OUT/seed-N/ and print the "
+                        "report over them (engine report)")
     parser.add_argument("--list-models", action="store_true", help="list the registered models and exit")
     parser.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
     ns = parser.parse_args(argv)
@@ -34,11 +42,24 @@ def parse(argv=None) -> C.Config:
         raise SystemExit(0)
     file_values = resolve.read_config_file(ns.config) if getattr(ns, "config", None) else {}
     cfg = resolve.resolve(resolve.overrides_from(ns), file_values)
+    seeds = _seeds(getattr(ns, "seeds", None), cfg)
     if getattr(ns, "print_config", False):
         resolve.check(cfg)
         print(json.dumps(cfg.to_dict(), indent=2))
         raise SystemExit(0)
-    return cfg
+    return cfg, seeds
+
+
+def _seeds(text: str | None, cfg) -> list[int]:
+    if text is None:
+        return []
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise EngineError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or cfg.run.resume:
+        raise EngineError("--seeds needs distinct seeds, and starts new runs (not with --resume)")
+    return seeds
 
 
 def _model_named(argv: list) -> str | None:
@@ -53,10 +74,18 @@ def _model_named(argv: list) -> str | None:
 
 @cli
 def main(argv=None):
-    cfg = parse(argv)
+    cfg, seeds = parse_with_seeds(argv)
     resolve.check(cfg)
     from engine.cli import import_tensorflow_quietly
     import_tensorflow_quietly()
     from engine.train.trainer import Trainer  # builds Keras and the models: only once the flags are sane
-    Trainer(cfg).run()
+    if not seeds:
+        Trainer(cfg).run()
+        return
+    outs = [os.path.join(cfg.run.out, f"seed-{seed}") for seed in seeds]
+    os.makedirs(cfg.run.out, exist_ok=True)
+    for seed, out in zip(seeds, outs):
+        Trainer(cfg.replace("run", seed=seed, out=out)).run()
+    from engine import report
+    print(report.table([report.load(out) for out in outs]))
 

@@ -137,6 +137,9 @@ class RunConfig:
                          choices=STRATEGIES)
     quiet: bool = _opt(False, "one line per epoch instead of a progress bar")
     recipe: str = _opt("", "start from a named recipe (see --list-recipes); flags override its values")
+    init_from: str = _opt("", "start a new run from another run's weights (RUN, RUN:best, RUN:latest; default "
+                              "best) or a Keras .weights.h5 file, with a new optimizer and schedule: the second "
+                              "phase of a fine-tune")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}

@@ -14,7 +14,6 @@ import os
 import numpy as np
 
 from engine.cli import Parser, integer
-from engine.config import is_run_dir
 from engine.contract import IMAGE_SHAPE
 from engine.errors import EngineError, cli
 
@@ -33,16 +32,6 @@ def parse(argv=None):
     if a.topk < 1:
         raise EngineError("--topk must be at least 1")
     return a
-
-
-def backend_of(path: str) -> str:
-    if path.endswith(".onnx"):
-        return "onnx"
-    if path.endswith((".engine", ".plan")):
-        return "trt"
-    if is_run_dir(path) or os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return "tf"
-    raise EngineError(f"--model {path}: not a run directory, SavedModel folder, .onnx or .engine file")
 
 
 def class_names(path: str, backend: str) -> list | None:
@@ -99,10 +88,10 @@ def main(argv=None):
     a = parse(argv)
     if not os.path.exists(a.model):
         raise EngineError(f"model not found: {a.model}")
+    from engine.runtime import backend_of, open_predictor
     backend = backend_of(a.model)
     files = image_files(a.images)
     images = np.stack([decode(f, a.resize) for f in files])
-    from engine.runtime import open_predictor
     probs = softmax(open_predictor(backend, a.model).predict(images).astype(np.float64))
     names = class_names(a.model, backend) or [str(i) for i in range(probs.shape[1])]
     results = []

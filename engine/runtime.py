@@ -138,7 +138,28 @@ class TRTPredictor(Predictor):
         return np.array(self._runner.infer({INPUT: batch})[OUTPUT], copy=True)
 
 
-def open_predictor(backend: str, path: str, batch_size: int | None = None, **options) -> Predictor:
+def backend_of(path: str) -> str:
+    """The backend an export's path calls for: .onnx, .engine/.plan, or a run / SavedModel folder."""
+    if path.endswith(".onnx"):
+        return "onnx"
+    if path.endswith((".engine", ".plan")):
+        return "trt"
+    if is_run_dir(path) or os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "tf"
+    raise EngineError(f"{path}: not a run directory, SavedModel folder, .onnx or .engine file")
+
+
+def open_predictor(backend_or_path: str, path: str | None = None, batch_size: int | None = None,
+                   **options) -> Predictor:
+    """`open_predictor("runs/x/model.onnx")` (the backend follows from the path), or
+    `open_predictor("onnx", "runs/x/model.onnx")`."""
+    if path is None:
+        path = backend_or_path
+        if not os.path.exists(path):
+            raise EngineError(f"model not found: {path}")
+        backend = backend_of(path)
+    else:
+        backend = backend_or_path
     cls = {"tf": TFPredictor, "onnx": ONNXPredictor, "trt": TRTPredictor}.get(backend)
     if cls is None:
         raise EngineError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

@@ -90,3 +90,14 @@ def test_seeds_train_each_and_report_their_mean_and_spread(tmp_path):
     assert "config fields that differ: run.seed: 0, 1, 2" in p.stdout
     p = engine("report", *(out / f"seed-{s}" for s in (0, 1)), "--json")
     assert [r["test_accuracy"] for r in json.loads(p.stdout)["runs"]] == accs[:2]
+
+
+def test_the_python_api_trains_and_predicts(tmp_path):
+    from engine import train
+    from engine.runtime import open_predictor
+    from engine.train.resolve import defaults
+    cfg = defaults("tiny").replace("data", data="digits").replace("optim", epochs=1, batch_size=64)
+    metrics = train.run(cfg.replace("run", out=str(tmp_path / "nb"), quiet=True), log=lambda *a: None)
+    assert metrics["steps"] == 22 and (tmp_path / "nb" / "metrics.json").exists()
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    assert open_predictor(str(tmp_path / "nb")).predict(images).shape == (3, 10)  # backend from the path

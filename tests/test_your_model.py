@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli, run_in_process
@@ -132,3 +133,26 @@ def test_help_shows_the_chosen_models_defaults():
     p = engine("train", "--model", "resnet9", "--help")
     text = " ".join(p.stdout.split())
     assert "peak learning rate (the loss is the batch mean) (default: 0.4)" in text  # airbench's is 1.5
+
+
+def test_a_two_phase_fine_tune_through_init_from(tmp_path):
+    """Phase 1 trains the head on a frozen backbone (on cached features); phase 2 starts from its best
+    weights with a new optimizer and schedule and trains from block5_conv1 on. Phase 2 has another
+    seed, so its frozen layers keep phase 1's weights only if --init-from loaded them."""
+    common = ["--model", "vgg16", "--weights", "none", "--upsample", 32, "--head", "gap", "--data", "digits",
+              "--limit", 256, "--epochs", 1, "--batch-size", 64, "--quiet"]
+    p = engine("train", *common, "--out", tmp_path / "head")
+    assert p.returncode == 0, p.stderr
+    p = engine("train", *common, "--seed", 1, "--freeze", "block5_conv1", "--optimizer", "adam", "--lr", 1e-5,
+               "--init-from", f"{tmp_path / 'head'}:best", "--out", tmp_path / "ft")
+    assert p.returncode == 0, p.stderr
+    assert f"weights from {tmp_path / 'head'}/checkpoints/best/ckpt-4" in p.stdout
+    from engine.export.load import load_run
+
+    def layer(run, which, name):
+        return load_run(str(tmp_path / run), which).model.get_layer("backbone").get_layer(name).get_weights()
+    for a, b in zip(layer("head", "best", "block1_conv1"), layer("ft", "latest", "block1_conv1")):
+        np.testing.assert_array_equal(a, b)  # untouched by phase 2: phase 1's values, not seed 1's init
+    assert not np.array_equal(layer("head", "best", "block5_conv1")[0], layer("ft", "latest", "block5_conv1")[0])
+    p = engine("train", "--model", "tiny", "--data", "digits", "--init-from", tmp_path / "head", "--out", tmp_path / "x")
+    assert_one_line_error(p, "its model is not this one")

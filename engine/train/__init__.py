@@ -15,4 +15,20 @@ In the order a run goes through them:
     lookahead.py      airbench's lookahead (a slow copy of the weights)
     run_dir.py        the run directory: what may be written where, checkpoints and their restore
     trainer.py        Trainer: the outer loop (epochs, checkpoints, history, stop conditions)
+
+From Python (a notebook):
+
+    from engine import train
+    from engine.train.resolve import defaults
+    cfg = defaults("tiny").replace("data", data="digits").replace("run", out="runs/nb", overwrite=True)
+    metrics = train.run(cfg)                     # the run's metrics.json, as a dict
 """
+
+
+def run(config=None, log=print) -> dict:
+    """Train one run in this process and return its metrics (what metrics.json holds). `config`: an
+    engine.config.Config, e.g. `engine.train.resolve.defaults("tiny").replace(...)`; default: the
+    default model's recipe. Every rule of the command line is checked first (resolve.check)."""
+    from engine.train import resolve
+    from engine.train.trainer import Trainer
+    return Trainer(config if config is not None else resolve.defaults(), log=log).run()

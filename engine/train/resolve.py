@@ -186,12 +186,26 @@ def check(cfg: C.Config) -> None:
     if r.deterministic and r.xla:
         raise EngineError("--deterministic cannot be combined with --xla: XLA has no deterministic "
                           "max-pool gradient; drop one of them")
+    if r.init_from:
+        _check_init_from(r.init_from, r.out)
     if r.resume and r.overwrite:
         raise EngineError("--resume and --overwrite contradict each other; pass one")
     if not 0.0 <= cfg.data.val_split < 1.0:
         raise EngineError(f"--val-split must be in [0, 1), got {cfg.data.val_split}")
     if r.strategy not in C.STRATEGIES:
         raise EngineError(f"unknown --strategy {r.strategy!r}; choose from {', '.join(C.STRATEGIES)}")
+
+
+def _check_init_from(source: str, out: str) -> None:
+    if source.endswith(".h5"):
+        if not os.path.isfile(source):
+            raise EngineError(f"--init-from {source}: no such weights file")
+        return
+    run = source.rsplit(":", 1)[0] if source.endswith((":best", ":latest")) else source
+    if not C.is_run_dir(run):
+        raise EngineError(f"--init-from {source}: {run} is not a run directory (or pass a .weights.h5 file)")
+    if os.path.abspath(run) == os.path.abspath(out):
+        raise EngineError("--init-from names the run in --out itself; to continue it use --resume")
 
 
 def _check_options(spec, opts) -> None:

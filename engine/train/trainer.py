@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from engine import data, devices, models, plots
-from engine.config import CONFIG_FILE, Config, default_cache_dir
+from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import Diverged, EngineError, Preempted
 from engine.files import write_json
 from engine.train import advice, distribute, feature_cache, precision, resolve
@@ -114,7 +114,9 @@ class Trainer:
         self.t = build_training(cfg, splits.num_classes, len(train[0]), self.policy, self.strategy)
         self.model, self.optimizer, self.loop = self.t.model, self.t.optimizer, self.t.loop
         spec = models.get(cfg.model.model)
-        if spec.data_init and cfg.model.data_init and not r.resume:
+        if r.init_from and not r.resume:
+            self.log(f"weights from {warm_start(self.model, r.init_from)}")
+        elif spec.data_init and cfg.model.data_init and not r.resume:
             models.data_init(spec, self.model, train[0], self.t.preprocess)
         # Only now, with data and model in hand, does --out become a run (a failed start leaves none).
         cfg.save(os.path.join(r.out, CONFIG_FILE))
@@ -271,6 +273,30 @@ class Trainer:
             "device": devices.device_name(), "tensorflow": tf.__version__,
             "feature_cache": self.t.feature_cache, "feature_seconds": self.feature_seconds,
         }
+
+
+def warm_start(model, source: str) -> str:
+    """Load `model`'s weights from another run (RUN[:best|latest]) or a .weights.h5 file; returns
+    what was read. Only the model: the optimizer and the schedule start anew."""
+    if source.endswith(".h5"):
+        try:
+            model.load_weights(source)
+        except (OSError, ValueError) as e:
+            raise EngineError(f"--init-from {source}: cannot load it into {model.name}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
+        return source
+    run, _, which = source.rpartition(":") if source.endswith((":best", ":latest")) else (source, "", "best")
+    if not is_run_dir(run):
+        raise EngineError(f"--init-from {source}: {run} is not a run directory (or pass a .weights.h5 file)")
+    path = tf.train.latest_checkpoint(os.path.join(run, "checkpoints", "best" if which == "best" else ""))
+    if path is None:
+        raise EngineError(f"--init-from {source}: {run} has no {which} checkpoint")
+    try:
+        tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError):
+        raise EngineError(f"--init-from {source}: its model is not this one (same --model, --upsample and --head "
+                          f"are needed)") from None
+    return path
 
 
 def load_splits(cfg: Config, log=print):

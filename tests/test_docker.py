@@ -81,7 +81,9 @@ def test_the_trt_extra_is_tensorrts_build_for_tensorflows_cuda_major():
     major = tf.sysconfig.get_build_info()["cuda_version"].split(".")[0]
     assert "tensorrt" not in names
     assert re.fullmatch(rf"tensorrt-cu{major}==\d+\.\d+\.\d+", names[f"tensorrt-cu{major}"])  # one tested version
-    assert "polygraphy" in names
+    # 0.53 finds libcudart in pip's nvidia-cuda-runtime wheel as well as in a system CUDA (/usr/local/cuda
+    # in the image); 0.49 searched only LD_LIBRARY_PATH and system folders (its polygraphy/cuda/cuda.py).
+    assert re.fullmatch(r"polygraphy==0\.(\d+)\.\*", names["polygraphy"]) and int(names["polygraphy"].split(".")[1]) >= 53
 
 
 def test_the_cuda_jit_cache_lives_on_the_runs_volume():

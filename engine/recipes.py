@@ -55,22 +55,45 @@ WHITEN_BIAS_EPOCHS = 3    # epochs the whitening stem's bias trains before it is
 # Page's ResNet-9 recipe (DAWNBench): one-cycle SGD to 0.4, decoupled weight decay, 24 epochs of
 # random 4-px crops and random flips. Models that do not say otherwise train with it.
 CLASSIC = {
-    "model.crop_pad": 4, "model.pad_mode": "reflect", "model.flip": "random", "model.tta": 0,
-    "optim.optimizer": "sgd", "optim.lr": 0.4, "optim.momentum": 0.9, "optim.nesterov": True,
-    "optim.sgd_momentum": "keras",
-    "optim.weight_decay": 5e-4, "optim.weight_decay_mode": "decoupled", "optim.bias_lr_scale": 1.0,
-    "optim.schedule": "onecycle", "optim.warmup": 0.2, "optim.lr_start": 0.0, "optim.lr_end": 0.0,
-    "optim.label_smoothing": 0.2, "optim.epochs": 24, "optim.batch_size": 512, "optim.lookahead": False,
+    "model.crop_pad": 4,                 # px: reflect-pad and crop back (random 4-px translation)
+    "model.pad_mode": "reflect",
+    "model.flip": "random",              # each image mirrored with probability 1/2 at every step
+    "model.tta": 0,
+    "optim.optimizer": "sgd",
+    "optim.sgd_momentum": "keras",       # Keras's momentum rule (buffer of LR-scaled steps)
+    "optim.lr": 0.4,                     # peak LR per step of the mean loss
+    "optim.momentum": 0.9,
+    "optim.nesterov": True,
+    "optim.weight_decay": 5e-4,          # decoupled: lr * wd * w per step, not on biases or BatchNorm
+    "optim.weight_decay_mode": "decoupled",
+    "optim.bias_lr_scale": 1.0,
+    "optim.schedule": "onecycle",
+    "optim.warmup": 0.2,                 # fraction of the steps spent rising to the peak
+    "optim.lr_start": 0.0,               # LR at step 0, as a fraction of the peak
+    "optim.lr_end": 0.0,                 # LR at the last step, as a fraction of the peak
+    "optim.label_smoothing": 0.2,
+    "optim.epochs": 24,
+    "optim.batch_size": 512,             # images per step, over all replicas
+    "optim.lookahead": False,
 }
 
 # Transfer learning starts from the seed experiment 1 setup (frozen ImageNet backbone, the seed
 # head, Adam at a constant 0.001/31, batch 128, 30 epochs); --recipe picks the others.
 TRANSFER = {
-    "model.weights": "imagenet", "model.freeze": "all", "model.head": "seed",
-    "model.crop_pad": 0, "model.flip": "none", "model.tta": 0,
-    "optim.optimizer": "adam", "optim.lr": 0.001 / 31, "optim.weight_decay": 0.0,
-    "optim.weight_decay_mode": "decoupled", "optim.bias_lr_scale": 1.0, "optim.schedule": "constant",
-    "optim.label_smoothing": 0.0, "optim.epochs": 30, "optim.batch_size": 128, "optim.lookahead": False,
+    "model.weights": "imagenet",         # the backbone's starting weights
+    "model.freeze": "all",               # the whole backbone frozen: only the head trains
+    "model.head": "seed",                # Flatten -> 512 -> 256 (dropout 0.2) -> classes
+    "model.crop_pad": 0, "model.flip": "none", "model.tta": 0,  # no augmentation (as the seed script)
+    "optim.optimizer": "adam",
+    "optim.lr": 0.001 / 31,              # the seed's Adam LR, constant
+    "optim.weight_decay": 0.0,
+    "optim.weight_decay_mode": "decoupled",
+    "optim.bias_lr_scale": 1.0,
+    "optim.schedule": "constant",
+    "optim.label_smoothing": 0.0,
+    "optim.epochs": 30,
+    "optim.batch_size": 128,             # images per step
+    "optim.lookahead": False,
 }
 
 MODEL_RECIPES = {"airbench": AIRBENCH, "classic": CLASSIC, "transfer": TRANSFER}

@@ -14,6 +14,7 @@ from engine.config import CONFIG_FILE, Config, data_default, is_run_dir
 from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT
 from engine.errors import EngineError
 from engine.kernels import Preprocess
+from engine.models.user import ends_in_softmax
 
 
 class Exportable:
@@ -91,9 +92,7 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
     names = class_names or (list(CIFAR10_CLASSES) if outputs == 10 else [str(i) for i in range(outputs)])
     if len(names) != outputs:
         raise EngineError(f"--classes names {len(names)} classes but {path} has {outputs} outputs")
-    last = model.layers[-1]
-    softmax = getattr(getattr(last, "activation", None), "__name__", "") == "softmax" or \
-        type(last).__name__ == "Softmax"
+    softmax = ends_in_softmax(model)
     net = model
     if softmax:  # probabilities -> logits, once, here
         inputs = keras.Input(shape, name=INPUT)

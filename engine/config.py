@@ -144,6 +144,22 @@ class RunConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
 
+# How `engine train --help` groups the flags: by task, in the order a user reads them (every field once;
+# tests/unit/test_resolve.py checks that). The config sections above are how config.json stores them.
+HELP_GROUPS = {
+    "start from": ["recipe", "init_from"],
+    "data": ["data", "limit", "limit_test", "val_split", "cache_dir"],
+    "model": ["model", "weights", "freeze", "head", "width", "normalization", "upsample", "upsample_method",
+              "data_init", "feature_cache"],
+    "augmentation and test-time augmentation (TTA)": ["crop_pad", "pad_mode", "flip", "tta"],
+    "optimisation": ["optimizer", "lr", "momentum", "nesterov", "sgd_momentum", "weight_decay",
+                     "weight_decay_mode", "bias_lr_scale", "schedule", "warmup", "lr_start", "lr_end",
+                     "lr_step_epochs", "lr_decay", "label_smoothing", "lookahead"],
+    "length": ["epochs", "batch_size", "early_stop"],
+    "speed": ["xla", "amp", "steps_per_call", "strategy", "deterministic"],
+    "run and checkpoints": ["out", "resume", "overwrite", "seed", "checkpoint_every", "keep_checkpoints", "quiet"],
+}
+
 # Fields that must match for --resume: changing them makes the checkpoint a different experiment.
 RESUME_FIXED = {("model", "model"), ("model", "upsample"), ("data", "data"), ("data", "limit"),
                 ("optim", "optimizer"), ("optim", "sgd_momentum"), ("optim", "batch_size"), ("run", "seed")}

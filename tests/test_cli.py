@@ -24,8 +24,12 @@ def test_help_lists_every_flag_with_its_default():
     for section, dc in C.SECTIONS.items():
         for f in dataclasses.fields(dc):
             assert C.flag(f.name) in text, f.name
-    assert "--steps-per-call STEPS_PER_CALL train steps run inside one tf.function call (default: 10)" in text
+    assert "--steps-per-call N train steps run inside one tf.function call (default: 10)" in text
     assert "--xla, --no-xla" in text
+    assert p.stdout.startswith("usage: engine train [options]\n")
+    groups = [line[:-1] for line in p.stdout.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert groups == ["options", *C.HELP_GROUPS], groups  # grouped by task, in that order
+    assert text.count("(default:") == text.count("(default: ") and "(default: none) (default" not in text
 
 
 def test_train_end_to_end_then_resume(tmp_path, shared_data):

@@ -17,6 +17,22 @@ DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loo
                "config.json is the base instead.")
 
 
+# The command's own flags (not config fields), in the help group where a user looks for them.
+EXTRA_FLAGS = {
+    "start from": [
+        ("--config", dict(metavar="FILE", help="start from a YAML, TOML or JSON config file (a run's config.json "
+                          "reruns that run); the flags given override it")),
+        ("--print-config", dict(action="store_true", help="print the resolved config as JSON and exit")),
+        ("--list-models", dict(action="store_true", help="list the registered models and exit")),
+        ("--list-recipes", dict(action="store_true", help="list the named recipes and exit")),
+    ],
+    "run and checkpoints": [
+        ("--seeds", dict(metavar="N,N,...", help="train once per seed into OUT/seed-N/ and print the report over "
+                         "them (engine report)")),
+    ],
+}
+
+
 def parse(argv=None) -> C.Config:
     return parse_with_seeds(argv)[0]
 
@@ -24,14 +40,7 @@ def parse(argv=None) -> C.Config:
 def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
     """The resolved config, and the seeds of --seeds (empty without it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = resolve.build_parser("engine train", DESCRIPTION, _model_named(argv))
-    parser.add_argument("--config", metavar="FILE", help="start from a YAML, TOML or JSON config file (a run's "
-                        "config.json reruns that run); the flags given override it")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    parser.add_argument("--seeds", metavar="N,N,...", help="train once per seed into OUT/seed-N/ and print the "
-                        "report over them (engine report)")
-    parser.add_argument("--list-models", action="store_true", help="list the registered models and exit")
-    parser.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
+    parser = resolve.build_parser("engine train", DESCRIPTION, _model_named(argv), extra=EXTRA_FLAGS)
     ns = parser.parse_args(argv)
     if getattr(ns, "list_recipes", False):
         print(recipes.table())

@@ -33,24 +33,44 @@ def defaults(model: str | None = None) -> C.Config:
     return cfg.replace("model", model=model).with_overrides(recipe(model)).with_overrides(C.env_defaults())
 
 
-def build_parser(prog: str, description: str, model: str | None = None) -> argparse.ArgumentParser:
-    """A parser with one flag per config field. Defaults are SUPPRESSed so that the parsed namespace
-    holds exactly the flags the user gave; `--help` shows `model`'s defaults (the default model's)."""
-    parser = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+def build_parser(prog: str, description: str, model: str | None = None,
+                 extra: dict | None = None) -> argparse.ArgumentParser:
+    """A parser with one flag per config field, grouped by task (config.HELP_GROUPS). Defaults are
+    SUPPRESSed so that the parsed namespace holds exactly the flags the user gave; `--help` shows
+    `model`'s defaults (the default model's). `extra` adds the command's own flags to a group:
+    {group title: [(flag, add_argument keywords), ...]}."""
+    parser = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS,
+                    usage=f"{prog} [options]")
     base = defaults(model)
-    for section, dc in C.SECTIONS.items():
-        group = parser.add_argument_group(section)
-        for f in dataclasses.fields(dc):
+    fields = {f.name: (section, f) for section, dc in C.SECTIONS.items() for f in dataclasses.fields(dc)}
+    for title, names in C.HELP_GROUPS.items():
+        group = parser.add_argument_group(title)
+        for name in names:
+            section, f = fields[name]
             meta = f.metadata
             default = getattr(getattr(base, section), f.name)
             default = f"{default:.4g}" if isinstance(default, float) else default
-            kw = dict(dest=f"{section}.{f.name}", help=f"{meta['help']} (default: {default})")
+            shown = "" if "(default:" in meta["help"] else f" (default: {default if default != '' else 'none'})"
+            kw = dict(dest=f"{section}.{f.name}", help=meta["help"] + shown)
             if f.type in ("bool", bool):
                 group.add_argument(C.flag(f.name), action=argparse.BooleanOptionalAction, **kw)
             else:
                 group.add_argument(C.flag(f.name), type=_TYPES[f.type], choices=meta.get("choices"),
-                                   metavar=None if meta.get("choices") else f.name.upper(), **kw)
+                                   metavar=None if meta.get("choices") else _metavar(f), **kw)
+        for flag, kw in (extra or {}).get(title, []):
+            group.add_argument(flag, **kw)
     return parser
+
+
+def _metavar(f) -> str:
+    """N for a count, X for a number, else what the string names (a path, a name)."""
+    if f.type in ("int", int):
+        return "N"
+    if f.type in ("float", float):
+        return "X"
+    return {"data": "SOURCE", "cache_dir": "DIR", "out": "DIR", "init_from": "RUN[:best|latest]",
+            "model": "NAME|FILE.keras|MODULE:FUNCTION", "weights": "WEIGHTS", "freeze": "all|none|LAYER",
+            "recipe": "NAME"}.get(f.name, f.name.upper())
 
 
 def overrides_from(ns: argparse.Namespace) -> dict:

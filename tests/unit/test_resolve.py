@@ -1,4 +1,5 @@
 """Config resolution and every config rule, checked before anything is built (no TensorFlow)."""
+import dataclasses
 import json
 
 import pytest
@@ -122,3 +123,9 @@ def test_a_keras_model_path_is_recorded_absolute_and_needs_its_normalization(tmp
     resolve.check(cfg.replace("model", normalization="unit"))  # the file is looked at when built
     with pytest.raises(EngineError, match="--normalization does not apply to model airbench"):
         resolve.check(resolve.defaults("airbench").replace("model", normalization="unit"))
+
+
+def test_every_config_field_is_in_exactly_one_help_group():
+    names = [f.name for dc in C.SECTIONS.values() for f in dataclasses.fields(dc)]
+    grouped = [name for group in C.HELP_GROUPS.values() for name in group]
+    assert sorted(grouped) == sorted(names)  # none missing, none twice, none unknown

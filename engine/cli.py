@@ -9,8 +9,24 @@ import sys
 from engine.errors import EngineError
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every flag's default, except where there is none to show (an empty or absent value) or
+    the help text already says it."""
+
+    def _get_help_string(self, action):
+        nothing = action.default is None or action.default == "" or action.default is False
+        if nothing and not isinstance(action, argparse.BooleanOptionalAction) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is our one line and exit code 2 (no usage block). Every CLI uses it."""
+    """argparse, but a usage error is our one line and exit code 2 (no usage block), and `--help` shows
+    the defaults. Every CLI uses it."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kw)
 
     def error(self, message):
         raise EngineError(f"{self.prog}: {message}")

@@ -1,45 +1,70 @@
-"""`python -m engine.evaluate --backend tf|onnx|trt --model PATH`: top-1 accuracy on the test split,
-img/s, and with `--against BACKEND:PATH` the agreement between two backends on the same images
-(top-1 agreement, max and mean |logit difference|). Writes a JSON report."""
+"""`engine evaluate MODEL` (or `python -m engine.evaluate`): top-1 accuracy on the test split, img/s,
+and with `--against [BACKEND:]PATH` the agreement between two models on the same images (top-1
+agreement, max and mean |logit difference|). Writes a JSON report.
+
+    engine evaluate runs/airbench/model.onnx --against runs/airbench
+
+The backend follows from the path (a run or SavedModel folder: tf; .onnx: onnx; .engine/.plan: trt);
+`--backend` names it where the path does not say.
+"""
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
 import numpy as np
 
 from engine import data
-from engine.cli import Parser, import_tensorflow_quietly
+from engine.cli import Parser, import_tensorflow_quietly, integer
 from engine.config import data_default, default_cache_dir, is_run_dir
 from engine.errors import EngineError, cli
 from engine.files import write_json
-from engine.runtime import BACKENDS, ORT_LEVELS, open_predictor
+from engine.runtime import BACKENDS, ORT_LEVELS, backend_of, open_predictor
 
 
 def parse(argv=None):
-    p = Parser(prog="python -m engine.evaluate", description=__doc__)
-    p.add_argument("--backend", choices=BACKENDS, required=True, help="runtime for --model")
-    p.add_argument("--model", required=True,
-                   help="SavedModel folder or run directory (tf), .onnx file (onnx), engine file (trt)")
-    p.add_argument("--against", metavar="BACKEND:PATH",
-                   help="a second model to compare with on the same images, e.g. tf:runs/x")
-    p.add_argument("--data", default=data_default(),
-                   help="data source, as for engine.train (default: $ENGINE_DATA or cifar10)")
-    p.add_argument("--limit-test", type=int, default=0, help="class-balanced subset of N test images")
-    p.add_argument("--batch-size", type=int, default=None,
+    p = Parser(prog="engine evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a run directory or SavedModel folder, a .onnx file, or a TensorRT .engine file")
+    p.add_argument("--model", dest="model_flag", metavar="PATH", help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--backend", choices=BACKENDS, help="runtime for MODEL (default: from its path)")
+    p.add_argument("--against", metavar="[BACKEND:]PATH",
+                   help="a second model to compare with on the same images, e.g. runs/x or tf:runs/x")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=data_default(),
+                   help="data source, as for engine train; $ENGINE_DATA sets the default")
+    d.add_argument("--limit-test", type=integer, default=0, metavar="N",
+                   help="class-balanced subset of N test images (0: all)")
+    d.add_argument("--cache-dir", default="", metavar="DIR",
+                   help="decoded-data cache (empty: $ENGINE_CACHE or ~/.cache/engine)")
+    r = p.add_argument_group("runtime")
+    r.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per call (default: 256; fewer for models upsampling beyond 64x64, e.g. 20 "
                         "at 224x224, as the export's metadata says)")
-    p.add_argument("--ort-optimization", choices=ORT_LEVELS, default="all",
+    r.add_argument("--ort-optimization", choices=ORT_LEVELS, default="all",
                    help="onnx backend: 'basic' keeps int8 Q/DQ exact (as TensorRT computes it); 'all' "
-                        "lets ORT fuse it into CPU int8 kernels (default: all)")
-    p.add_argument("--report", help="JSON report path (default: evaluate-<backend>.json beside --model)")
-    p.add_argument("--cache-dir", default="", help="decoded-data cache (default: $ENGINE_CACHE or ~/.cache/engine)")
+                        "lets ORT fuse it into CPU int8 kernels")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", "--report", dest="report", metavar="FILE",
+                   help="JSON report path (default: evaluate-<backend>.json beside MODEL)")
     a = p.parse_args(argv)
+    if a.model and a.model_flag and a.model != a.model_flag:
+        raise EngineError("give the model once: as MODEL, or as --model PATH (the older spelling)")
+    a.model = a.model or a.model_flag
+    if not a.model:
+        raise EngineError("engine evaluate: which model? give MODEL, e.g. engine evaluate runs/x/model.onnx")
+    if not os.path.exists(a.model):
+        raise EngineError(f"model not found: {a.model}")
+    a.backend = a.backend or backend_of(a.model)
     if (a.batch_size is not None and a.batch_size < 1) or a.limit_test < 0:
         raise EngineError("--batch-size must be >= 1 and --limit-test >= 0")
-    if a.against and (":" not in a.against or a.against.split(":", 1)[0] not in BACKENDS):
-        raise EngineError(f"--against takes BACKEND:PATH with BACKEND one of {', '.join(BACKENDS)}, "
-                          f"got {a.against!r}")
+    if a.against:
+        backend, _, path = a.against.partition(":") if a.against.split(":", 1)[0] in BACKENDS else ("", "", a.against)
+        if not os.path.exists(path):
+            raise EngineError(f"--against {a.against}: no such model (give [BACKEND:]PATH, BACKEND one of "
+                              f"{', '.join(BACKENDS)})")
+        a.against = f"{backend or backend_of(path)}:{path}"
     return a
 
 

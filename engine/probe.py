@@ -1,7 +1,7 @@
-"""`python -m engine.probe`: a linear probe -- frozen backbone features (or raw pixels) ->
+"""`engine probe` (or `python -m engine.probe`): a linear probe -- frozen backbone features (or raw pixels) ->
 scikit-learn LogisticRegression, scored by stratified k-fold cross-validation (seed experiment 3).
 
-    python -m engine.probe --backbone vgg16 --weights imagenet --classes 6,8 --folds 10
+    engine probe --model vgg16 --weights imagenet --class-subset 6,8 --folds 10
 
 Features are the backbone's output (include_top=False) at --upsample size, flattened, computed in
 batches on the device with the backbone's own preprocessing. The raw-pixel baseline (pixels / 255,
@@ -9,6 +9,7 @@ flattened) runs on the same images and folds, so the two numbers compare like fo
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -19,22 +20,32 @@ from engine.errors import EngineError, cli
 
 
 def parse(argv=None):
-    p = Parser(prog="python -m engine.probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=data_default(),
-                   help="data source as for engine.train, or digits (default: $ENGINE_DATA or cifar10)")
-    p.add_argument("--backbone", default="vgg16",
+    p = Parser(prog="engine probe", description=__doc__.split("\n\n")[0])
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=data_default(),
+                   help="data source as for engine train, or digits (scikit-learn's 8x8 digits at 32x32); "
+                        "$ENGINE_DATA sets the default")
+    d.add_argument("--class-subset", "--classes", dest="classes", default="", metavar="A,B,...",
+                   help="probe only these classes: comma-separated indices or names (empty: all)")
+    d.add_argument("--limit", type=integer, default=0, metavar="N",
+                   help="class-balanced subset of N training images (0: all)")
+    d.add_argument("--cache-dir", default="", metavar="DIR",
+                   help="decoded-data cache (empty: $ENGINE_CACHE or ~/.cache/engine)")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", "--backbone", dest="backbone", default="vgg16", metavar="NAME",
                    help="a backbone model (vgg16, vgg19, inception_v3, densenet121, resnet50) or pixels")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
-    p.add_argument("--upsample", type=integer, default=0, help="input side (0: the backbone's default)")
-    p.add_argument("--classes", default="", help="comma-separated class indices or names (default: all)")
-    p.add_argument("--folds", type=integer, default=10, help="cross-validation folds")
-    p.add_argument("--limit", type=integer, default=0, help="class-balanced subset of N training images")
-    p.add_argument("--max-iter", type=integer, default=2000, help="LogisticRegression iterations")
-    p.add_argument("--no-pixels", action="store_true", help="skip the raw-pixel baseline")
-    p.add_argument("--seed", type=integer, default=0,
+    m.add_argument("--weights", default="imagenet", help="imagenet (downloads), none, or a weights file")
+    m.add_argument("--upsample", type=integer, default=0, metavar="N", help="input side (0: the backbone's default)")
+    m.add_argument("--pixels", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score the raw-pixel baseline on the same images and folds")
+    c = p.add_argument_group("cross-validation")
+    c.add_argument("--folds", type=integer, default=10, metavar="N", help="cross-validation folds")
+    c.add_argument("--max-iter", type=integer, default=2000, metavar="N", help="LogisticRegression iterations")
+    c.add_argument("--seed", type=integer, default=0, metavar="N",
                    help="seed of the fold split, the subset and a backbone's random init (--weights none)")
-    p.add_argument("--report", default="", help="write the results as JSON here")
-    p.add_argument("--cache-dir", default="", help="decoded-data cache (default: $ENGINE_CACHE or ~/.cache/engine)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", "--report", dest="report", default="", metavar="FILE",
+                   help="write the results as JSON here (empty: print only)")
     return p.parse_args(argv)
 
 
@@ -49,10 +60,10 @@ def select_classes(spec: str, class_names: list) -> list[int]:
         elif item in class_names:
             out.append(class_names.index(item))
         else:
-            raise EngineError(f"--classes: no class {item!r}; the classes are 0-{len(class_names) - 1}: "
+            raise EngineError(f"--class-subset: no class {item!r}; the classes are 0-{len(class_names) - 1}: "
                               f"{', '.join(class_names)}")
     if len(set(out)) < 2:
-        raise EngineError("--classes needs at least two different classes")
+        raise EngineError("--class-subset needs at least two different classes")
     return sorted(set(out))
 
 
@@ -60,7 +71,7 @@ def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray
     from engine import models
     from engine.models.catalog import BACKBONES
     if name not in BACKBONES:
-        raise EngineError(f"--backbone {name!r}: choose pixels or one of {', '.join(BACKBONES)}")
+        raise EngineError(f"--model {name!r}: choose pixels or one of {', '.join(BACKBONES)}")
     import_tensorflow_quietly()
     import keras
 
@@ -101,7 +112,7 @@ def run(a) -> dict:
     names = [splits.class_names[c] for c in classes]
     print(f"probe: {len(x)} images of {', '.join(names)}; {a.folds}-fold cross-validation")
     results = {}
-    sources = ["pixels"] if a.backbone == "pixels" else [a.backbone] + ([] if a.no_pixels else ["pixels"])
+    sources = ["pixels"] if a.backbone == "pixels" else [a.backbone] + (["pixels"] if a.pixels else [])
     for source in sources:
         t0 = time.perf_counter()
         if source == "pixels":

@@ -65,6 +65,27 @@ def test_predict_agrees_with_evaluate_on_the_same_jpegs(jpeg_tree, run, tmp_path
     assert p.returncode == 0 and len(p.stdout.strip().splitlines()) == 2, p.stderr
 
 
+def test_one_vocabulary_export_into_the_run_then_evaluate_the_file_by_its_path(jpeg_tree, run, tmp_path, capsys):
+    p = engine("export", "onnx", run)  # no --out: into the run directory
+    assert p.returncode == 0, p.stderr
+    assert (run / "model.onnx").is_file() and f"exported onnx: {run / 'model.onnx'}" in p.stdout
+    before = (run / "model.onnx").read_bytes()
+    assert_one_line_error(run_in_process(capsys, "engine.export", "onnx", run), "already exists", "--overwrite")
+    assert (run / "model.onnx").read_bytes() == before
+    # the model as a positional argument, the backends from the paths, the report at --out
+    p = engine("evaluate", run / "model.onnx", "--against", run, "--data", jpeg_tree, "--out", tmp_path / "e.json",
+               "--cache-dir", tmp_path / "cache")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "e.json").read_text())
+    assert r["backend"] == "onnx" and r["against"]["backend"] == "tf" and r["images"] == 20
+    assert r["against"]["top1_agreement"] == 1.0 and r["against"]["max_abs_logit_diff"] < 1e-3
+    from engine.export.cli import parse
+    assert parse(["onnx", str(run), "--precision", "int8", "--int8-target", "cpu"]).out == str(run / "model-int8-cpu.onnx")
+    assert parse(["trt", str(run), "--precision", "fp16"]).out == str(run / "model-fp16.engine")
+    (tmp_path / "m.keras").write_bytes(b"")  # (only its name matters here)
+    assert parse(["savedmodel", str(tmp_path / "m.keras")]).out == str(tmp_path / "m.savedmodel")
+
+
 def test_predict_refuses_what_the_contract_does_not_take(run, tmp_path, capsys):
     big = tmp_path / "big.png"
     big.write_bytes(png_bytes(np.zeros((64, 64, 3), np.uint8)))

@@ -132,8 +132,8 @@ def test_probe_on_cifar10_classes(tmp_path, shared_data):
     seed's 6 vs 8), 3 folds of 600 images. Measured: raw pixels 0.86, random-weight VGG16 features
     0.91; scrambled labels or features would sit near 0.5."""
     report = tmp_path / "probe.json"
-    p = run_cli("engine.probe", "--data", shared_data, "--backbone", "vgg16", "--weights", "none",
-                "--classes", "frog,8", "--folds", 3, "--limit", 600, "--report", report)
+    p = run_cli("engine", "probe", "--data", shared_data, "--model", "vgg16", "--weights", "none",  # today's names
+                "--class-subset", "frog,8", "--folds", 3, "--limit", 600, "--out", report)
     assert p.returncode == 0, p.stderr
     r = json.loads(report.read_text())
     assert r["classes"] == ["frog", "ship"] and r["images"] == 600

@@ -1,4 +1,5 @@
-"""`python -m engine.export {savedmodel,onnx,trt}`: a trained run -> a deployable inference graph.
+"""`engine export {savedmodel,onnx,trt} RUN` (or `python -m engine.export`): a trained run -> a deployable
+inference graph, written into the run directory unless --out says where.
 
 The exported contract, for every format: input `images`, uint8 NHWC [N,32,32,3] (dynamic N);
 output `logits`, float32 [N,num_classes]. In between: the run's kernels.Preprocess (upsample ->
@@ -24,45 +25,63 @@ DESCRIPTION = "A trained run -> a deployable inference graph (SavedModel, ONNX, 
 
 
 def _parser() -> Parser:
-    p = Parser(prog="python -m engine.export", description=DESCRIPTION)
-    sub = p.add_subparsers(dest="format", required=True, parser_class=Parser)
+    p = Parser(prog="engine export", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="format", required=True, parser_class=Parser, metavar="{savedmodel,onnx,trt}")
     common = Parser(add_help=False)
-    common.add_argument("run", help="a run directory written by engine.train, or a saved .keras model")
-    common.add_argument("--normalization", choices=NORMALIZATIONS,
-                        help=".keras input: how its training inputs were scaled (e.g. caffe for vgg16's "
-                             "preprocess_input, unit for x/255)")
-    common.add_argument("--upsample-method", choices=UPSAMPLE_METHODS, default="nearest",
-                        help=".keras input: how 32x32 images reach its input side")
-    common.add_argument("--classes", help=".keras input: comma-separated class names (default: CIFAR-10's)")
-    common.add_argument("--out", required=True, help="output path")
-    common.add_argument("--checkpoint", choices=["best", "latest"], default="best",
-                        help="which checkpoint of the run (default: best validation epoch)")
-    common.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    common.add_argument("run", help="a run directory written by engine train, or a saved .keras model")
+    io = common.add_argument_group("input and output")
+    io.add_argument("--out", metavar="PATH",
+                    help="output path (default: in the run directory, model.savedmodel, model.onnx or model.engine, "
+                         "with -fp16/-int8 for those precisions; beside a .keras file, its name with that ending)")
+    io.add_argument("--checkpoint", choices=["best", "latest"], default="best",
+                    help="which checkpoint of the run: best validation epoch, or the last one")
+    io.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    k = common.add_argument_group(".keras input (a run directory knows its own)")
+    k.add_argument("--normalization", choices=NORMALIZATIONS,
+                   help="how its training inputs were scaled (e.g. caffe for vgg16's preprocess_input, unit for x/255)")
+    k.add_argument("--upsample-method", choices=UPSAMPLE_METHODS, default="nearest",
+                   help="how 32x32 images reach its input side")
+    k.add_argument("--class-names", "--classes", dest="classes", metavar="A,B,...",
+                   help="comma-separated class names to record in the export (default: CIFAR-10's)")
     sub.add_parser("savedmodel", parents=[common], help="TensorFlow SavedModel with a serving signature")
     prec = Parser(add_help=False)
-    prec.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                      help="fp16: float16 weights and activations; int8: Q/DQ static quantization "
-                           "(symmetric int8, per-channel weights) calibrated on training images")
-    prec.add_argument("--calib-images", type=int, default=512, help="int8: training images to calibrate on")
-    prec.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="int8 calibration")
-    prec.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
-                      help="int8: per-channel weight scales (default: on)")
-    prec.add_argument("--data", help="int8: data source for calibration (default: the run's)")
-    prec.add_argument("--int8-target", choices=INT8_TARGETS, default="trt",
-                      help="int8: trt (symmetric int8 activations: what TensorRT consumes) or cpu (uint8 "
-                           "activations, 7-bit weights: onnxruntime's fast x86 kernels)")
-    prec.add_argument("--simplify", action="store_true",
-                      help="simplify the ONNX graph with onnxslim, kept only if it still matches TensorFlow")
+    q = prec.add_argument_group("precision")
+    q.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp16: float16 weights and activations; int8: Q/DQ (QuantizeLinear/DequantizeLinear) "
+                        "static quantization (symmetric int8, per-channel weights) calibrated on training images")
+    q.add_argument("--calib-images", type=int, default=512, metavar="N", help="int8: training images to calibrate on")
+    q.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="int8 calibration")
+    q.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="int8: per-channel weight scales")
+    q.add_argument("--data", metavar="SOURCE", help="int8: data source for calibration (default: the run's)")
+    q.add_argument("--int8-target", choices=INT8_TARGETS, default="trt",
+                   help="int8: trt (symmetric int8 activations: what TensorRT consumes) or cpu (uint8 "
+                        "activations, 7-bit weights: onnxruntime's fast x86 kernels)")
+    q.add_argument("--simplify", action="store_true",
+                   help="simplify the ONNX graph with onnxslim, kept only if it still matches TensorFlow")
     sub.add_parser("onnx", parents=[common, prec], help=f"ONNX (opset {OPSET}), checked with onnxruntime")
     t = sub.add_parser("trt", parents=[common, prec],
                        help="TensorRT engine built from the ONNX export of that precision (needs an NVIDIA GPU)")
-    t.add_argument("--onnx", help="ONNX file to build from (default: export one next to --out)")
-    t.add_argument("--min-batch", type=int, default=1)
-    t.add_argument("--opt-batch", type=int, default=64)
-    t.add_argument("--max-batch", type=int, default=256)
-    t.add_argument("--timing-cache", help="TensorRT timing cache file, reused across builds "
-                                          "(default: timing.cache next to --out)")
+    e = t.add_argument_group("TensorRT engine")
+    e.add_argument("--onnx", metavar="FILE", help="ONNX file to build from (default: export one next to --out)")
+    e.add_argument("--min-batch", type=int, default=1, metavar="N", help="smallest batch the engine accepts")
+    e.add_argument("--opt-batch", type=int, default=64, metavar="N", help="the batch TensorRT tunes its kernels for")
+    e.add_argument("--max-batch", type=int, default=256, metavar="N", help="largest batch the engine accepts")
+    e.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache file, reused across builds "
+                                                        "(default: timing.cache next to --out)")
     return p
+
+
+def default_out(a) -> str:
+    """Where an export goes without --out: into the run directory (model.<ending>), or beside a .keras
+    file (its name with that ending); -fp16 / -int8 (-int8-cpu) name the other precisions."""
+    ending = {"savedmodel": ".savedmodel", "onnx": ".onnx", "trt": ".engine"}[a.format]
+    precision = getattr(a, "precision", "fp32")
+    tag = "" if precision == "fp32" else f"-{precision}" + ("-cpu" if precision == "int8" and a.int8_target == "cpu" else "")
+    run = a.run.rstrip("/")
+    if run.endswith(".keras"):
+        return os.path.splitext(run)[0] + tag + ending
+    return os.path.join(run, "model" + tag + ending)
 
 
 def parse(argv=None):
@@ -74,6 +93,10 @@ def parse(argv=None):
                           "--int8-target trt")
     if a.format == "trt" and not 1 <= a.min_batch <= a.opt_batch <= a.max_batch:
         raise EngineError("need 1 <= --min-batch <= --opt-batch <= --max-batch")
+    if not a.out:
+        if not os.path.exists(a.run):
+            raise EngineError(f"{a.run} does not exist: give a run directory or a .keras file")
+        a.out = default_out(a)
     return a
 
 
@@ -93,7 +116,7 @@ def main(argv=None):
         exp = load_keras(a.run, a.normalization, a.upsample_method, a.classes.split(",") if a.classes else None)
     else:
         if a.normalization or a.classes:
-            raise EngineError("--normalization and --classes are for a .keras model; a run directory "
+            raise EngineError("--normalization and --class-names are for a .keras model; a run directory "
                               "knows its own")
         exp = load_run(a.run, a.checkpoint)
     if a.format == "savedmodel":

@@ -122,6 +122,7 @@ class Recipe:
     reproduces: str
     reported: str
     values: dict = field(default_factory=dict)
+    after: str = ""  # a second phase: the recipe whose run --init-from must name
 
     @property
     def tag(self) -> str:
@@ -167,6 +168,13 @@ RECIPES = {r.name: r for r in [
            {**_SEED_HEAD, "model.model": "vgg16", "model.upsample": 32, "model.freeze": "block5_conv1",
             "model.head": "dense512", "optim.optimizer": "rmsprop", "optim.lr": 1e-4, "optim.momentum": 0.0,
             "optim.schedule": "constant", "optim.batch_size": 128, "optim.epochs": 20}),
+    Recipe("vgg16-finetune-block5", 1,
+           "phase 2 of the two-phase fine-tune: from a seed-vgg16-frozen run's weights (--init-from RUN), "
+           "block5_conv1 on trains with the head, Adam at a constant 1e-5 (ours), 4-px crops and flips, 10 epochs",
+           "ours (not a seed experiment)",
+           {**_experiment1("vgg16"), "model.weights": "none",  # every weight comes from --init-from
+            "model.freeze": "block5_conv1", "model.crop_pad": 4, "model.flip": "random", "optim.lr": 1e-5,
+            "optim.epochs": 10}, after="seed-vgg16-frozen"),
 ]}
 
 
@@ -182,4 +190,5 @@ def overrides(recipe: Recipe) -> dict:
 
 
 def table() -> str:
-    return "\n".join(f"{r.tag:30s} {r.reproduces}; reported: {r.reported}" for r in RECIPES.values())
+    return "\n".join(f"{r.tag:30s} {r.reproduces}; reported: {r.reported}" + (f"; after: {r.after}" if r.after else "")
+                     for r in RECIPES.values())

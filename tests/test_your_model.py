@@ -145,9 +145,12 @@ def test_a_two_phase_fine_tune_through_init_from(tmp_path):
               "--limit", 256, "--epochs", 1, "--batch-size", 64, "--quiet"]
     p = engine("train", *common, "--out", tmp_path / "head")
     assert p.returncode == 0, p.stderr
-    p = engine("train", *common, "--seed", 1, "--freeze", "block5_conv1", "--optimizer", "adam", "--lr", 1e-5,
+    p = engine("train", "--recipe", "vgg16-finetune-block5", *common, "--crop-pad", 0, "--seed", 1,
                "--init-from", f"{tmp_path / 'head'}:best", "--out", tmp_path / "ft")
     assert p.returncode == 0, p.stderr
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())  # the phase-2 recipe, under the flags given
+    assert (cfg["model"]["freeze"], cfg["optim"]["optimizer"], cfg["optim"]["lr"]) == ("block5_conv1", "adam", 1e-5)
+    assert cfg["run"]["recipe"] == "vgg16-finetune-block5@v1" and cfg["model"]["flip"] == "random"
     assert f"weights from {tmp_path / 'head'}/checkpoints/best/ckpt-4" in p.stdout
     from engine.export.load import load_run
 
@@ -158,3 +161,27 @@ def test_a_two_phase_fine_tune_through_init_from(tmp_path):
     assert not np.array_equal(layer("head", "best", "block5_conv1")[0], layer("ft", "latest", "block5_conv1")[0])
     p = engine("train", "--model", "tiny", "--data", "digits", "--init-from", tmp_path / "head", "--out", tmp_path / "x")
     assert_one_line_error(p, "its model is not this one")
+
+
+def test_a_saved_model_trains_in_the_runs_precision(nets):
+    """A .keras file's layers keep the policy they were saved in (float32); under --amp they are rebuilt
+    in mixed_bfloat16 with the same weights, nested models included."""
+    import keras
+
+    from engine.models import user
+    d, _ = nets
+    inner = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()], name="inner")
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inner(inputs))
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(d / "nested.keras")
+    images = np.random.default_rng(0).random((4, 32, 32, 3), np.float32)
+    plain = user.load(str(d / "nested.keras"))
+    assert {layer.dtype_policy.name for layer in user._all_layers(plain)} == {"float32"}
+    try:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        mixed = user.load(str(d / "nested.keras"))
+        assert {layer.dtype_policy.name for layer in user._all_layers(mixed)} == {"mixed_bfloat16"}
+        assert mixed(images).dtype == "bfloat16"
+        np.testing.assert_allclose(np.asarray(mixed(images), np.float32), np.asarray(plain(images)), atol=0.05)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -33,10 +33,37 @@ def _load_file(path: str):
     if not os.path.isfile(path):
         raise EngineError(f"--model {path}: no such file")
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - a corrupt zip, a missing custom layer, a wrong format
         first = str(e).splitlines()[0][:150] if str(e) else ""
         raise EngineError(f"--model {path}: cannot load it: {type(e).__name__}: {first}") from None
+    return in_global_policy(model) if isinstance(model, keras.Model) else model
+
+
+def in_global_policy(model):
+    """The model with every layer, nested models' too, computing in the global precision policy (--amp):
+    a saved model's layers keep the policy they were saved with (float32), so under mixed precision
+    it would train in float32. Same weights, new layers."""
+    policy = keras.mixed_precision.global_policy()
+    if all(layer.dtype_policy.name == policy.name for layer in _all_layers(model)):
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+        copy.set_weights(model.get_weights())
+    except Exception as e:  # noqa: BLE001 - a layer whose config does not round-trip
+        raise EngineError(f"--model {model.name}: cannot rebuild it in {policy.name} for --amp "
+                          f"({type(e).__name__}: {str(e)[:120]}); train it without --amp") from None
+    return copy
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _call(name: str):

@@ -89,6 +89,9 @@ def resolve(overrides: dict, file_values: dict | None = None) -> C.Config:
             raise EngineError("--recipe starts a new run; --resume continues one from its saved config: drop one")
         named = recipes.get(recipe_name.split("@")[0])
         base = recipes.overrides(named)
+        if named.after and not (overrides.get(("run", "init_from")) or file_values.get(("run", "init_from"))):
+            raise EngineError(f"--recipe {named.name} is the second phase of a fine-tune: give --init-from RUN, a run "
+                              f"of --recipe {named.after}")
         overrides[("run", "recipe")] = named.tag
         file_values.pop(("run", "recipe"), None)
     model = overrides.get(("model", "model")) or file_values.get(("model", "model")) or base.get(("model", "model"))

@@ -129,3 +129,9 @@ def test_every_config_field_is_in_exactly_one_help_group():
     names = [f.name for dc in C.SECTIONS.values() for f in dataclasses.fields(dc)]
     grouped = [name for group in C.HELP_GROUPS.values() for name in group]
     assert sorted(grouped) == sorted(names)  # none missing, none twice, none unknown
+
+
+def test_a_second_phase_recipe_needs_the_first_phases_run():
+    with pytest.raises(EngineError, match="second phase of a fine-tune: give --init-from RUN, a run of --recipe "
+                                          "seed-vgg16-frozen"):
+        flags("--recipe", "vgg16-finetune-block5")

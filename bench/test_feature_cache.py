@@ -33,7 +33,7 @@ TRAIN, TEST, EPOCHS = (2048, 512, 30) if QUICK else (50000, 10000, 30)
 
 def _cfg():
     cfg = defaults("vgg16").replace("model", weights="none", upsample=SIZE, head="seed")
-    return cfg.replace("optim", batch_size=BATCH)
+    return cfg.replace("optim", batch_size=BATCH).replace("run", amp=False, xla=False)  # float32, as the seed
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,22 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return action.help
         return super()._get_help_string(action)
 
+    def _format_action_invocation(self, action):
+        if isinstance(action, Switch):
+            return f"{action.option_strings[0]} [{action.metavar}], {action.option_strings[1]}"
+        return super()._format_action_invocation(action)
+
+
+class Switch(argparse.Action):
+    """An on/off/auto flag: --amp (on), --amp auto|on|off, --no-amp (off)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string.startswith("--no-"):
+            if value is not None:
+                parser.error(f"{option_string} takes no value")
+            value = False
+        setattr(namespace, self.dest, True if value is None else value)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is our one line and exit code 2 (no usage block), and `--help` shows

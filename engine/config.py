@@ -125,13 +125,20 @@ class RunConfig:
     resume: bool = _opt(False, "continue the run in --out from its latest checkpoint")
     overwrite: bool = _opt(False, "replace whatever run is in --out")
     seed: int = _opt(0, "seed for weights, shuffling and augmentation")
-    xla: bool = _opt(False, "jit-compile the train step with XLA (on CPU it can be slower: measure)")
-    amp: bool = _opt(False, "mixed precision: bfloat16 on CPUs and on GPUs of compute capability >= 8.0, "
-                                  "float16 + loss scaling on older GPUs")
+    xla: bool | str = _opt(
+        "auto", "jit-compile the train step with XLA: --xla, --no-xla, or auto: on GPUs on; on CPUs whichever of "
+                "the two a short timed probe of this model found faster (cached per CPU, model, batch and "
+                "TensorFlow version)", auto=True, env="ENGINE_XLA")
+    amp: bool | str = _opt(
+        "auto", "mixed precision: bfloat16 on CPUs and on GPUs of compute capability >= 8.0, float16 + loss "
+                "scaling on older GPUs. --amp, --no-amp, or auto: on GPUs on; on CPUs only where the probe "
+                "measured it faster than float32", auto=True, env="ENGINE_AMP")
     steps_per_call: int = _opt(10, "train steps run inside one tf.function call")
     checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (bitwise repeatable on CPU)")
+    profile: int = _opt(0, "write a TensorBoard profiler trace of N train calls (after the first, which traces) "
+                           "into OUT/tb; view it in TensorBoard's Profile tab (pip install tensorboard-plugin-profile)")
     strategy: str = _opt("auto", "tf.distribute strategy: auto (multiworker if TF_CONFIG lists several workers, "
                          "mirrored on several GPUs, else default), default, mirrored, multiworker",
                          choices=STRATEGIES)
@@ -156,7 +163,7 @@ HELP_GROUPS = {
                      "weight_decay_mode", "bias_lr_scale", "schedule", "warmup", "lr_start", "lr_end",
                      "lr_step_epochs", "lr_decay", "label_smoothing", "lookahead"],
     "length": ["epochs", "batch_size", "early_stop"],
-    "speed": ["xla", "amp", "steps_per_call", "strategy", "deterministic"],
+    "speed": ["xla", "amp", "steps_per_call", "strategy", "deterministic", "profile"],
     "run and checkpoints": ["out", "resume", "overwrite", "seed", "checkpoint_every", "keep_checkpoints", "quiet"],
 }
 
@@ -229,14 +236,36 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+AUTO = "auto"
+_SWITCH = {"auto": AUTO, "on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False,
+           "no": False}
+
+
+def switch(text) -> bool | str:
+    """A value of an on/off/auto field (--amp, --xla): True, False or "auto"."""
+    if isinstance(text, bool) or text == AUTO:
+        return text
+    key = str(text).strip().lower()
+    if key not in _SWITCH:
+        raise ValueError(text)
+    return _SWITCH[key]
+
+
 def env_defaults() -> dict:
-    """{(section, name): value} of the fields whose default an environment variable sets (ENGINE_DATA)."""
+    """{(section, name): value} of the fields whose default an environment variable sets (ENGINE_DATA,
+    ENGINE_AMP, ENGINE_XLA)."""
     out = {}
     for section, dc in SECTIONS.items():
         for f in dataclasses.fields(dc):
             env = f.metadata.get("env")
             if env and os.environ.get(env):
-                out[(section, f.name)] = os.environ[env]
+                value = os.environ[env]
+                if f.metadata.get("auto"):
+                    try:
+                        value = switch(value)
+                    except ValueError:
+                        raise EngineError(f"{env}={value!r}: expected on, off or auto") from None
+                out[(section, f.name)] = value
     return out
 
 

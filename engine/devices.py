@@ -10,6 +10,9 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
+BF16_CAPABILITY = (8, 0)  # GPUs from Ampere on (A100, A10, L4, H100, ...) compute in bfloat16 natively
+
+
 def compute_capabilities() -> list[tuple[int, int]]:
     """(major, minor) CUDA compute capability of each visible GPU."""
     import tensorflow as tf
@@ -49,8 +52,23 @@ def cpu_flags() -> set[str]:
     return set(_cpuinfo("flags").split())
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("" where /proc/cpuinfo does not say)."""
+    return _cpuinfo("model name")
+
+
 def cpu_has_amx() -> bool:
     return "amx_bf16" in cpu_flags()
+
+
+def fast_bf16(flags: set) -> bool:
+    """bfloat16 arithmetic in hardware: AMX tiles or AVX-512 BF16 (elsewhere it is emulated)."""
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags))
+
+
+def int8_dot(flags: set) -> bool:
+    """int8 dot products without int16 saturation: VNNI (AVX-512 or AVX) or AMX int8 tiles."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def device_name() -> str:

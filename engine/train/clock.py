@@ -70,3 +70,35 @@ class EpochStats:
     def summary(self) -> dict:
         return {"loss": self.loss / self.seen, "accuracy": self.correct / self.seen, "img_s": self.img_s,
                 "seconds": time.perf_counter() - self.start}
+
+
+class ProfileWindow:
+    """--profile N: a TensorBoard profiler trace of train calls 2..N+1 of this process (the first
+    traces and compiles), written under `logdir` (plugins/profile/<time>/). Their wall time is a
+    phase of its own, not training time: the profiler slows them."""
+
+    def __init__(self, calls: int, logdir: str):
+        self.calls, self.logdir, self.seen, self.active = calls, logdir, 0, False
+
+    def before_call(self) -> bool:
+        """Whether the call about to run is profiled (starting the trace at the first)."""
+        self.seen += 1
+        if self.calls and self.seen == 2:
+            import tensorflow as tf
+            tf.profiler.experimental.start(self.logdir)
+            self.active = True
+        return self.active
+
+    def after_call(self) -> str | None:
+        """Stops the trace after its last call; returns where it went (None while it goes on)."""
+        if self.active and self.seen >= self.calls + 1:
+            return self.stop()
+        return None
+
+    def stop(self) -> str | None:
+        if not self.active:
+            return None
+        import tensorflow as tf
+        tf.profiler.experimental.stop()
+        self.active = False
+        return self.logdir

@@ -5,7 +5,7 @@ import keras
 
 from engine import devices
 
-BF16_CAPABILITY = (8, 0)  # GPUs from Ampere on (A100, A10, L4, H100, ...) compute in bfloat16 natively
+BF16_CAPABILITY = devices.BF16_CAPABILITY
 
 
 def policy_name(amp: bool) -> str:

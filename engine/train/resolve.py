@@ -13,7 +13,7 @@ import os
 
 from engine import config as C
 from engine import models, recipes
-from engine.cli import Parser, integer, number
+from engine.cli import Parser, Switch, integer, number
 from engine.contract import NORMALIZATIONS
 from engine.errors import EngineError
 
@@ -52,7 +52,10 @@ def build_parser(prog: str, description: str, model: str | None = None,
             default = f"{default:.4g}" if isinstance(default, float) else default
             shown = "" if "(default:" in meta["help"] else f" (default: {default if default != '' else 'none'})"
             kw = dict(dest=f"{section}.{f.name}", help=meta["help"] + shown)
-            if f.type in ("bool", bool):
+            if meta.get("auto"):
+                group.add_argument(C.flag(f.name), "--no-" + C.flag(f.name)[2:], action=Switch, nargs="?",
+                                   type=C.switch, metavar="auto|on|off", **kw)
+            elif f.type in ("bool", bool):
                 group.add_argument(C.flag(f.name), action=argparse.BooleanOptionalAction, **kw)
             else:
                 group.add_argument(C.flag(f.name), type=_TYPES[f.type], choices=meta.get("choices"),
@@ -155,6 +158,11 @@ def _typed(path: str, key: tuple, value):
     if name not in fields:
         raise EngineError(f"--config {path}: {section}.{name} is not a config field (see engine train --help)")
     f = fields[name]
+    if f.metadata.get("auto"):
+        try:
+            return C.switch(value)
+        except ValueError:
+            raise EngineError(f"--config {path}: {section}.{name} is {value!r}, expected true, false or auto") from None
     kind = {"bool": bool, "int": int, "float": float, "str": str}[str(f.type)]
     ok = (isinstance(value, bool) if kind is bool else
           isinstance(value, int) and not isinstance(value, bool) if kind is int else
@@ -206,7 +214,7 @@ def check(cfg: C.Config) -> None:
     if o.bias_lr_scale != 1.0 and o.optimizer == "adam":
         raise EngineError("--bias-lr-scale has no effect with adam (it normalises gradient scale); "
                           "use sgd or rmsprop, or --bias-lr-scale 1")
-    if r.deterministic and r.xla:
+    if r.deterministic and r.xla is True:
         raise EngineError("--deterministic cannot be combined with --xla: XLA has no deterministic "
                           "max-pool gradient; drop one of them")
     if r.init_from:

@@ -22,9 +22,9 @@ from engine import data, devices, models, plots
 from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import Diverged, EngineError, Preempted
 from engine.files import write_json
-from engine.train import advice, distribute, feature_cache, precision, resolve
+from engine.train import advice, autotune, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
-from engine.train.clock import Clock, EpochStats
+from engine.train.clock import Clock, EpochStats, ProfileWindow
 from engine.train.feeds import Feeds
 from engine.train.loop import MAX_SKIPS
 from engine.train.optim import current_lr
@@ -91,7 +91,7 @@ class Trainer:
         created = prepare_run_dir(r) if self.chief else False
         self.log(self.cfg.summary())
         if self.chief:
-            for w in advice.speed_warnings(r.amp, r.xla, self.cfg.model.model):
+            for w in advice.speed_warnings(r.amp is True, r.xla is True, self.cfg.model.model):
                 print(f"warning: {w}", file=sys.stderr)
         try:
             self._setup()
@@ -107,6 +107,12 @@ class Trainer:
         cfg, r = self.cfg, self.cfg.run
         splits, train, val, test = load_splits(cfg, self.log)
         self.val_is_test = cfg.data.val_split == 0
+        # --amp auto / --xla auto become what they chose, in the config.json a resume reads
+        self.speed = autotune.choose(cfg, self.strategy, splits.num_classes, len(train[0]),
+                                     cfg.data.cache_dir or default_cache_dir(), self.log)
+        self.log(self.speed.describe())
+        self.cfg = cfg = cfg.replace("run", amp=self.speed.amp, xla=self.speed.xla)
+        r = cfg.run
         keras.utils.set_random_seed(r.seed)
         set_determinism(r.deterministic)
         self.policy = precision.apply(r.amp)
@@ -150,6 +156,7 @@ class Trainer:
     def _train(self) -> dict:
         o, num_epochs = self.cfg.optim, self.t.length.num_epochs
         self.clock = Clock()
+        self.profile = ProfileWindow(self.cfg.run.profile, os.path.join(self.cfg.run.out, "tb"))
         stopped_early = False
         for epoch in range(self.start_epoch, num_epochs):
             self._end_epoch(epoch, self._train_epoch(epoch))
@@ -197,16 +204,26 @@ class Trainer:
         return n
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
+        profiled = self.profile.before_call()
         t0 = time.perf_counter()
         loss, correct, bad, why = self.loop.train_calls(iterator, tf.constant(n, tf.int32))
         loss, correct, bad, why = float(loss), float(correct), int(bad), int(why)  # also waits for the device
         seconds = time.perf_counter() - t0
+        if profiled:
+            self._profiled(seconds)
         if bad >= 0:
             last = self.ckpt.last or "none (no checkpoint was written yet)"
             raise Diverged(f"{DIVERGED[why].format(loss=loss)} at step {bad + 1}; stopped. Last good checkpoint: {last}")
         self.global_step += n
         images = n * self.cfg.optim.batch_size
-        stats.add(images, loss, correct, seconds if self.clock.train_call(images, seconds) else None)
+        timed = not profiled and self.clock.train_call(images, seconds)
+        stats.add(images, loss, correct, seconds if timed else None)
+
+    def _profiled(self, seconds: float) -> None:
+        self.clock.phases["profiled calls"] += seconds
+        done = self.profile.after_call()
+        if done:
+            self.log(f"profile of {self.cfg.run.profile} train calls: {done} (TensorBoard's Profile tab)")
 
     def _preempted(self, checkpoint: str):
         raise Preempted(f"SIGTERM: stopped at step {self.global_step} after saving {checkpoint}; continue with "
@@ -231,6 +248,8 @@ class Trainer:
     # -- end of run ------------------------------------------------------------------------------
     def _finish(self, stopped_early: bool) -> dict:
         r = self.cfg.run
+        if self.profile.stop():  # the run ended inside the window
+            self.log(f"profile of the train calls after the first: {os.path.join(r.out, 'tb')}")
         with self.clock.timed("curves.png"):
             plots.curves(self.history.entries, os.path.join(r.out, "curves.png"),
                          title=f"{self.cfg.model.model} ({r.out})")
@@ -272,6 +291,7 @@ class Trainer:
             "steps_per_call": r.steps_per_call, "batch_size": o.batch_size,
             "device": devices.device_name(), "tensorflow": tf.__version__,
             "feature_cache": self.t.feature_cache, "feature_seconds": self.feature_seconds,
+            "speed_choice": self.speed.to_dict(),
         }
 
 

@@ -26,7 +26,8 @@ def test_config_defaults_are_the_default_models_recipe():
 
 
 def test_the_default_models_resolved_config_is_the_dataclass_config(monkeypatch):
-    monkeypatch.delenv("ENGINE_DATA", raising=False)
+    for name in ("ENGINE_DATA", "ENGINE_AMP", "ENGINE_XLA"):
+        monkeypatch.delenv(name, raising=False)
     assert resolve.defaults(C.ModelConfig().model) == C.Config()
     assert models.get(C.ModelConfig().model).recipe == recipes.DEFAULT
 

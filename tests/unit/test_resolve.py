@@ -135,3 +135,27 @@ def test_a_second_phase_recipe_needs_the_first_phases_run():
     with pytest.raises(EngineError, match="second phase of a fine-tune: give --init-from RUN, a run of --recipe "
                                           "seed-vgg16-frozen"):
         flags("--recipe", "vgg16-finetune-block5")
+
+
+def test_amp_and_xla_are_on_off_or_auto(monkeypatch, tmp_path):
+    cfg = flags()
+    assert (cfg.run.amp, cfg.run.xla) == ("auto", "auto") or C.env_defaults()  # the suite sets ENGINE_AMP/XLA
+    monkeypatch.delenv("ENGINE_AMP", raising=False)
+    monkeypatch.delenv("ENGINE_XLA", raising=False)
+    assert (flags().run.amp, flags().run.xla) == ("auto", "auto")  # the product's default
+    assert (flags("--amp").run.amp, flags("--no-amp").run.amp, flags("--amp", "off").run.amp) == (True, False, False)
+    assert flags("--xla", "auto", "--amp", "on").run.xla == "auto"
+    monkeypatch.setenv("ENGINE_AMP", "on")
+    assert flags().run.amp is True and flags("--amp", "auto").run.amp == "auto"  # a flag over the environment
+    monkeypatch.setenv("ENGINE_AMP", "sometimes")
+    with pytest.raises(EngineError, match="ENGINE_AMP='sometimes': expected on, off or auto"):
+        flags()
+    monkeypatch.delenv("ENGINE_AMP")
+    (tmp_path / "c.yaml").write_text("run:\n  amp: auto\n  xla: true\n")
+    cfg = flags("--config", str(tmp_path / "c.yaml"))
+    assert (cfg.run.amp, cfg.run.xla) == ("auto", True)
+    (tmp_path / "bad.yaml").write_text("run:\n  amp: 3\n")
+    with pytest.raises(EngineError, match="run.amp is 3, expected true, false or auto"):
+        flags("--config", str(tmp_path / "bad.yaml"))
+    with pytest.raises(EngineError, match="--no-amp takes no value"):
+        flags("--no-amp", "on")

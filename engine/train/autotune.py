@@ -1,0 +1,258 @@
+"""`--amp auto` and `--xla auto` (the defaults): the fastest correct precision and compilation for this
+machine, decided before the run and recorded in its metrics.json.
+
+- On GPUs, by rule: mixed precision on (bfloat16 from compute capability 8.0, float16 with loss
+  scaling below: engine.train.precision), XLA on, except float16 over several replicas (refused
+  under XLA) and --deterministic (XLA has no deterministic max-pool gradient).
+- On CPUs, by measurement. Machines of the same kind disagree (bfloat16 trained airbench 1.9x faster
+  than float32 on a CPU with AMX and 10x slower on one without bfloat16 instructions; XLA from 0.8x to
+  1.7x), so each candidate (float32 or bfloat16, XLA off or on) trains a few steps of this model at
+  this batch (at most PROBE_BATCH images a step) on random images, after one warm-up step that pays
+  for tracing. The fastest wins, but only if it is at least MARGIN faster than the reference (float32
+  without XLA, or what was forced): a candidate slower than float32 is never picked. A candidate
+  already below half the best rate stops after one timed step, and bfloat16 with XLA is timed only if
+  one of the two beat the reference. Decisions are cached in the cache directory per CPU model, CPU
+  features, TensorFlow version, model and batch, so the probe runs once per machine and setting.
+- Several replicas or workers (a tf.distribute strategy) are not probed: every worker must make the
+  same choice, so auto means float32 without XLA there, as before the probe existed.
+
+`--amp`/`--no-amp` and `--xla`/`--no-xla` force a choice (source "given", as on a resume, whose
+config.json holds what was chosen); a given choice is never measured.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+
+from engine import devices
+from engine.config import AUTO
+from engine.files import read_json, write_json
+
+CACHE_FILE = "speed-choices.json"
+MARGIN = 0.05        # a candidate must be this much faster than the reference to be picked
+PROBE_BATCH = 256    # images per probe step at most (the run's batch, if smaller)
+PROBE_STEPS = 3      # timed steps per candidate, after one warm-up step
+RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "fma")
+
+
+def label(amp: bool, xla: bool) -> str:
+    return ("bfloat16" if amp else "float32") + (" + XLA" if xla else "")
+
+
+@dataclasses.dataclass
+class Choice:
+    amp: bool
+    xla: bool
+    source: str                  # given | GPU rule | measured | cached | several replicas | feature cache
+    img_s: dict = dataclasses.field(default_factory=dict)  # label -> measured img/s
+    probe_seconds: float = 0.0   # what measuring cost this run (0 when cached)
+    probe_batch: int = 0
+    bf16_conv_ratio: float | None = None  # bfloat16's conv rate over float32's, where it was looked at
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "choice": label(self.amp, self.xla)}
+
+    def describe(self) -> str:
+        head = f"speed: {label(self.amp, self.xla)} ({self.source}"
+        if not self.img_s:
+            return head + ")"
+        rates = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.img_s.items(), key=lambda kv: -kv[1]))
+        cost = f"; probe {self.probe_seconds:.1f} s" if self.probe_seconds else ""
+        skipped = (f"; bfloat16 not timed: its convolutions ran {1 / self.bf16_conv_ratio:.1f}x slower than "
+                   f"float32's" if self.bf16_conv_ratio is not None and self.bf16_conv_ratio < 1 else "")
+        return f"{head}: img/s at batch {self.probe_batch}: {rates}{skipped}{cost})"
+
+
+def candidates(amp, xla, deterministic: bool = False) -> list[tuple[bool, bool]]:
+    """The (amp, xla) pairs an auto choice considers, the reference (everything auto off) first."""
+    amps = [False, True] if amp == AUTO else [bool(amp)]
+    xlas = [False] if deterministic and xla == AUTO else [False, True] if xla == AUTO else [bool(xla)]
+    return [(a, x) for a in amps for x in xlas]
+
+
+def reference(amp, xla) -> tuple[bool, bool]:
+    """What auto falls back to: float32 and no XLA, unless forced otherwise."""
+    return (False if amp == AUTO else bool(amp), False if xla == AUTO else bool(xla))
+
+
+def pick(img_s: dict, amp, xla) -> tuple[bool, bool]:
+    """The fastest measured (amp, xla), if at least MARGIN faster than the reference; else the reference."""
+    ref = reference(amp, xla)
+    best = max(img_s, key=img_s.get)
+    return best if img_s[best] >= img_s[ref] * (1 + MARGIN) else ref
+
+
+def gpu_rule(amp, xla, capabilities: list, replicas: int, deterministic: bool) -> Choice:
+    a = True if amp == AUTO else bool(amp)
+    float16 = a and bool(capabilities) and min(capabilities) < devices.BF16_CAPABILITY
+    x = (not deterministic and not (float16 and replicas > 1)) if xla == AUTO else bool(xla)
+    return Choice(a, x, "GPU rule")
+
+
+def cache_key(setting: dict) -> str:
+    """One cache entry per machine and setting: a change of CPU model, its features, TensorFlow's
+    version, the model or the batch gets a new measurement."""
+    return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def machine_setting(cfg, input_side: int, batch: int, tf_version: str) -> dict:
+    flags = devices.cpu_flags()
+    m = cfg.model
+    return {"tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": [f for f in RELEVANT_FLAGS if f in flags],
+            "cores": os.cpu_count(), "model": m.model, "width": m.width, "head": m.head, "freeze": m.freeze,
+            "input_side": input_side, "batch": batch}
+
+
+def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: str | None,
+           bf16_ratio=None) -> Choice:
+    """Choose on a CPU. `measure(amp, xla, floor)` returns a candidate's img/s (it may stop early once
+    it is below `floor`); what it measured is cached under `setting` in `cache_path`. `bf16_ratio()`,
+    if given, is a cheap first look at bfloat16 (its convolution rate over float32's): below 1, the
+    bfloat16 candidates cannot win and are not timed (where --amp was not forced)."""
+    pairs = candidates(amp, xla, deterministic)
+    if len(pairs) == 1:
+        return Choice(*pairs[0], "given")
+    t0 = time.perf_counter()
+    key = cache_key(setting)
+    cache = read_json(cache_path, {}) if cache_path else {}
+    entry = cache.get(key, {"setting": setting, "img_s": {}})
+    new = False
+    if amp == AUTO and bf16_ratio is not None:
+        if "bf16_conv_ratio" not in entry:
+            entry["bf16_conv_ratio"], new = float(bf16_ratio()), True
+        if entry["bf16_conv_ratio"] < 1.0:
+            pairs = [p for p in pairs if not p[0]]
+    ref, img_s = reference(amp, xla), {}
+    for pair in pairs:
+        name = label(*pair)
+        if pair == (True, True) and not _worth_combining(img_s, ref):
+            continue
+        if name not in entry["img_s"]:
+            entry["img_s"][name], new = float(measure(*pair, max(img_s.values(), default=0.0) / 2)), True
+        img_s[pair] = entry["img_s"][name]
+    if new and cache_path:
+        cache[key] = entry
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+            write_json(cache_path, cache)
+        except OSError as e:  # a read-only cache: the choice holds for this run, the next one measures again
+            print(f"warning: cannot cache the speed choice in {cache_path}: {e.strerror or e}", file=sys.stderr)
+    a, x = pick(img_s, amp, xla)
+    return Choice(a, x, "measured" if new else "cached", {label(*p): v for p, v in img_s.items()},
+                  round(time.perf_counter() - t0, 2) if new else 0.0, setting.get("batch", 0),
+                  entry.get("bf16_conv_ratio"))
+
+
+def _worth_combining(img_s: dict, ref) -> bool:
+    """bfloat16 + XLA is timed only where the reference was (auto on both) and bfloat16 alone or XLA
+    alone beat it, or where one of the two was forced on (then it is the only other candidate)."""
+    if ref != (False, False):
+        return True
+    return any(v > img_s[ref] for p, v in img_s.items() if p != ref)
+
+
+def choose(cfg, strategy, num_classes: int, train_size: int, cache_dir: str, log=print) -> Choice:
+    """The (amp, xla) a run trains with, from its config's --amp and --xla (True, False or auto)."""
+    import tensorflow as tf
+
+    from engine.train import resolve
+    r = cfg.run
+    if r.amp != AUTO and r.xla != AUTO:
+        return Choice(bool(r.amp), bool(r.xla), "given")
+    replicas = strategy.num_replicas_in_sync
+    if devices.gpus():
+        return gpu_rule(r.amp, r.xla, devices.compute_capabilities(), replicas, r.deterministic)
+    if replicas > 1 or tf.distribute.has_strategy():
+        a, x = reference(r.amp, r.xla)
+        return Choice(a, x, "several replicas")
+    if resolve.feature_cache_applies(cfg):  # the head trains on cached features: a few matrix products
+        a, x = reference(r.amp, r.xla)
+        return Choice(a, x, "feature cache")
+    from engine import models
+    side = models.preprocess_for(models.get(cfg.model.model), cfg.model).size
+    batch = min(cfg.optim.batch_size, PROBE_BATCH)
+    setting = machine_setting(cfg, side, batch, tf.__version__)
+
+    said = []
+
+    def announce():
+        if not said:
+            said.append(log("speed: timing float32 / bfloat16, XLA off / on, on this CPU: once per machine and "
+                            "setting (--amp/--no-amp and --xla/--no-xla skip it)"))
+
+    def measure(amp: bool, xla: bool, floor: float) -> float:
+        announce()
+        return measure_candidate(cfg, num_classes, amp, xla, batch, floor)
+
+    def ratio() -> float:
+        announce()
+        return bf16_conv_ratio()
+    return decide(r.amp, r.xla, r.deterministic, setting, measure, os.path.join(cache_dir, CACHE_FILE), ratio)
+
+
+def bf16_conv_ratio(reps: int = 3) -> float:
+    """bfloat16's rate over float32's for a training step of one 3x3 convolution (64 -> 64 channels,
+    32x32, batch 16: forward and both gradients), best of `reps` after a warm-up: a few seconds.
+    Convolutions are most of a CIFAR model's step, so where bfloat16's are slower, bfloat16 training
+    is too. The gradients matter: on one CPU without avx512_bf16 the forward convolution ran 1.4x
+    faster in bfloat16 and forward + backward 12x slower, as bfloat16 training was 10x slower."""
+    import tensorflow as tf
+
+    def seconds(dtype) -> float:
+        x = tf.cast(tf.random.stateless_uniform((16, 32, 32, 64), (0, 0)), dtype)
+        w = tf.cast(tf.random.stateless_uniform((3, 3, 64, 64), (0, 1)), dtype)
+
+        @tf.function
+        def step(x, w):
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                y = tf.reduce_sum(tf.cast(tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME")), tf.float32))
+            return [tf.reduce_sum(tf.cast(g, tf.float32)) for g in tape.gradient(y, [x, w])]
+        step(x, w)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            [float(g) for g in step(x, w)]
+            best = min(best, time.perf_counter() - t0)
+        return best
+    return seconds(tf.float32) / seconds(tf.bfloat16)
+
+
+def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, floor: float = 0.0) -> float:
+    """img/s of PROBE_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
+    uint8 images, after one warm-up step (tracing). Stops after one timed step below `floor`."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from engine.data.pipeline import Pipeline
+    from engine.train import precision
+    from engine.train.build import build_training
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    policy = precision.apply(amp)
+    c = cfg.replace("run", amp=amp, xla=xla).replace("optim", batch_size=batch).replace("model", data_init=False)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch * 2, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, num_classes, batch * 2).astype(np.int64)
+    try:
+        loop = build_training(c, num_classes, len(x), policy).loop
+        iterator = iter(Pipeline(x, y).train(batch, seed=0, epoch=0).repeat())
+        one = tf.constant(1, tf.int32)
+        float(loop.train_calls(iterator, one)[0])  # warm-up: tracing, compilation
+        elapsed, steps = 0.0, 0
+        while steps < PROBE_STEPS:
+            t0 = time.perf_counter()
+            float(loop.train_calls(iterator, one)[0])
+            elapsed += time.perf_counter() - t0
+            steps += 1
+            if steps * batch / elapsed < floor:
+                break
+        return steps * batch / elapsed
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()

@@ -1,0 +1,95 @@
+"""--amp auto / --xla auto: the decision from injected timings, its cache, and the GPU rules (no
+TensorFlow, no training: the real probe runs in tests/test_autotune.py)."""
+import pytest
+
+from engine.train import autotune
+from engine.train.autotune import AUTO, decide, pick
+
+FP32, XLA, BF16, BF16_XLA = (False, False), (False, True), (True, False), (True, True)
+SETTING = {"tensorflow": "2.21.0", "cpu": "Some CPU", "cpu_flags": ["avx2"], "model": "airbench", "batch": 256}
+
+
+class Timer:
+    """An injected measure(amp, xla, floor): the given img/s, and a record of what was timed."""
+
+    def __init__(self, rates):
+        self.rates, self.calls = rates, []
+
+    def __call__(self, amp, xla, floor):
+        self.calls.append((amp, xla))
+        return self.rates[(amp, xla)]
+
+
+@pytest.mark.parametrize("rates,expected", [
+    ({FP32: 100, XLA: 130, BF16: 190, BF16_XLA: 170}, BF16),   # the fastest wins
+    ({FP32: 100, XLA: 80, BF16: 10, BF16_XLA: 9}, FP32),       # slower than float32: never picked
+    ({FP32: 100, XLA: 103, BF16: 60, BF16_XLA: 50}, FP32),     # within the margin: float32 stays
+    ({FP32: 100, XLA: 140, BF16: 90, BF16_XLA: 95}, XLA),
+])
+def test_the_fastest_candidate_wins_and_none_slower_than_float32(rates, expected):
+    assert pick(rates, AUTO, AUTO) == expected
+
+
+def test_a_forced_setting_is_the_reference_of_the_other():
+    assert pick({BF16: 100, BF16_XLA: 90}, True, AUTO) == BF16     # --amp forced; XLA slower there
+    assert pick({XLA: 100, BF16_XLA: 150}, AUTO, True) == BF16_XLA
+    assert autotune.candidates(True, False) == [BF16]
+    assert autotune.candidates(AUTO, AUTO, deterministic=True) == [FP32, BF16]  # no XLA under --deterministic
+
+
+def test_the_cache_is_used_the_second_time_and_invalidated_by_another_tf_or_cpu(tmp_path):
+    cache = str(tmp_path / autotune.CACHE_FILE)
+    timer = Timer({FP32: 100, XLA: 150, BF16: 120, BF16_XLA: 200})
+    first = decide(AUTO, AUTO, False, SETTING, timer, cache)
+    assert (first.amp, first.xla, first.source) == (True, True, "measured") and len(timer.calls) == 4
+    again = decide(AUTO, AUTO, False, SETTING, timer, cache)
+    assert (again.amp, again.xla, again.source, again.probe_seconds) == (True, True, "cached", 0.0)
+    assert len(timer.calls) == 4  # nothing timed
+    assert again.img_s == first.img_s == {"float32": 100, "float32 + XLA": 150, "bfloat16": 120, "bfloat16 + XLA": 200}
+    for change in ({"tensorflow": "2.22.0"}, {"cpu": "Another CPU"}, {"cpu_flags": ["avx2", "amx_bf16"]},
+                   {"batch": 128}, {"model": "resnet9"}):
+        before = len(timer.calls)
+        d = decide(AUTO, AUTO, False, {**SETTING, **change}, timer, cache)
+        assert d.source == "measured" and len(timer.calls) == before + 4, change
+
+
+def test_bfloat16_with_slow_convolutions_is_not_timed(tmp_path):
+    timer = Timer({FP32: 100, XLA: 90})
+    d = decide(AUTO, AUTO, False, SETTING, timer, str(tmp_path / "c.json"), bf16_ratio=lambda: 0.09)
+    assert timer.calls == [FP32, XLA] and (d.amp, d.xla) == FP32 and d.bf16_conv_ratio == 0.09
+    assert "bfloat16 not timed: its convolutions ran 11.1x slower" in d.describe()
+    ratio_calls = []
+    d = decide(AUTO, AUTO, False, SETTING, timer, str(tmp_path / "c.json"), bf16_ratio=lambda: ratio_calls.append(1))
+    assert d.source == "cached" and not ratio_calls  # the ratio is cached too
+    timer = Timer({FP32: 100, XLA: 90, BF16: 300, BF16_XLA: 250})
+    d = decide(AUTO, AUTO, False, SETTING, timer, None, bf16_ratio=lambda: 9.0)  # AMX-like: timed, and wins
+    assert timer.calls == [FP32, XLA, BF16, BF16_XLA] and (d.amp, d.xla) == BF16
+    timer = Timer({BF16: 10, BF16_XLA: 12})
+    d = decide(True, AUTO, False, SETTING, timer, None, bf16_ratio=lambda: 0.1)  # --amp forced: still timed
+    assert timer.calls == [BF16, BF16_XLA] and (d.amp, d.xla) == BF16_XLA
+
+
+def test_bfloat16_with_xla_is_timed_only_if_one_of_them_helped():
+    timer = Timer({FP32: 100, XLA: 90, BF16: 95})
+    d = decide(AUTO, AUTO, False, SETTING, timer, None)
+    assert timer.calls == [FP32, XLA, BF16] and (d.amp, d.xla) == FP32
+
+
+def test_a_given_choice_is_not_measured():
+    timer = Timer({})
+    d = decide(False, True, False, SETTING, timer, None)
+    assert (d.amp, d.xla, d.source) == (False, True, "given") and not timer.calls
+
+
+@pytest.mark.parametrize("amp,xla,capabilities,replicas,deterministic,expected", [
+    (AUTO, AUTO, [(8, 0)], 1, False, (True, True)),     # A100: bfloat16 (precision.policy_name), XLA
+    (AUTO, AUTO, [(7, 5)], 1, False, (True, True)),     # T4: float16 + loss scaling, XLA
+    (AUTO, AUTO, [(7, 0), (7, 0)], 2, False, (True, False)),  # float16 over replicas: no XLA (refused)
+    (AUTO, AUTO, [(8, 0), (8, 0)], 2, False, (True, True)),
+    (AUTO, AUTO, [(9, 0)], 1, True, (True, False)),     # --deterministic: no XLA
+    (False, AUTO, [(7, 0), (7, 0)], 2, False, (False, True)),  # float32 forced: XLA fine over replicas
+    (AUTO, False, [(8, 6)], 1, False, (True, False)),
+])
+def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deterministic, expected):
+    c = autotune.gpu_rule(amp, xla, capabilities, replicas, deterministic)
+    assert (c.amp, c.xla) == expected and c.source == "GPU rule"

@@ -15,6 +15,7 @@ IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 3)
 INPUT = "images"
 OUTPUT = "logits"
 CONTRACT = "uint8 NHWC [N,32,32,3] images -> float32 [N,classes] logits"
+OPENVINO_RT_INFO = "engine"  # the section of an OpenVINO IR's rt_info that holds the export's metadata
 # The preprocessing every exported graph carries (engine.kernels implements them).
 UPSAMPLE_METHODS = ("nearest", "bilinear")
 NORMALIZATIONS = ("cifar10", "torch", "tf", "caffe", "unit", "raw")

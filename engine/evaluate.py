@@ -4,7 +4,8 @@ agreement, max and mean |logit difference|). Writes a JSON report.
 
     engine evaluate runs/airbench/model.onnx --against runs/airbench
 
-The backend follows from the path (a run or SavedModel folder: tf; .onnx: onnx; .engine/.plan: trt);
+The backend follows from the path (a run or SavedModel folder: tf; .onnx: onnx; .xml: openvino;
+.engine/.plan: trt);
 `--backend` names it where the path does not say.
 """
 from __future__ import annotations
@@ -15,18 +16,18 @@ import time
 
 import numpy as np
 
-from engine import data
+from engine import data, devices
 from engine.cli import Parser, import_tensorflow_quietly, integer
 from engine.config import data_default, default_cache_dir, is_run_dir
 from engine.errors import EngineError, cli
 from engine.files import write_json
-from engine.runtime import BACKENDS, ORT_LEVELS, backend_of, open_predictor
+from engine.runtime import BACKENDS, OPENVINO_PRECISIONS, ORT_LEVELS, backend_of, open_predictor
 
 
 def parse(argv=None):
     p = Parser(prog="engine evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", metavar="MODEL",
-                   help="a run directory or SavedModel folder, a .onnx file, or a TensorRT .engine file")
+                   help="a run directory or SavedModel folder, a .onnx file, an OpenVINO .xml, or a TensorRT .engine file")
     p.add_argument("--model", dest="model_flag", metavar="PATH", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--backend", choices=BACKENDS, help="runtime for MODEL (default: from its path)")
     p.add_argument("--against", metavar="[BACKEND:]PATH",
@@ -45,6 +46,9 @@ def parse(argv=None):
     r.add_argument("--ort-optimization", choices=ORT_LEVELS, default="all",
                    help="onnx backend: 'basic' keeps int8 Q/DQ exact (as TensorRT computes it); 'all' "
                         "lets ORT fuse it into CPU int8 kernels")
+    r.add_argument("--openvino-precision", choices=OPENVINO_PRECISIONS, default="auto",
+                   help="openvino backend: its inference precision; auto is bf16 where the CPU has AMX or AVX-512 "
+                        "BF16, else f32")
     o = p.add_argument_group("output")
     o.add_argument("--out", "--report", dest="report", metavar="FILE",
                    help="JSON report path (default: evaluate-<backend>.json beside MODEL)")
@@ -92,7 +96,8 @@ def main(argv=None):
         allow_memory_growth()
 
     def open_(backend, path):
-        opts = {"optimization": a.ort_optimization} if backend == "onnx" else {}
+        opts = {"onnx": {"optimization": a.ort_optimization},
+                "openvino": {"precision": a.openvino_precision}}.get(backend, {})
         return open_predictor(backend, path, a.batch_size, **opts)
     predictor = open_(a.backend, a.model)
     other = open_(*a.against.split(":", 1)) if a.against else None
@@ -103,13 +108,14 @@ def main(argv=None):
     logits, ips = timed_predict(predictor, x)
     report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data, "images": len(x),
               "top1_accuracy": float(np.mean(logits.argmax(1) == y)), "img_s": ips,
-              "batch_size": predictor.batch_size, "ort_optimization": a.ort_optimization}
+              "batch_size": predictor.batch_size, "ort_optimization": a.ort_optimization,
+              "runtime": predictor.details(), "device": devices.device_name()}
     print(f"{a.backend}: top-1 {report['top1_accuracy']:.4f} on {len(x)} test images, {ips:.1f} img/s")
     if other is not None:
         other_logits, other_ips = timed_predict(other, x)
         report["against"] = {"backend": other.backend, "model": os.path.abspath(other.path),
                              "top1_accuracy": float(np.mean(other_logits.argmax(1) == y)),
-                             "img_s": other_ips, **agreement(logits, other_logits)}
+                             "img_s": other_ips, "runtime": other.details(), **agreement(logits, other_logits)}
         r = report["against"]
         print(f"{other.backend}: top-1 {r['top1_accuracy']:.4f}, {other_ips:.1f} img/s; agreement "
               f"{r['top1_agreement']:.4%}, max |dlogit| {r['max_abs_logit_diff']:.3g}, "

@@ -24,7 +24,7 @@ def parse(argv=None):
     p = Parser(prog="engine predict", description=__doc__.split("\n\n")[0])
     p.add_argument("images", nargs="+", help="PNG/JPEG files, or folders of them")
     p.add_argument("--model", required=True,
-                   help="a run directory, or an export: .onnx, .savedmodel folder, TensorRT .engine")
+                   help="a run directory, or an export: .onnx, .savedmodel folder, OpenVINO .xml, TensorRT .engine")
     p.add_argument("--topk", type=integer, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
     p.add_argument("--resize", action="store_true", help="convert images of another size or mode to 32x32 RGB")
@@ -40,6 +40,10 @@ def class_names(path: str, backend: str) -> list | None:
     if backend == "tf":
         names = read_json(os.path.join(path, "classes.json"), None)
         return names or read_json(os.path.join(path, "assets.extra.engine.json"), {}).get("class_names")
+    if backend == "openvino":  # in the IR's rt_info (OpenVINOPredictor.metadata)
+        from engine.runtime import OpenVINOPredictor
+        names = OpenVINOPredictor(path).metadata.get("class_names")
+        return json.loads(names) if names else None
     onnx_path = path if backend == "onnx" else os.path.splitext(path)[0] + ".onnx"  # export trt writes it beside
     if not os.path.isfile(onnx_path):
         return None

@@ -1,4 +1,4 @@
-"""One Predictor interface over TensorFlow, ONNX Runtime and TensorRT.
+"""One Predictor interface over TensorFlow, ONNX Runtime, OpenVINO and TensorRT.
 
     p = open_predictor("onnx", "runs/x/model.onnx")
     logits = p.predict(images)   # uint8 [N,32,32,3] in, float32 [N,classes] out, batched inside
@@ -15,10 +15,12 @@ import numpy as np
 
 from engine.cli import import_tensorflow_quietly
 from engine.config import is_run_dir
-from engine.contract import INPUT, OUTPUT, check_images, inference_batch
+from engine import devices
+from engine.contract import INPUT, OPENVINO_RT_INFO, OUTPUT, check_images, inference_batch
 from engine.errors import EngineError
 
-BACKENDS = ("tf", "onnx", "trt")
+BACKENDS = ("tf", "onnx", "openvino", "trt")
+OPENVINO_PRECISIONS = ("auto", "f32", "bf16")
 
 
 class Predictor:
@@ -40,6 +42,10 @@ class Predictor:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def details(self) -> dict:
+        """How this backend runs the model (for reports): precision, the CPU features it chose by."""
+        return {}
 
     def predict(self, images) -> np.ndarray:
         images = check_images(images)
@@ -102,11 +108,73 @@ class ONNXPredictor(Predictor):
             self._session = ort.InferenceSession(path, opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise EngineError(f"cannot load ONNX model {path}: {str(e).splitlines()[0][:160]}") from None
-        side = self._session.get_modelmeta().custom_metadata_map.get("input_side", "")
+        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        side = self.metadata.get("input_side", "")
         self._default_batch(batch_size, int(side) if side.isdigit() else None)
+        self.optimization = optimization
+        if self.metadata.get("int8_weights") == "8-bit" and optimization == "all" \
+                and not devices.int8_dot(devices.cpu_flags()):
+            import sys
+            print(f"warning: {path} has full-range int8 weights (made for CPUs with VNNI or AMX); this CPU has "
+                  f"neither, so onnxruntime's int8 kernels can saturate: re-export it here with --int8-target cpu",
+                  file=sys.stderr)
 
     def _run(self, batch):
         return self._session.run([OUTPUT], {INPUT: batch})[0]
+
+    def details(self) -> dict:
+        meta = self.metadata
+        return {"model_precision": meta.get("precision", "fp32"), "ort_optimization": self.optimization,
+                **({"int8_target": meta["int8_target"]} if "int8_target" in meta else {}),
+                **({"int8_weights": meta["int8_weights"]} if "int8_weights" in meta else {}),
+                "cpu_int8_dot": devices.int8_dot(devices.cpu_flags())}
+
+
+def openvino_precision(choice: str, flags: set) -> str:
+    """OpenVINO's inference precision on a CPU: bf16 where the CPU computes bfloat16 in hardware
+    (AMX or AVX-512 BF16), else f32; or the one asked for."""
+    if choice not in OPENVINO_PRECISIONS:
+        raise EngineError(f"unknown OpenVINO precision {choice!r}; choose from {', '.join(OPENVINO_PRECISIONS)}")
+    if choice != "auto":
+        return choice
+    return "bf16" if devices.fast_bf16(flags) else "f32"
+
+
+class OpenVINOPredictor(Predictor):
+    """An OpenVINO IR (`model.xml` with its `model.bin`) exported by `engine export openvino`, on the
+    CPU. `precision` is OpenVINO's inference precision hint: auto (bf16 where the CPU has AMX or
+    AVX-512 BF16, else f32), f32 or bf16; an int8 IR runs its quantized layers in int8 either way."""
+    backend = "openvino"
+
+    def __init__(self, path, batch_size=None, precision: str = "auto"):
+        super().__init__(path, batch_size)
+        try:
+            import openvino as ov
+        except ImportError:
+            raise EngineError("the openvino backend needs OpenVINO: pip install -e .[openvino]") from None
+        weights = os.path.splitext(path)[0] + ".bin"
+        if not os.path.isfile(weights):
+            raise EngineError(f"cannot load OpenVINO model {path}: its weights file {weights} is missing")
+        self.asked = precision
+        hint = openvino_precision(precision, devices.cpu_flags())
+        try:
+            model = ov.Core().read_model(path)
+            self._compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises untyped RuntimeErrors
+            raise EngineError(f"cannot load OpenVINO model {path}: {' '.join(str(e).split())[:160]}") from None
+        self.metadata = {k: v.astype(str) for k, v in model.get_rt_info()[OPENVINO_RT_INFO].items()} \
+            if model.has_rt_info(OPENVINO_RT_INFO) else {}
+        self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        side = self.metadata.get("input_side", "")
+        self._default_batch(batch_size, int(side) if side.isdigit() else None)
+
+    def _run(self, batch):
+        return self._compiled(batch)[0]
+
+    def details(self) -> dict:
+        return {"openvino_precision_asked": self.asked, "openvino_inference_precision": self.precision,
+                "model_precision": self.metadata.get("precision", "fp32"), "cpu_fast_bf16": devices.fast_bf16(
+                    devices.cpu_flags()), "cpu_amx": devices.cpu_has_amx()}
 
 
 class TRTPredictor(Predictor):
@@ -144,9 +212,11 @@ def backend_of(path: str) -> str:
         return "onnx"
     if path.endswith((".engine", ".plan")):
         return "trt"
+    if path.endswith(".xml"):
+        return "openvino"
     if is_run_dir(path) or os.path.isfile(os.path.join(path, "saved_model.pb")):
         return "tf"
-    raise EngineError(f"{path}: not a run directory, SavedModel folder, .onnx or .engine file")
+    raise EngineError(f"{path}: not a run directory, SavedModel folder, .onnx, OpenVINO .xml or .engine file")
 
 
 def open_predictor(backend_or_path: str, path: str | None = None, batch_size: int | None = None,
@@ -160,7 +230,7 @@ def open_predictor(backend_or_path: str, path: str | None = None, batch_size: in
         backend = backend_of(path)
     else:
         backend = backend_or_path
-    cls = {"tf": TFPredictor, "onnx": ONNXPredictor, "trt": TRTPredictor}.get(backend)
+    cls = {"tf": TFPredictor, "onnx": ONNXPredictor, "openvino": OpenVINOPredictor, "trt": TRTPredictor}.get(backend)
     if cls is None:
         raise EngineError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     return cls(path, batch_size, **options)

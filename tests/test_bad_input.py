@@ -137,7 +137,7 @@ CASES = {
     "evaluate: no model": ("engine.evaluate", lambda t, r, d: ["--data", d], ["which model?"]),
     "evaluate: two different models": ("engine.evaluate", lambda t, r, d: [r, "--model", t], ["give the model once"]),
     "evaluate: path without a backend": ("engine.evaluate", lambda t, r, d: [_file(t, "m.tflite")],
-                                         ["not a run directory, SavedModel folder, .onnx or .engine file"]),
+                                         ["not a run directory, SavedModel folder, .onnx, OpenVINO .xml or .engine file"]),
     "evaluate: unknown backend": ("engine.evaluate", lambda t, r, d: ["--backend", "tflite", "--model", r],
                                   ["invalid choice: 'tflite'"]),
     # probe

@@ -19,14 +19,14 @@ from engine import files
 from engine.cli import Parser, import_tensorflow_quietly
 from engine.contract import CONTRACT, NORMALIZATIONS, UPSAMPLE_METHODS
 from engine.errors import EngineError, cli
-from engine.export import CALIB_METHODS, INT8_TARGETS, OPSET, PRECISIONS
+from engine.export import CALIB_METHODS, INT8_TARGETS, OPENVINO_PRECISIONS, OPSET, PRECISIONS
 
-DESCRIPTION = "A trained run -> a deployable inference graph (SavedModel, ONNX, TensorRT)."
+DESCRIPTION = "A trained run -> a deployable inference graph (SavedModel, ONNX, OpenVINO, TensorRT)."
 
 
 def _parser() -> Parser:
     p = Parser(prog="engine export", description=DESCRIPTION)
-    sub = p.add_subparsers(dest="format", required=True, parser_class=Parser, metavar="{savedmodel,onnx,trt}")
+    sub = p.add_subparsers(dest="format", required=True, parser_class=Parser, metavar="{savedmodel,onnx,openvino,trt}")
     common = Parser(add_help=False)
     common.add_argument("run", help="a run directory written by engine train, or a saved .keras model")
     io = common.add_argument_group("input and output")
@@ -60,6 +60,14 @@ def _parser() -> Parser:
     q.add_argument("--simplify", action="store_true",
                    help="simplify the ONNX graph with onnxslim, kept only if it still matches TensorFlow")
     sub.add_parser("onnx", parents=[common, prec], help=f"ONNX (opset {OPSET}), checked with onnxruntime")
+    ov = sub.add_parser("openvino", parents=[common], help="OpenVINO IR (model.xml + model.bin) for CPUs, "
+                                                          "checked with OpenVINO's CPU runtime")
+    q = ov.add_argument_group("precision")
+    q.add_argument("--precision", choices=OPENVINO_PRECISIONS, default="fp32",
+                   help="int8: NNCF post-training quantization calibrated on training images (the inference "
+                        "precision of the rest, f32 or bf16, is chosen when the model is run)")
+    q.add_argument("--calib-images", type=int, default=512, metavar="N", help="int8: training images to calibrate on")
+    q.add_argument("--data", metavar="SOURCE", help="int8: data source for calibration (default: the run's)")
     t = sub.add_parser("trt", parents=[common, prec],
                        help="TensorRT engine built from the ONNX export of that precision (needs an NVIDIA GPU)")
     e = t.add_argument_group("TensorRT engine")
@@ -75,9 +83,10 @@ def _parser() -> Parser:
 def default_out(a) -> str:
     """Where an export goes without --out: into the run directory (model.<ending>), or beside a .keras
     file (its name with that ending); -fp16 / -int8 (-int8-cpu) name the other precisions."""
-    ending = {"savedmodel": ".savedmodel", "onnx": ".onnx", "trt": ".engine"}[a.format]
+    ending = {"savedmodel": ".savedmodel", "onnx": ".onnx", "openvino": ".xml", "trt": ".engine"}[a.format]
     precision = getattr(a, "precision", "fp32")
-    tag = "" if precision == "fp32" else f"-{precision}" + ("-cpu" if precision == "int8" and a.int8_target == "cpu" else "")
+    cpu = precision == "int8" and getattr(a, "int8_target", "") == "cpu"
+    tag = "" if precision == "fp32" else f"-{precision}" + ("-cpu" if cpu else "")
     run = a.run.rstrip("/")
     if run.endswith(".keras"):
         return os.path.splitext(run)[0] + tag + ending
@@ -104,7 +113,14 @@ def parse(argv=None):
 def main(argv=None):
     a = parse(argv)
     files.claim_output(a.out, a.overwrite)  # fail before any work
+    if a.format == "openvino":
+        if not a.out.endswith(".xml"):
+            raise EngineError(f"an OpenVINO IR is a .xml file (its weights go beside it in .bin): --out {a.out}")
+        files.claim_output(os.path.splitext(a.out)[0] + ".bin", a.overwrite)
     import_tensorflow_quietly()
+    if a.format == "openvino":
+        from engine.export.openvino import require_openvino
+        require_openvino()
     if a.format == "trt":  # TensorFlow checks the ONNX graph, then TensorRT needs the GPU's memory
         from engine.devices import allow_memory_growth
         allow_memory_growth()
@@ -121,6 +137,10 @@ def main(argv=None):
         exp = load_run(a.run, a.checkpoint)
     if a.format == "savedmodel":
         export_savedmodel(exp, a.out, a.overwrite)
+    elif a.format == "openvino":
+        from engine.export.openvino import export_openvino
+        calib = calibration_images(exp, a.calib_images, a.data) if a.precision == "int8" else None
+        export_openvino(exp, a.out, a.overwrite, a.precision, calib)
     else:
         onnx_path = a.out if a.format == "onnx" else (a.onnx or os.path.splitext(a.out)[0] + ".onnx")
         if a.format == "onnx" or not a.onnx:

@@ -16,7 +16,8 @@ from engine import files
 from engine.config import default_cache_dir
 from engine.contract import IMAGE_SHAPE, INPUT, OUTPUT
 from engine.errors import EngineError
-from engine.export import INT8_TARGETS, OPSET, PRECISIONS
+from engine import devices
+from engine.export import INT8_TARGETS, OPSET, PRECISIONS, cpu_int8_weights
 from engine.export.load import Exportable
 
 PARITY = 1e-3  # max |dlogit| an exported graph may differ from TensorFlow by
@@ -76,15 +77,17 @@ def to_fp16(proto):
 
 
 
-def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = True, target: str = "trt"):
+def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = True, target: str = "trt",
+            cpu_weights: str = "7-bit"):
     """Static post-training quantization to Q/DQ, calibrated on `calib_images` (uint8 training images,
     never test images). Weights are symmetric int8 (per-channel unless told otherwise).
 
     target "trt": symmetric int8 activations, full-range weights, float biases -- the form TensorRT
     consumes.
     target "cpu": for onnxruntime on x86 CPUs -- asymmetric uint8 activations (its u8s8 kernels are
-    the fast ones) and 7-bit weight range (`reduce_range`): without VNNI, full-range int8 weights
-    saturate the int16 sums of its fused kernels (see runtime.ONNXPredictor)."""
+    the fast ones) and `cpu_weights` "8-bit" (full range, for CPUs with VNNI or AMX) or "7-bit"
+    (`reduce_range`): without VNNI, full-range int8 weights saturate the int16 sums of its fused
+    kernels (see runtime.ONNXPredictor and export.cpu_int8_weights)."""
     if target not in INT8_TARGETS:
         raise EngineError(f"unknown int8 target {target!r}; choose from {', '.join(INT8_TARGETS)}")
     cpu = target == "cpu"
@@ -110,7 +113,8 @@ def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = Tru
         quant_pre_process(fp32, pre, skip_symbolic_shape=True)  # only the batch is dynamic
         q.quantize_static(pre, int8, reader, quant_format=q.QuantFormat.QDQ,
                           activation_type=q.QuantType.QUInt8 if cpu else q.QuantType.QInt8,
-                          weight_type=q.QuantType.QInt8, per_channel=per_channel, reduce_range=cpu,
+                          weight_type=q.QuantType.QInt8, per_channel=per_channel,
+                          reduce_range=cpu and cpu_weights == "7-bit",
                           calibrate_method=methods[method],
                           # TensorRT's DequantizeLinear takes INT8/FP8/INT4, not onnxruntime's default
                           # int32 biases: for trt the biases stay float (TensorRT fuses them itself).
@@ -145,9 +149,12 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: s
     elif precision == "int8":
         if calib_images is None or len(calib_images) == 0:
             raise EngineError("int8 export needs calibration images (--calib-images N)")
-        proto = to_int8(proto, calib_images, calib_method, per_channel, int8_target)
+        weights = cpu_int8_weights(devices.cpu_flags())
+        proto = to_int8(proto, calib_images, calib_method, per_channel, int8_target, weights)
         meta["calibration"] = {"images": len(calib_images), "method": calib_method, "per_channel": per_channel}
         meta["int8_target"] = int8_target
+        if int8_target == "cpu":  # chosen by this CPU's features (export.cpu_int8_weights)
+            meta["int8_weights"] = weights
     elif precision != "fp32":
         raise EngineError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision != "fp32":

@@ -131,7 +131,8 @@ def plan(num_gpus: int) -> list[tuple[str, object]]:
     """(name, check(work) -> (ok, detail)) for a machine with `num_gpus` GPUs, in the order run."""
     steps = [("kernel placement", lambda w: check_kernels()),
              ("--amp --xla", lambda w: check_training(w, "amp-xla", ["--amp", "--xla"])),
-             ("--amp", lambda w: check_training(w, "amp", ["--amp"])),
+             ("--amp", lambda w: check_training(w, "amp", ["--amp", "--no-xla"])),
+             ("defaults (--amp auto --xla auto: the GPU rule)", lambda w: check_training(w, "auto", [])),
              ("--strategy mirrored", lambda w: check_training(w, "mirrored", ["--strategy", "mirrored"]))]
     if num_gpus >= 2:
         steps.append(("engine.launch --workers 2", check_launch))

@@ -104,8 +104,8 @@ def test_gpucheck_without_a_gpu_says_so_in_one_line():
 def test_gpucheck_runs_launch_only_where_two_gpus_exist():
     from engine import gpucheck
     one = [name for name, _ in gpucheck.plan(1)]
-    assert one == ["kernel placement", "--amp --xla", "--amp", "--strategy mirrored",
-                   "TensorRT fp32", "TensorRT fp16", "TensorRT int8"]
+    assert one == ["kernel placement", "--amp --xla", "--amp", "defaults (--amp auto --xla auto: the GPU rule)",
+                   "--strategy mirrored", "TensorRT fp32", "TensorRT fp16", "TensorRT int8"]
     assert "engine.launch --workers 2" in [name for name, _ in gpucheck.plan(2)]
 
 

@@ -104,4 +104,12 @@ def machine_info() -> dict:
             return None
     return {"device": device_name(), "cores": os.cpu_count(), "gpus": len(devices.gpus()),
             "tensorflow": tf.__version__, "keras": version("keras"), "onnxruntime": version("onnxruntime"),
-            "tensorrt": version("tensorrt"), "python": platform.python_version()}
+            "tensorrt": version("tensorrt"), "openvino": version("openvino"), "python": platform.python_version(),
+            "cpu_features": cpu_features()}
+
+
+def cpu_features() -> str:
+    """The CPU features that decide CPU inference and bfloat16 speed (AMX, AVX-512 BF16, VNNI, AVX-512, AVX2)."""
+    flags = devices.cpu_flags()
+    return " ".join(f for f in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+                    if f in flags) or "none of AVX2, AVX-512, VNNI, AMX"

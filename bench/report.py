@@ -219,8 +219,9 @@ def main(argv=None):
                      "fastest training step of the same model and batch:\n\n" + input_markdown(inputs, rs))
     if inf:
         info = next(b["extra_info"] for b in bench["benchmarks"] if b.get("extra_info", {}).get("kind") == "inference")
-        parts.append(f"Inference, measured {bench.get('datetime', '')[:10]} on {info.get('device', '?')}, "
-                     f"TensorFlow {info.get('tensorflow', '?')}, onnxruntime {info.get('onnxruntime', '?')}; "
+        parts.append(f"Inference, measured {bench.get('datetime', '')[:10]} on {info.get('device', '?')} "
+                     f"(CPU features: {info.get('cpu_features', '?')}), TensorFlow {info.get('tensorflow', '?')}, "
+                     f"onnxruntime {info.get('onnxruntime', '?')}, OpenVINO {info.get('openvino', '?')}; "
                      f"same exported graph (uint8 in, logits out), fp32 unless the backend says:\n\n" + inference_markdown(inf))
         inference_chart(inf, os.path.join(a.out, "inference.png"))
     md = "\n".join(parts)

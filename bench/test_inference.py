@@ -1,6 +1,7 @@
-"""Inference: the Keras model (the serving tf.function around it), the exported SavedModel and ONNX
-Runtime on the same exported graph, plus its fp16 and int8 (Q/DQ) ONNX variants: batch-1 latency
-percentiles and batch-256 throughput.
+"""Inference: the Keras model (the serving tf.function around it), the exported SavedModel, ONNX
+Runtime on the same exported graph (plus its fp16 and int8 Q/DQ variants) and OpenVINO on its IR (f32
+and bf16 inference precision, NNCF int8): batch-1 latency percentiles and batch-256 throughput. The
+CPU's features (AMX, AVX-512 BF16, VNNI) are in each row's extra_info: they decide the bf16 and int8 rows.
 
 Speed does not depend on the weight values, so the models are freshly initialised (seed 0); accuracy
 parity is what tests/test_export.py checks.
@@ -58,18 +59,33 @@ def exported(request, tmp_path_factory):
             # the TensorRT form (symmetric int8) as ORT runs it exactly (Q/DQ kept): how it is verified
             "onnxruntime int8 trt-form": ONNXPredictor(
                 export_onnx(exp, str(d / "int8-trt.onnx"), precision="int8", calib_images=calib),
-                BATCH, optimization="basic")}
+                BATCH, optimization="basic"),
+            # OpenVINO: f32, bf16 (computed in bf16 only where the CPU has AMX or AVX-512 BF16; its row
+            # says what ran), and NNCF int8
+            **_openvino(exp, d, calib)}
 
 
-BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime fp16", "onnxruntime int8", "onnxruntime int8 trt-form"]
+def _openvino(exp, d, calib) -> dict:
+    from engine.export.openvino import export_openvino
+    from engine.runtime import OpenVINOPredictor
+    xml = export_openvino(exp, str(d / "m.xml"))
+    int8 = export_openvino(exp, str(d / "int8.xml"), precision="int8", calib_images=calib)
+    return {"openvino f32": OpenVINOPredictor(xml, BATCH, precision="f32"),
+            "openvino bf16": OpenVINOPredictor(xml, BATCH, precision="bf16"),
+            "openvino int8": OpenVINOPredictor(int8, BATCH)}
+
+
+BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime fp16", "onnxruntime int8", "onnxruntime int8 trt-form",
+            "openvino f32", "openvino bf16", "openvino int8"]
 
 
 def _info(benchmark, exported, backend, mode):
     import onnxruntime
     info = machine_info()
-    precision = next((p for p in ("fp16", "int8") if p in backend.split()), "fp32")
+    precision = next((p for p in ("fp16", "int8", "bf16") if p in backend.split()), "fp32")
     info.update(kind="inference", model=exported["model"], backend=backend, mode=mode,
-                precision=precision, onnxruntime=onnxruntime.__version__)
+                precision=precision, onnxruntime=onnxruntime.__version__,
+                runtime=exported[backend].details() if hasattr(exported[backend], "details") else {})
     benchmark.extra_info.update(info)
 
 

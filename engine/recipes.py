@@ -141,27 +141,27 @@ def _experiment1(model: str) -> dict:
 
 
 RECIPES = {r.name: r for r in [
-    Recipe("seed-vgg16-frozen", 1,
+    Recipe("vgg16-frozen-64", 1,
            "experiment 1: VGG16 (ImageNet, frozen), 32->64 upsampling, Flatten-512-256 head with dropout "
            "0.2, Adam at a constant 0.001/31, batch 128, 30 epochs",
            "92.05% (best epoch 22)", _experiment1("vgg16")),
-    Recipe("seed-densenet121-frozen", 1, "experiment 1 with DenseNet121 as the backbone",
+    Recipe("densenet121-frozen-64", 1, "experiment 1 with DenseNet121 as the backbone",
            "within 0.08% of VGG16", _experiment1("densenet121")),
-    Recipe("seed-vgg19-224", 1,
+    Recipe("vgg19-frozen-224", 1,
            "experiment 2: VGG19 (ImageNet, frozen) at 224x224; logits out, so no softmax-into-from-logits "
            "pitfall; head, Adam 1e-4, batch 64 and 10 epochs are ours",
            "not stated",
            {**_SEED_HEAD, "model.model": "vgg19", "model.upsample": 224, "model.head": "gap",
             "optim.optimizer": "adam", "optim.lr": 1e-4, "optim.schedule": "constant",
             "optim.batch_size": 64, "optim.epochs": 10}),
-    Recipe("seed-inception-frozen", 1,
+    Recipe("inceptionv3-frozen-75", 1,
            "experiment 4: InceptionV3 (ImageNet, frozen) at 75x75, two added layers (Dense 512, Dense), "
            "Adam with LR decay (x0.5 every 5 epochs: ours) and early stopping (patience 3: ours)",
            "87% val / 98% train",
            {**_SEED_HEAD, "model.model": "inception_v3", "model.upsample": 75, "model.head": "dense512",
             "optim.optimizer": "adam", "optim.lr": 1e-3, "optim.schedule": "step", "optim.lr_step_epochs": 5,
             "optim.lr_decay": 0.5, "optim.batch_size": 128, "optim.epochs": 30, "optim.early_stop": 3}),
-    Recipe("seed-vgg16-finetune", 1,
+    Recipe("vgg16-finetune-32", 1,
            "experiment 5: VGG16 fine-tuned from block5_conv1 at 32x32, Flatten -> Dense 512 head, RMSprop "
            "(lr 1e-4, 20 epochs: ours); it overfits, as the curves show",
            "overfits (no accuracy stated)",
@@ -169,16 +169,23 @@ RECIPES = {r.name: r for r in [
             "model.head": "dense512", "optim.optimizer": "rmsprop", "optim.lr": 1e-4, "optim.momentum": 0.0,
             "optim.schedule": "constant", "optim.batch_size": 128, "optim.epochs": 20}),
     Recipe("vgg16-finetune-block5", 1,
-           "phase 2 of the two-phase fine-tune: from a seed-vgg16-frozen run's weights (--init-from RUN), "
+           "phase 2 of the two-phase fine-tune: from a vgg16-frozen-64 run's weights (--init-from RUN), "
            "block5_conv1 on trains with the head, Adam at a constant 1e-5 (ours), 4-px crops and flips, 10 epochs",
            "ours (not a seed experiment)",
            {**_experiment1("vgg16"), "model.weights": "none",  # every weight comes from --init-from
             "model.freeze": "block5_conv1", "model.crop_pad": 4, "model.flip": "random", "optim.lr": 1e-5,
-            "optim.epochs": 10}, after="seed-vgg16-frozen"),
+            "optim.epochs": 10}, after="vgg16-frozen-64"),
 ]}
 
 
+# The names the recipes had first, after the seed experiments' numbers: still accepted.
+ALIASES = {"seed-vgg16-frozen": "vgg16-frozen-64", "seed-densenet121-frozen": "densenet121-frozen-64",
+           "seed-vgg19-224": "vgg19-frozen-224", "seed-inception-frozen": "inceptionv3-frozen-75",
+           "seed-vgg16-finetune": "vgg16-finetune-32"}
+
+
 def get(name: str) -> Recipe:
+    name = ALIASES.get(name, name)
     if name not in RECIPES:
         raise EngineError(f"unknown recipe {name!r}; choose from {', '.join(sorted(RECIPES))}")
     return RECIPES[name]

@@ -159,10 +159,10 @@ def test_probe_class_selection():
 
 
 def test_recipes_resolve_with_flag_overrides():
-    cfg = train.parse(["--recipe", "seed-vgg16-frozen", "--epochs", "2"])
+    cfg = train.parse(["--recipe", "vgg16-frozen-64", "--epochs", "2"])
     assert cfg.model.model == "vgg16" and cfg.model.upsample == 64 and cfg.model.head == "seed"
     assert cfg.optim.optimizer == "adam" and cfg.optim.lr == pytest.approx(0.001 / 31)
-    assert cfg.optim.epochs == 2 and cfg.run.recipe == "seed-vgg16-frozen@v1"
+    assert cfg.optim.epochs == 2 and cfg.run.recipe == "vgg16-frozen-64@v1"
     with pytest.raises(EngineError, match="unknown recipe"):
         train.parse(["--recipe", "nope"])
     for r in recipes.RECIPES.values():

@@ -16,10 +16,10 @@ def flags(*argv):
 
 def test_resolution_order_model_recipe_then_named_recipe_then_flags():
     assert flags("--model", "resnet9").optim.lr == 0.4  # the classic recipe, not airbench's 1.5
-    cfg = flags("--recipe", "seed-vgg16-frozen", "--epochs", "2")
+    cfg = flags("--recipe", "vgg16-frozen-64", "--epochs", "2")
     assert cfg.model.model == "vgg16" and cfg.model.upsample == 64  # the named recipe
     assert cfg.optim.epochs == 2  # the flag over it
-    assert cfg.run.recipe == "seed-vgg16-frozen@v1"
+    assert cfg.run.recipe == "vgg16-frozen-64@v1"
     assert flags().optim.lr == C.Config().optim.lr
 
 
@@ -106,12 +106,12 @@ def test_a_bad_config_file_is_one_line(tmp_path, name, text, message):
 
 
 def test_a_config_file_sits_between_the_recipe_and_the_flags(tmp_path):
-    (tmp_path / "c.yaml").write_text("run:\n  recipe: seed-vgg16-frozen\n  resume: true\noptim:\n  epochs: 4\n")
+    (tmp_path / "c.yaml").write_text("run:\n  recipe: vgg16-frozen-64\n  resume: true\noptim:\n  epochs: 4\n")
     values = resolve.read_config_file(str(tmp_path / "c.yaml"))
     assert ("run", "resume") not in values  # whether to continue a run is the command line's
     cfg = resolve.resolve({("optim", "lr"): 0.01}, values)
     assert cfg.model.model == "vgg16" and cfg.optim.epochs == 4 and cfg.optim.lr == 0.01
-    assert cfg.run.recipe == "seed-vgg16-frozen@v1"
+    assert cfg.run.recipe == "vgg16-frozen-64@v1"
 
 
 def test_a_keras_model_path_is_recorded_absolute_and_needs_its_normalization(tmp_path, monkeypatch):
@@ -133,7 +133,7 @@ def test_every_config_field_is_in_exactly_one_help_group():
 
 def test_a_second_phase_recipe_needs_the_first_phases_run():
     with pytest.raises(EngineError, match="second phase of a fine-tune: give --init-from RUN, a run of --recipe "
-                                          "seed-vgg16-frozen"):
+                                          "vgg16-frozen-64"):
         flags("--recipe", "vgg16-finetune-block5")
 
 
@@ -159,3 +159,9 @@ def test_amp_and_xla_are_on_off_or_auto(monkeypatch, tmp_path):
         flags("--config", str(tmp_path / "bad.yaml"))
     with pytest.raises(EngineError, match="--no-amp takes no value"):
         flags("--no-amp", "on")
+
+
+def test_the_recipes_first_names_still_work():
+    old, new = flags("--recipe", "seed-vgg16-frozen"), flags("--recipe", "vgg16-frozen-64")
+    assert old == new and new.run.recipe == "vgg16-frozen-64@v1"
+    assert flags("--recipe", "seed-inception-frozen").model.model == "inception_v3"

@@ -1,0 +1,55 @@
+"""The README and the documentation: generated pages match the code, every relative link resolves,
+and the README stays short and speaks to users."""
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_reference", ROOT / "docs" / "gen_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_reference_pages_match_the_code():
+    for rel, text in _generator().pages().items():
+        assert (ROOT / rel).read_text() == text, f"{rel} is out of date: run python docs/gen_reference.py"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _without_code(text: str) -> str:
+    return re.sub(r"```.*?```", "", text, flags=re.S)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    text = _without_code(page.read_text())
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: not ours to check offline
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        assert dest.exists(), f"{page.relative_to(ROOT)}: link to {target} does not resolve"
+        if anchor and dest.suffix == ".md":
+            headings = {_slug(h) for h in re.findall(r"^#+ (.+)$", _without_code(dest.read_text()), re.M)}
+            assert anchor in headings, f"{page.relative_to(ROOT)}: no heading #{anchor} in {dest.name}"
+
+
+def test_the_readme_is_short_and_speaks_to_users():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for word in (r"\bissues?\b", r"\bsessions?\b", r"\bthe bar\b", r"\bour machines\b", r"\bhere\b",
+                 r"\b[0-9a-f]{7,40}\b(?<![0-9]{7})"):
+        assert not re.search(word, text, re.I), f"README.md: {word}"

@@ -171,7 +171,9 @@ def test_bias_lr_scale_and_coupled_l2_in_one_sgd_step():
         np.testing.assert_allclose(v.numpy(), w0 - lr * (scale * g + l2 * w0), rtol=1e-4, atol=1e-6)
 
 
-def test_recipes():
+def test_recipes(monkeypatch):
+    for name in ("ENGINE_AMP", "ENGINE_XLA"):  # the suite's float32 default: here the product's
+        monkeypatch.delenv(name, raising=False)
     assert resolve.defaults("tiny").optim.lr == 0.4 and resolve.defaults("tiny").model.flip == "random"
     ab = resolve.defaults("airbench")
     assert (ab.optim.batch_size, ab.optim.epochs, ab.model.flip, ab.model.tta) == (1024, 9.9, "alternate", 2)

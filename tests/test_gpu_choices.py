@@ -89,8 +89,10 @@ def test_evaluate_leaves_gpu_memory_to_tensorrt(monkeypatch, tmp_path, argv):
     calls = []
     monkeypatch.setattr(devices, "allow_memory_growth", lambda: calls.append(True))
     monkeypatch.chdir(tmp_path)
+    for name in ("m.engine", "m.onnx"):
+        (tmp_path / name).write_bytes(b"not a model")
     with pytest.raises(SystemExit):
-        evaluate.main(argv)  # fails at the missing model, after the memory setting
+        evaluate.main(argv)  # fails at loading the model, after the memory setting
     assert calls == [True]
 
 

@@ -1,5 +1,5 @@
 """--amp auto / --xla auto: the decision from injected timings, its cache, and the GPU rules (no
-TensorFlow, no training: the real probe runs in tests/test_autotune.py)."""
+TensorFlow, no training: the real probe runs in tests/test_speed_choice.py)."""
 import pytest
 
 from engine.train import autotune

@@ -269,6 +269,14 @@ def env_defaults() -> dict:
     return out
 
 
+def add_data_flags(group, source_help: str) -> None:
+    """--data and --cache-dir, as every tool that reads a data set takes them (argparse group)."""
+    group.add_argument("--data", default=data_default(), metavar="SOURCE",
+                       help=f"{source_help}; $ENGINE_DATA sets the default")
+    group.add_argument("--cache-dir", default="", metavar="DIR",
+                       help="decoded-data cache (empty: $ENGINE_CACHE or ~/.cache/engine)")
+
+
 def data_default() -> str:
     """The --data default of every tool: $ENGINE_DATA, else the Keras download."""
     return env_defaults().get(("data", "data"), DataConfig().data)

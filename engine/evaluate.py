@@ -18,7 +18,7 @@ import numpy as np
 
 from engine import data, devices
 from engine.cli import Parser, import_tensorflow_quietly, integer
-from engine.config import data_default, default_cache_dir, is_run_dir
+from engine.config import add_data_flags, default_cache_dir, is_run_dir
 from engine.errors import EngineError, cli
 from engine.files import write_json
 from engine.runtime import BACKENDS, OPENVINO_PRECISIONS, ORT_LEVELS, backend_of, open_predictor
@@ -33,12 +33,9 @@ def parse(argv=None):
     p.add_argument("--against", metavar="[BACKEND:]PATH",
                    help="a second model to compare with on the same images, e.g. runs/x or tf:runs/x")
     d = p.add_argument_group("data")
-    d.add_argument("--data", default=data_default(),
-                   help="data source, as for engine train; $ENGINE_DATA sets the default")
+    add_data_flags(d, "data source, as for engine train")
     d.add_argument("--limit-test", type=integer, default=0, metavar="N",
                    help="class-balanced subset of N test images (0: all)")
-    d.add_argument("--cache-dir", default="", metavar="DIR",
-                   help="decoded-data cache (empty: $ENGINE_CACHE or ~/.cache/engine)")
     r = p.add_argument_group("runtime")
     r.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per call (default: 256; fewer for models upsampling beyond 64x64, e.g. 20 "

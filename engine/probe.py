@@ -15,22 +15,18 @@ import time
 import numpy as np
 
 from engine.cli import Parser, import_tensorflow_quietly, integer
-from engine.config import data_default, default_cache_dir
+from engine.config import add_data_flags, default_cache_dir
 from engine.errors import EngineError, cli
 
 
 def parse(argv=None):
     p = Parser(prog="engine probe", description=__doc__.split("\n\n")[0])
     d = p.add_argument_group("data")
-    d.add_argument("--data", default=data_default(),
-                   help="data source as for engine train, or digits (scikit-learn's 8x8 digits at 32x32); "
-                        "$ENGINE_DATA sets the default")
+    add_data_flags(d, "data source as for engine train, or digits (scikit-learn's 8x8 digits at 32x32)")
     d.add_argument("--class-subset", "--classes", dest="classes", default="", metavar="A,B,...",
                    help="probe only these classes: comma-separated indices or names (empty: all)")
     d.add_argument("--limit", type=integer, default=0, metavar="N",
                    help="class-balanced subset of N training images (0: all)")
-    d.add_argument("--cache-dir", default="", metavar="DIR",
-                   help="decoded-data cache (empty: $ENGINE_CACHE or ~/.cache/engine)")
     m = p.add_argument_group("model")
     m.add_argument("--model", "--backbone", dest="backbone", default="vgg16", metavar="NAME",
                    help="a backbone model (vgg16, vgg19, inception_v3, densenet121, resnet50) or pixels")

@@ -1,6 +1,6 @@
 """The default --amp auto --xla auto through the real CLI: the first run times the candidates on this
-CPU and trains with the fastest, a second run reads the cached decision, a resume keeps the run's
-choice, and a forced choice times nothing."""
+CPU and trains with the fastest, a second run reads the cached decision (and --profile writes a
+trace), and a resume keeps the run's choice. A given choice times nothing: tests/unit/test_autotune.py."""
 import json
 
 from tests.conftest import run_cli
@@ -25,31 +25,18 @@ def test_auto_times_once_caches_and_a_resume_keeps_the_choice(tmp_path):
     cache = json.loads((tmp_path / "cache" / "speed-choices.json").read_text())
     assert [e["img_s"] for e in cache.values()] == [m["img_s"]]
 
-    p = run_cli("engine", "train", *SHORT, "--epochs", 1, "--out", tmp_path / "b", env=env)
+    out = tmp_path / "b"  # a second run: the cached choice; and --profile writes a trace of calls 2-4
+    p = run_cli("engine", "train", *SHORT, "--epochs", 1, "--steps-per-call", 2, "--profile", 3, "--out", out, env=env)
     assert p.returncode == 0 and "speed: timing" not in p.stdout, p.stderr
-    again = json.loads((tmp_path / "b" / "metrics.json").read_text())["speed_choice"]
-    assert again["source"] == "cached" and again["img_s"] == m["img_s"] and again["choice"] == m["choice"]
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["speed_choice"]["source"] == "cached" and again["speed_choice"]["img_s"] == m["img_s"]
+    assert again["speed_choice"]["choice"] == m["choice"]
+    assert f"profile of 3 train calls: {out / 'tb'}" in p.stdout
+    traces = list((out / "tb" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000
+    assert again["wall_breakdown"]["profiled calls"] > 0 and again["steps"] == 22  # not training time
 
     p = run_cli("engine", "train", "--resume", "--epochs", 2, "--out", tmp_path / "a", env=env)
     assert p.returncode == 0, p.stderr
     resumed = json.loads((tmp_path / "a" / "metrics.json").read_text())["speed_choice"]
     assert resumed["source"] == "given" and (resumed["amp"], resumed["xla"]) == (m["amp"], m["xla"])
-
-    p = run_cli("engine", "train", *SHORT, "--epochs", 1, "--no-amp", "--xla", "--out", tmp_path / "c",
-                env={**AUTO_ENV, "ENGINE_CACHE": str(tmp_path / "other-cache")})
-    assert p.returncode == 0 and "speed: timing" not in p.stdout, p.stderr
-    forced = json.loads((tmp_path / "c" / "metrics.json").read_text())["speed_choice"]
-    assert (forced["source"], forced["choice"]) == ("given", "float32 + XLA")
-    assert not (tmp_path / "other-cache" / "speed-choices.json").exists()
-
-
-def test_profile_writes_a_trace_of_the_calls_after_the_first(tmp_path):
-    out = tmp_path / "p"
-    p = run_cli("engine", "train", *SHORT, "--epochs", 1, "--steps-per-call", 2, "--profile", 3, "--out", out)
-    assert p.returncode == 0, p.stderr
-    assert f"profile of 3 train calls: {out / 'tb'}" in p.stdout
-    traces = list((out / "tb" / "plugins" / "profile").glob("*/*.xplane.pb"))
-    assert len(traces) == 1 and traces[0].stat().st_size > 1000
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["wall_breakdown"]["profiled calls"] > 0  # not counted as training time
-    assert m["steps"] == 22 and m["train_seconds"] > 0

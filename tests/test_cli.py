@@ -34,7 +34,7 @@ def test_help_lists_every_flag_with_its_default():
 
 def test_train_end_to_end_then_resume(tmp_path, shared_data):
     out = tmp_path / "run"
-    p = run(*QUICK, "--data", shared_data, "--epochs", 2, "--out", out)
+    p = run(*QUICK, "--data", shared_data, "--epochs", 2, "--val-images", 50, "--out", out)
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("config:") == 1
     assert json.loads((out / "classes.json").read_text())[:2] == ["airplane", "automobile"]
@@ -46,6 +46,11 @@ def test_train_end_to_end_then_resume(tmp_path, shared_data):
     assert cfg["model"]["model"] == "tiny" and cfg["optim"]["epochs"] == 2
     m = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["train_img_s"] > 0 and m["test_images"] == 200
+    # each epoch validates on a fixed 50 of the 200 test images; the final accuracy is on all 200
+    assert m["val_images"] == 50 and not m["val_is_test"]
+    history = json.loads((out / "history.json").read_text())
+    assert all(abs(e["val_accuracy"] * 50 - round(e["val_accuracy"] * 50)) < 1e-6 for e in history)
+    assert abs(m["test_accuracy"] * 200 - round(m["test_accuracy"] * 200)) < 1e-6
     assert m["steps"] == 2 * (512 // 64)
     parts = m["wall_breakdown"]  # where the wall time went: the parts add up to it
     assert parts["training steps"] == m["train_seconds"] and parts["evaluation"] > 0 and parts["checkpoints"] > 0

@@ -42,9 +42,10 @@ def balanced_subset(x, y, n: int, seed: int = 0, num_classes: int | None = None)
     return x[take], y[take], x[rest], y[rest]
 
 
-def prepare(splits: Splits, limit: int = 0, limit_test: int = 0, val_split: float = 0.0):
+def prepare(splits: Splits, limit: int = 0, limit_test: int = 0, val_split: float = 0.0, val_images: int = 0):
     """(x_train, y_train), (x_val, y_val), (x_test, y_test) for a run's data options (checked by
-    engine.train.resolve.check: 0 <= val_split < 1)."""
+    engine.train.resolve.check: 0 <= val_split < 1). Without a validation split the test split
+    validates, or a fixed class-balanced subset of `val_images` of it (0: all)."""
     xtr, ytr, xte, yte = splits.x_train, splits.y_train, splits.x_test, splits.y_test
     k = splits.num_classes
     if limit:
@@ -53,6 +54,8 @@ def prepare(splits: Splits, limit: int = 0, limit_test: int = 0, val_split: floa
         xte, yte, _, _ = balanced_subset(xte, yte, limit_test, seed=0, num_classes=k)
     if val_split > 0:
         xva, yva, xtr, ytr = balanced_subset(xtr, ytr, max(k, int(len(ytr) * val_split)), 1, k)
+    elif 0 < val_images < len(yte):
+        xva, yva, _, _ = balanced_subset(xte, yte, val_images, seed=2, num_classes=k)
     else:
         xva, yva = xte, yte
     return (xtr, ytr), (xva, yva), (xte, yte)

@@ -106,7 +106,7 @@ class Trainer:
     def _setup(self):
         cfg, r = self.cfg, self.cfg.run
         splits, train, val, test = load_splits(cfg, self.log)
-        self.val_is_test = cfg.data.val_split == 0
+        self.val_is_test = val[0] is test[0]  # the whole test split validates (no subset, no --val-split)
         # --amp auto / --xla auto become what they chose, in the config.json a resume reads
         self.speed = autotune.choose(cfg, self.strategy, splits.num_classes, len(train[0]),
                                      cfg.data.cache_dir or default_cache_dir(), self.log)
@@ -129,7 +129,7 @@ class Trainer:
         write_json(os.path.join(r.out, "classes.json"), splits.class_names)
         self.loop.begin()
         self.feature_seconds = None
-        self.train_images, self.test_images = len(train[0]), len(test[0])
+        self.train_images, self.test_images, self.val_images = len(train[0]), len(test[0]), len(val[0])
         if self.t.feature_cache:
             train, val, test, self.feature_seconds = feature_cache.cache_splits(
                 self.model, self.t.preprocess, train, val, test, self.val_is_test, self.log)
@@ -287,7 +287,7 @@ class Trainer:
             "stopped_early": stopped_early, "steps": self.global_step, "train_img_s": self.clock.img_s,
             "train_seconds": self.clock.seconds, "wall_seconds": wall, "wall_breakdown": breakdown,
             "train_images": self.train_images, "test_images": self.test_images,
-            "val_is_test": self.val_is_test, "policy": self.policy, "xla": r.xla,
+            "val_is_test": self.val_is_test, "val_images": self.val_images, "policy": self.policy, "xla": r.xla,
             "steps_per_call": r.steps_per_call, "batch_size": o.batch_size,
             "device": devices.device_name(), "tensorflow": tf.__version__,
             "feature_cache": self.t.feature_cache, "feature_seconds": self.feature_seconds,
@@ -323,7 +323,7 @@ def load_splits(cfg: Config, log=print):
     """(Splits, (x, y) of train, val, test) for a run's data options."""
     d, batch = cfg.data, cfg.optim.batch_size
     splits = data.load(d.data, d.cache_dir or default_cache_dir(), log=log)
-    train, val, test = data.prepare(splits, d.limit, d.limit_test, d.val_split)
+    train, val, test = data.prepare(splits, d.limit, d.limit_test, d.val_split, d.val_images)
     if len(train[0]) < batch:
         raise EngineError(f"--batch-size {batch} is larger than the {len(train[0])} training images")
     return splits, train, val, test

@@ -27,17 +27,45 @@ def baseline(rows_: list[dict], model: str) -> float | None:
     return None
 
 
-def markdown(rows_: list[dict], machine: dict, date: str) -> str:
+def peaks(bench: dict) -> dict:
+    """{(op, dtype): GFLOP/s} of the peak benchmarks (bench/test_peak.py)."""
+    return {(b["extra_info"]["op"], b["extra_info"]["dtype"]): b["extra_info"]["gflop_s"]
+            for b in bench.get("benchmarks", []) if b.get("extra_info", {}).get("kind") == "peak"
+            and "gflop_s" in b["extra_info"]}
+
+
+def peak_markdown(peak: dict) -> str:
+    lines = ["| op | float32 GFLOP/s | bfloat16 GFLOP/s |", "|---|---|---|"]
+    for op in sorted({o for o, _ in peak}):
+        cells = [f"{peak[(op, d)]:.0f}" if (op, d) in peak else "–" for d in ("float32", "bfloat16")]
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def achieved(r: dict, peak: dict) -> str:
+    """A training row's GFLOP/s and its fraction of the conv rate of its precision."""
+    if not r.get("train_gflop_per_image"):
+        return "–"
+    gflop_s = r["img_s"] * r["train_gflop_per_image"]
+    dtype = "bfloat16" if "bfloat16" in r["precision"] else "float32" if r["precision"] == "float32" else None
+    ref = peak.get(("conv3x3", dtype))
+    return f"{gflop_s:.0f} ({gflop_s / ref:.0%})" if ref else f"{gflop_s:.0f}"
+
+
+def markdown(rows_: list[dict], machine: dict, date: str, peak: dict | None = None) -> str:
+    peak = peak or {}
     lines = [f"Measured {date} on {machine.get('device', '?')} with TensorFlow "
-             f"{machine.get('tensorflow', '?')}; img/s over timed windows after a warm-up round.", "",
-             "| model | batch | setting | precision | XLA | steps/call | img/s | × Keras fit |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{machine.get('tensorflow', '?')}; img/s over timed windows after a warm-up round. GFLOP/s: img/s "
+             f"× the model's training FLOPs per image (bench/flops.py), and its fraction of this machine's "
+             f"measured 3x3-convolution rate in the row's precision.", "",
+             "| model | batch | setting | precision | XLA | steps/call | img/s | × Keras fit | GFLOP/s (of peak) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows_, key=lambda r: (r["model"], r["config"] != "keras fit", -r["img_s"])):
         base = baseline(rows_, r["model"])
         ratio = f"{r['img_s'] / base:.2f}×" if base else "–"
         spc = "–" if r["config"] == "keras fit" else r["steps_per_call"]
         lines.append(f"| {r['model']} | {r['batch']} | {r['config']} | {r['precision']} | "
-                     f"{'on' if r['xla'] else 'off'} | {spc} | {r['img_s']:.1f} | {ratio} |")
+                     f"{'on' if r['xla'] else 'off'} | {spc} | {r['img_s']:.1f} | {ratio} | {achieved(r, peak)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -200,7 +228,7 @@ def main(argv=None):
         print(f"error: cannot read {a.bench_json}: {e}", file=sys.stderr)
         return 2
     rs, inf, inputs = rows(bench), inference_rows(bench), input_rows(bench)
-    if not rs and not inf and not inputs and not cache_markdown(bench):
+    if not rs and not inf and not inputs and not cache_markdown(bench) and not peaks(bench):
         print(f"error: {a.bench_json} holds no throughput benchmarks", file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
@@ -209,8 +237,11 @@ def main(argv=None):
     if gs:
         parts.append("Goals (measured, not asserted):\n\n" + goals_markdown(gs))
     cache = cache_markdown(bench)
+    peak = peaks(bench)
+    if peak:
+        parts.append("This machine's achievable rates through TensorFlow (bench/test_peak.py):\n\n" + peak_markdown(peak))
     if rs:
-        parts.append(markdown(rs, rs[0], bench.get("datetime", "")[:10]))
+        parts.append(markdown(rs, rs[0], bench.get("datetime", "")[:10], peak))
         chart(rs, os.path.join(a.out, "train_throughput.png"))
     if cache:
         parts.append(cache)

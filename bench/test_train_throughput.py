@@ -14,6 +14,7 @@ from engine import devices
 from engine.data.pipeline import Pipeline
 from engine import kernels
 from bench.conftest import QUICK, FitWindows, compile_seed_style, machine_info
+from bench.flops import train_flops
 from engine import data
 from engine.train import precision
 from engine.config import Config
@@ -79,11 +80,11 @@ def _window(label, name):
     return MODELS[label][3], ROUNDS
 
 
-def _record(benchmark, label, name, cfg):
+def _record(benchmark, label, name, cfg, model):
     info = machine_info()
     info.update(model=label, config=name, batch=cfg.optim.batch_size, window_steps=_window(label, name)[0],
                 precision=precision.policy_name(cfg.run.amp), xla=cfg.run.xla,
-                steps_per_call=cfg.run.steps_per_call)
+                steps_per_call=cfg.run.steps_per_call, train_gflop_per_image=train_flops(model) / 1e9)
     benchmark.extra_info.update(info)
 
 
@@ -102,7 +103,8 @@ def test_loop(benchmark, splits, label, name):
     policy = precision.apply(amp)
     x, y = _arrays(splits, label)
     pipe = Pipeline(x, y)
-    loop = build_training(cfg, 10, len(x), policy).loop
+    training = build_training(cfg, 10, len(x), policy)
+    loop = training.loop
     ds = pipe.train(batch, seed=0, epoch=0).repeat()
     if name.endswith("host-upsample"):  # the step then finds inputs already at size: a no-op for it
         ds = ds.map(lambda im, lb, ix: (kernels.upsample(im, size, cfg.model.upsample_method), lb, ix),
@@ -117,7 +119,7 @@ def test_loop(benchmark, splits, label, name):
             float(loss)  # wait for the device
             done += n
 
-    _record(benchmark, label, name, cfg)
+    _record(benchmark, label, name, cfg, training.model)
     benchmark.pedantic(window, rounds=rounds, warmup_rounds=1, iterations=1)
     _img_s(benchmark)
 
@@ -153,7 +155,7 @@ def test_keras_fit(benchmark, splits, label):
     ds = ds.prefetch(tf.data.AUTOTUNE)
 
     fit = FitWindows(model, ds, steps * (1 + ROUNDS))
-    _record(benchmark, label, "keras fit", cfg)
+    _record(benchmark, label, "keras fit", cfg, model)
     benchmark.pedantic(fit.window, args=(steps,), rounds=ROUNDS, warmup_rounds=1, iterations=1)
     fit.close()
     _img_s(benchmark)

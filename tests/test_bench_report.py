@@ -19,9 +19,9 @@ def test_report_table_ratios_and_chart(tmp_path):
     assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("| resnet9 |")]
-    assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× |")
-    assert lines[1].endswith("| 10 | 65.0 | 1.30× |")
-    assert lines[2].endswith("| on | 10 | 25.0 | 0.50× |")
+    assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× | – |")
+    assert lines[1].endswith("| 10 | 65.0 | 1.30× | – |")
+    assert lines[2].endswith("| on | 10 | 25.0 | 0.50× | – |")
     assert "2026-11-23" in md and "Test CPU, 2 cores" in md
     assert (tmp_path / "r" / "train_throughput.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -66,3 +66,35 @@ def test_report_goals_and_input_pipeline(tmp_path):
     assert "| resnet9: input pipeline ≥ 5× the step's consumption | 4.6× | **no** |" in md
     assert "| resnet9 | 300 | 65.0 (loop fp32 spc10) | 4.6× |" in md
     assert (tmp_path / "inference.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_sets_training_rows_against_the_measured_peak(tmp_path):
+    row = _bench("loop fp32 spc10", 100.0)
+    row["extra_info"]["train_gflop_per_image"] = 2.0  # 100 img/s x 2 GFLOP = 200 GFLOP/s
+    bf16 = _bench("loop amp spc10", 150.0)
+    bf16["extra_info"].update(train_gflop_per_image=2.0, precision="mixed_bfloat16")
+    peak = [{"stats": {"rounds": 3}, "extra_info": {"kind": "peak", "op": op, "dtype": d, "gflop_s": g}}
+            for op, d, g in [("conv3x3", "float32", 400.0), ("conv3x3", "bfloat16", 3000.0), ("matmul", "float32", 350.0)]]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"datetime": "2026-12-02T10:00:00", "benchmarks": [row, bf16, *peak]}))
+    assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| loop fp32 spc10 | float32 | off | 10 | 100.0 | – | 200 (50%) |" in md
+    assert "| loop amp spc10 | mixed_bfloat16 | off | 10 | 150.0 | – | 300 (10%) |" in md
+    assert "| conv3x3 | 400 | 3000 |" in md and "| matmul | 350 | – |" in md
+
+
+def test_flops_are_counted_from_the_layers():
+    """A conv, a frozen-first layout and a dense head, against the formula written out."""
+    import keras
+
+    from bench.flops import forward_flops, train_flops
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="frozen")(inputs)        # 2*8*8*3*3*3*4
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same")(x)                  # 2*4*4*3*3*4*6
+    y = keras.layers.Dense(10)(keras.layers.Flatten()(x))                         # 2*96*10
+    model = keras.Model(inputs, y)
+    model.get_layer("frozen").trainable = False
+    conv1, conv2, dense = 2 * 64 * 27 * 4, 2 * 16 * 36 * 6, 2 * 96 * 10
+    assert forward_flops(model) == conv1 + conv2 + dense
+    assert train_flops(model) == conv1 + 3 * (conv2 + dense)  # the frozen first layer: forward only

@@ -34,16 +34,18 @@ def parse(argv=None):
     return a
 
 
-def class_names(path: str, backend: str) -> list | None:
-    """The class names an export or run carries (None where it has none)."""
+def class_names(path: str, backend: str, predictor=None) -> list | None:
+    """The class names an export or run carries (None where it has none): from the open predictor's
+    metadata (ONNX, OpenVINO), the run or SavedModel's files, or the ONNX file export trt writes beside."""
     from engine.files import read_json
+    names = getattr(predictor, "metadata", {}).get("class_names")
+    if names:
+        return json.loads(names)
     if backend == "tf":
         names = read_json(os.path.join(path, "classes.json"), None)
         return names or read_json(os.path.join(path, "assets.extra.engine.json"), {}).get("class_names")
-    if backend == "openvino":  # in the IR's rt_info (OpenVINOPredictor.metadata)
-        from engine.runtime import OpenVINOPredictor
-        names = OpenVINOPredictor(path).metadata.get("class_names")
-        return json.loads(names) if names else None
+    if backend == "openvino":
+        return None
     onnx_path = path if backend == "onnx" else os.path.splitext(path)[0] + ".onnx"  # export trt writes it beside
     if not os.path.isfile(onnx_path):
         return None
@@ -96,8 +98,9 @@ def main(argv=None):
     backend = backend_of(a.model)
     files = image_files(a.images)
     images = np.stack([decode(f, a.resize) for f in files])
-    probs = softmax(open_predictor(backend, a.model).predict(images).astype(np.float64))
-    names = class_names(a.model, backend) or [str(i) for i in range(probs.shape[1])]
+    predictor = open_predictor(backend, a.model)
+    probs = softmax(predictor.predict(images).astype(np.float64))
+    names = class_names(a.model, backend, predictor) or [str(i) for i in range(probs.shape[1])]
     results = []
     for f, p in zip(files, probs):
         top = np.argsort(-p)[:a.topk]

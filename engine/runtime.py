@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from engine.config import is_run_dir
 from engine import devices
 from engine.contract import INPUT, OPENVINO_RT_INFO, OUTPUT, check_images, inference_batch
 from engine.errors import EngineError
+from engine.export import openvino_weights
 
 BACKENDS = ("tf", "onnx", "openvino", "trt")
 OPENVINO_PRECISIONS = ("auto", "f32", "bf16")
@@ -114,7 +116,6 @@ class ONNXPredictor(Predictor):
         self.optimization = optimization
         if self.metadata.get("int8_weights") == "8-bit" and optimization == "all" \
                 and not devices.int8_dot(devices.cpu_flags()):
-            import sys
             print(f"warning: {path} has full-range int8 weights (made for CPUs with VNNI or AMX); this CPU has "
                   f"neither, so onnxruntime's int8 kernels can saturate: re-export it here with --int8-target cpu",
                   file=sys.stderr)
@@ -152,14 +153,15 @@ class OpenVINOPredictor(Predictor):
             import openvino as ov
         except ImportError:
             raise EngineError("the openvino backend needs OpenVINO: pip install -e .[openvino]") from None
-        weights = os.path.splitext(path)[0] + ".bin"
+        weights = openvino_weights(path)
         if not os.path.isfile(weights):
             raise EngineError(f"cannot load OpenVINO model {path}: its weights file {weights} is missing")
         self.asked = precision
         hint = openvino_precision(precision, devices.cpu_flags())
         try:
-            model = ov.Core().read_model(path)
-            self._compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+            core = ov.Core()
+            model = core.read_model(path)
+            self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         except Exception as e:  # noqa: BLE001 - OpenVINO raises untyped RuntimeErrors
             raise EngineError(f"cannot load OpenVINO model {path}: {' '.join(str(e).split())[:160]}") from None
         self.metadata = {k: v.astype(str) for k, v in model.get_rt_info()[OPENVINO_RT_INFO].items()} \

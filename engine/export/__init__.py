@@ -13,8 +13,19 @@ Importing this package imports no TensorFlow; its modules do.
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS = ("trt", "cpu")  # trt: symmetric int8 activations; cpu: onnxruntime's u8s8 x86 kernels
+import os
+
+from engine.errors import EngineError
+
 OPSET = 17
 OPENVINO_PRECISIONS = ("fp32", "int8")
+
+
+def openvino_weights(xml: str) -> str:
+    """The .bin that holds an OpenVINO IR's weights, beside its .xml; a one-line error for another path."""
+    if not xml.endswith(".xml"):
+        raise EngineError(f"an OpenVINO IR is a .xml file (its weights go beside it in .bin): {xml}")
+    return os.path.splitext(xml)[0] + ".bin"
 
 
 def cpu_int8_weights(flags) -> str:

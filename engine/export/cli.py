@@ -19,7 +19,7 @@ from engine import files
 from engine.cli import Parser, import_tensorflow_quietly
 from engine.contract import CONTRACT, NORMALIZATIONS, UPSAMPLE_METHODS
 from engine.errors import EngineError, cli
-from engine.export import CALIB_METHODS, INT8_TARGETS, OPENVINO_PRECISIONS, OPSET, PRECISIONS
+from engine.export import CALIB_METHODS, INT8_TARGETS, OPENVINO_PRECISIONS, OPSET, PRECISIONS, openvino_weights
 
 DESCRIPTION = "A trained run -> a deployable inference graph (SavedModel, ONNX, OpenVINO, TensorRT)."
 
@@ -114,9 +114,7 @@ def main(argv=None):
     a = parse(argv)
     files.claim_output(a.out, a.overwrite)  # fail before any work
     if a.format == "openvino":
-        if not a.out.endswith(".xml"):
-            raise EngineError(f"an OpenVINO IR is a .xml file (its weights go beside it in .bin): --out {a.out}")
-        files.claim_output(os.path.splitext(a.out)[0] + ".bin", a.overwrite)
+        files.claim_output(openvino_weights(a.out), a.overwrite)
     import_tensorflow_quietly()
     if a.format == "openvino":
         from engine.export.openvino import require_openvino

@@ -16,7 +16,7 @@ import tensorflow as tf
 from engine import files
 from engine.contract import IMAGE_SHAPE, OPENVINO_RT_INFO, OUTPUT
 from engine.errors import EngineError
-from engine.export import OPENVINO_PRECISIONS
+from engine.export import OPENVINO_PRECISIONS, openvino_weights
 from engine.export.load import Exportable
 from engine.export.onnx import PARITY, _fp32_onnx
 
@@ -30,20 +30,14 @@ def require_openvino():
     return ov
 
 
-def weights_path(xml: str) -> str:
-    return os.path.splitext(xml)[0] + ".bin"
-
-
 def export_openvino(exp: Exportable, out: str, overwrite: bool = False, precision: str = "fp32",
                     calib_images=None) -> str:
     """IR in fp32, or int8 (NNCF, on `calib_images`), with the export's metadata."""
     ov = require_openvino()
     if precision not in OPENVINO_PRECISIONS:
         raise EngineError(f"OpenVINO export: --precision {precision}; choose from {', '.join(OPENVINO_PRECISIONS)}")
-    if not out.endswith(".xml"):
-        raise EngineError(f"OpenVINO IR is a .xml file (its weights go beside it in .bin): --out {out}")
+    files.claim_output(openvino_weights(out), overwrite)
     files.claim_output(out, overwrite)
-    files.claim_output(weights_path(out), overwrite)
     check = np.random.default_rng(0).integers(0, 256, (8, *IMAGE_SHAPE), dtype=np.uint8)
     reference = exp.serve_fn()(tf.constant(check))[OUTPUT].numpy()
     proto = _fp32_onnx(exp, check, reference)
@@ -89,5 +83,5 @@ def _save(ov, model, out: str) -> None:
     with tempfile.TemporaryDirectory(prefix=".engine-ov-", dir=folder) as d:
         tmp = os.path.join(d, "model.xml")
         ov.save_model(model, tmp, compress_to_fp16=False)
-        os.replace(weights_path(tmp), weights_path(out))
+        os.replace(openvino_weights(tmp), openvino_weights(out))
         os.replace(tmp, out)

@@ -155,7 +155,7 @@ def _worth_combining(img_s: dict, ref) -> bool:
     return any(v > img_s[ref] for p, v in img_s.items() if p != ref)
 
 
-def choose(cfg, strategy, num_classes: int, train_size: int, cache_dir: str, log=print) -> Choice:
+def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice:
     """The (amp, xla) a run trains with, from its config's --amp and --xla (True, False or auto)."""
     import tensorflow as tf
 

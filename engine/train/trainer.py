@@ -108,8 +108,8 @@ class Trainer:
         splits, train, val, test = load_splits(cfg, self.log)
         self.val_is_test = val[0] is test[0]  # the whole test split validates (no subset, no --val-split)
         # --amp auto / --xla auto become what they chose, in the config.json a resume reads
-        self.speed = autotune.choose(cfg, self.strategy, splits.num_classes, len(train[0]),
-                                     cfg.data.cache_dir or default_cache_dir(), self.log)
+        self.speed = autotune.choose(cfg, self.strategy, splits.num_classes, cfg.data.cache_dir or default_cache_dir(),
+                                     self.log)
         self.log(self.speed.describe())
         self.cfg = cfg = cfg.replace("run", amp=self.speed.amp, xla=self.speed.xla)
         r = cfg.run

@@ -93,7 +93,9 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = _recipe("optim.optimizer", "optimizer", choices=["sgd", "adam", "rmsprop"])
+    optimizer: str = _recipe("optim.optimizer", "optimizer; muon: Newton-Schulz-orthogonalised momentum on conv filters "
+                             "(--lr, --momentum), SGD with Nesterov momentum on the rest (--aux-lr, --aux-momentum)",
+                             choices=["sgd", "adam", "rmsprop", "muon"])
     lr: float = _recipe("optim.lr", "peak learning rate (the loss is the batch mean)")
     momentum: float = _recipe("optim.momentum", "momentum (sgd, rmsprop)")
     nesterov: bool = _recipe("optim.nesterov", "Nesterov momentum (sgd)")
@@ -101,13 +103,18 @@ class OptimConfig:
         "optim.sgd_momentum", "sgd: pytorch keeps a buffer of gradients scaled by the current LR (as PyTorch's SGD); "
                    "keras a buffer of LR-scaled steps (keras.optimizers.SGD). They differ while the LR "
                    "changes", choices=["pytorch", "keras"])
-    weight_decay: float = _recipe("optim.weight_decay", "weight decay (0: off)")
+    aux_lr: float = _opt(recipes.AIRBENCH_MUON["optim.aux_lr"],
+                         "muon: peak SGD learning rate of dense kernels; biases and norm parameters take it "
+                         "x --bias-lr-scale")
+    aux_momentum: float = _opt(recipes.AIRBENCH_MUON["optim.aux_momentum"], "muon: SGD momentum of the non-filter variables")
+    weight_decay: float = _recipe("optim.weight_decay", "weight decay (0: off); muon: the per-step shrink of the "
+                                  "non-filter variables at the peak LR (coupled: added to the gradient / their LR)")
     weight_decay_mode: str = _recipe(
         "optim.weight_decay_mode", "decoupled: Keras's lr*wd*w step outside the momentum, not on biases or BatchNorm; "
               "l2: wd*w added to every trainable variable's gradient, as PyTorch SGD's weight_decay",
         choices=["decoupled", "l2"])
-    bias_lr_scale: float = _recipe("optim.bias_lr_scale", "learning-rate multiplier for BatchNorm biases (sgd, rmsprop); "
-                                      "their weight decay is not scaled")
+    bias_lr_scale: float = _recipe("optim.bias_lr_scale", "learning-rate multiplier for BatchNorm biases (sgd, rmsprop; "
+                                   "their weight decay is not scaled); muon: of every bias and norm parameter, on --aux-lr")
     schedule: str = _recipe("optim.schedule", "learning-rate schedule",
                          choices=["constant", "step", "cosine", "onecycle"])
     warmup: float = _recipe("optim.warmup", "onecycle/cosine: fraction of training spent warming up linearly")
@@ -163,7 +170,7 @@ HELP_GROUPS = {
     "model": ["model", "weights", "freeze", "head", "width", "normalization", "upsample", "upsample_method",
               "data_init", "feature_cache"],
     "augmentation and test-time augmentation (TTA)": ["crop_pad", "pad_mode", "flip", "tta"],
-    "optimisation": ["optimizer", "lr", "momentum", "nesterov", "sgd_momentum", "weight_decay",
+    "optimisation": ["optimizer", "lr", "momentum", "nesterov", "sgd_momentum", "aux_lr", "aux_momentum", "weight_decay",
                      "weight_decay_mode", "bias_lr_scale", "schedule", "warmup", "lr_start", "lr_end",
                      "lr_step_epochs", "lr_decay", "label_smoothing", "lookahead"],
     "length": ["epochs", "batch_size", "early_stop"],

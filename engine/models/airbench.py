@@ -64,7 +64,15 @@ def group(x, width):
 WIDTHS = (64, 256, 256)
 
 
+def _unit_std():
+    """airbench94_muon's head init: PyTorch's default rescaled to standard deviation 1."""
+    return keras.initializers.RandomUniform(-3.0 ** 0.5, 3.0 ** 0.5)
+
+
 def body(x, num_classes, opts=None, name="airbench"):
+    """airbench94's net; as `airbench-muon`, airbench94_muon's: the head initialised at standard deviation
+    1 and its logits scaled by 1/width instead of 1/9 (the same logits at init, a different effective
+    head LR)."""
     scale = opts.width if opts is not None else 1.0
     whiten = L.Conv2D(2 * 3 * WHITEN_KERNEL ** 2, WHITEN_KERNEL, padding="valid", use_bias=True, name="whiten")
     x = L.Activation(gelu_erf)(whiten(x))
@@ -72,8 +80,9 @@ def body(x, num_classes, opts=None, name="airbench"):
     for width in WIDTHS:
         x = group(x, max(1, int(round(width * scale))))
     x = L.GlobalMaxPooling2D()(x)  # the reference's MaxPool2d(3) over the final 3x3 map
-    x = L.Dense(num_classes, use_bias=False, kernel_initializer=_torch_default())(x)
-    return L.Rescaling(1.0 / 9.0)(x)
+    muon = name == "airbench-muon"
+    x = L.Dense(num_classes, use_bias=False, kernel_initializer=_unit_std() if muon else _torch_default())(x)
+    return L.Rescaling(1.0 / (max(1, int(round(WIDTHS[-1] * scale))) if muon else 9.0))(x)
 
 
 def whitening_filters(images: np.ndarray, kernel: int = WHITEN_KERNEL, eps: float = WHITEN_EPS) -> np.ndarray:

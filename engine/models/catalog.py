@@ -7,6 +7,11 @@ register(ModelSpec(
     description="airbench94 (Keller Jordan): whitened 2x2 stem + 3 conv groups, ~2.0M params; the default recipe",
     data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
     options=("width",)))
+register(ModelSpec(
+    "airbench-muon", "airbench", normalization="cifar10", recipe="airbench-muon",
+    description="airbench94_muon's net (airbench, head at std 1 scaled by 1/width), trained with Muon in 8 epochs",
+    data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
+    options=("width",)))
 register(ModelSpec("resnet9", "resnet9", normalization="cifar10", recipe="classic",
                    description="Page's DAWNBench ResNet-9, ~6.6M params, 94%-class in 24 epochs"))
 register(ModelSpec("tiny", "tiny", normalization="cifar10", recipe="classic",

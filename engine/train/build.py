@@ -42,13 +42,17 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
     with strategy.scope():
         model = models.build(spec.name, preprocess.size, num_classes, cfg.model, xla=cfg.run.xla,
                              sync_bn=strategy.num_replicas_in_sync > 1)
-        optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, length.steps_per_epoch)), policy)
+        horizons = {path: n * length.steps_per_epoch for path, n in spec.train_epochs.items()}
+        optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, length.steps_per_epoch), horizons),
+                                             policy)
         trained = feature_cache.split(model)[1] if cache else model  # the head alone trains on cached features
     step_cfg = StepConfig(
         num_classes=num_classes, global_batch=o.batch_size, preprocess=preprocess,
         crop_pad=cfg.model.crop_pad, pad_mode=cfg.model.pad_mode, flip=cfg.model.flip,
         train_size=train_size, steps_per_epoch=length.steps_per_epoch, label_smoothing=o.label_smoothing,
-        l2=o.weight_decay if o.weight_decay_mode == "l2" else 0.0, bias_lr_scale=o.bias_lr_scale,
+        # (muon applies its own per-group LRs and decay)
+        l2=o.weight_decay if o.weight_decay_mode == "l2" and o.optimizer != "muon" else 0.0,
+        bias_lr_scale=1.0 if o.optimizer == "muon" else o.bias_lr_scale,
         lookahead=o.lookahead, total_steps=length.total_steps, seed=cfg.run.seed, xla=cfg.run.xla,
         loss_scaling=precision.needs_loss_scaling(policy), features=cache)
     train_epochs = [(models.variable(model, path), n) for path, n in spec.train_epochs.items()]

@@ -92,9 +92,15 @@ def make_schedule(o, steps_per_epoch: int):
     raise EngineError(f"unknown schedule {o.schedule!r}")
 
 
-def make_optimizer(o, schedule):
+def make_optimizer(o, schedule, horizons=None):
     """The Keras optimizer. With --weight-decay-mode l2 the decay is not the optimizer's: the train
-    step adds it to the gradients (TrainLoop), as it does the BatchNorm-bias LR scale."""
+    step adds it to the gradients (TrainLoop), as it does the BatchNorm-bias LR scale; except for muon,
+    whose per-group LRs and decay are its own (`horizons`: {variable path: the step its LR reaches 0})."""
+    if o.optimizer == "muon":
+        from engine.train.muon import Muon
+        return Muon(schedule, peak_lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, aux_lr=o.aux_lr,
+                    aux_momentum=o.aux_momentum, bias_lr_scale=o.bias_lr_scale, weight_decay=o.weight_decay,
+                    horizons=horizons)
     decoupled = o.weight_decay if o.weight_decay_mode == "decoupled" else 0.0
     kw = dict(learning_rate=schedule, weight_decay=decoupled or None)
     if o.optimizer == "sgd":

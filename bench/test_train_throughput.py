@@ -36,6 +36,13 @@ else:
                                              "loop amp spc10"]),
         "vgg16@64": ("vgg16", 64, 128, 4, ["keras fit", "loop fp32 spc10", "loop xla spc10",
                                            "loop fp32 spc10 host-upsample"]),
+        # airbench94_muon's recipe at its batch: the same net without lookahead and per-variable gradient
+        # transforms, Muon's Newton-Schulz steps added
+        "airbench-muon": ("airbench-muon", 32, 2000, 1, ["keras fit", "loop fp32 spc10", "loop xla spc10"]),
+        # where airbench's step time goes: the recipe's loop with one part of it removed per row
+        "airbench parts": ("airbench", 32, 512, 2, [f"loop {s} spc10{part}" for s in ("fp32", "xla")
+                                                    for part in ("", " -lookahead", " -grad-transforms",
+                                                                 " -augment")]),
     }
 ROUNDS = 1 if QUICK else 2  # timed rounds after the warm-up round (3 took the suite to 22 minutes)
 # bfloat16 on a CPU without AMX ran 10x slower than float32 on one 2-core host (3.0 img/s for
@@ -54,11 +61,26 @@ LOOP_CONFIGS = {
 }
 
 
-def _cfg(label, xla=False, amp=False, spc=10) -> Config:
+# A row name's " -PART" suffixes remove that part of the recipe from the step (config overrides).
+PARTS = {"-lookahead": {("optim", "lookahead"): False},
+         "-grad-transforms": {("optim", "bias_lr_scale"): 1.0, ("optim", "weight_decay"): 0.0},
+         "-augment": {("model", "crop_pad"): 0, ("model", "flip"): "none"}}
+
+
+def _loop_config(name):
+    """(xla, amp, steps_per_call, config overrides) of a loop row's name."""
+    base, *parts = name.split(" -")
+    overrides = {}
+    for part in parts:
+        overrides.update(PARTS["-" + part])
+    return (*LOOP_CONFIGS[base], overrides)
+
+
+def _cfg(label, xla=False, amp=False, spc=10, overrides=None) -> Config:
     model, size, batch, _, _ = MODELS[label]
     cfg = defaults(model).replace("model", upsample=size, weights="none", feature_cache=False)
     cfg = cfg.replace("optim", batch_size=batch, lr=0.05, schedule="constant")
-    return cfg.replace("run", xla=xla, amp=amp, steps_per_call=spc)
+    return cfg.replace("run", xla=xla, amp=amp, steps_per_call=spc).with_overrides(overrides or {})
 
 
 def _arrays(splits, label):
@@ -95,8 +117,8 @@ def _img_s(benchmark):
 
 @pytest.mark.parametrize("label,name", [c for c in CASES if c[1] != "keras fit"])
 def test_loop(benchmark, splits, label, name):
-    xla, amp, spc = LOOP_CONFIGS[name]
-    cfg = _cfg(label, xla, amp, spc)
+    xla, amp, spc, overrides = _loop_config(name)
+    cfg = _cfg(label, xla, amp, spc, overrides)
     _, size, batch, _, _ = MODELS[label]
     steps, rounds = _window(label, name)
     keras.utils.set_random_seed(0)

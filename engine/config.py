@@ -103,10 +103,10 @@ class OptimConfig:
         "optim.sgd_momentum", "sgd: pytorch keeps a buffer of gradients scaled by the current LR (as PyTorch's SGD); "
                    "keras a buffer of LR-scaled steps (keras.optimizers.SGD). They differ while the LR "
                    "changes", choices=["pytorch", "keras"])
-    aux_lr: float = _opt(recipes.AIRBENCH_MUON["optim.aux_lr"],
-                         "muon: peak SGD learning rate of dense kernels; biases and norm parameters take it "
-                         "x --bias-lr-scale")
-    aux_momentum: float = _opt(recipes.AIRBENCH_MUON["optim.aux_momentum"], "muon: SGD momentum of the non-filter variables")
+    aux_lr: float = _recipe("optim.aux_lr",
+                            "muon: peak SGD learning rate of dense kernels; biases and norm parameters take it "
+                            "x --bias-lr-scale")
+    aux_momentum: float = _recipe("optim.aux_momentum", "muon: SGD momentum of the non-filter variables")
     weight_decay: float = _recipe("optim.weight_decay", "weight decay (0: off); muon: the per-step shrink of the "
                                   "non-filter variables at the peak LR (coupled: added to the gradient / their LR)")
     weight_decay_mode: str = _recipe(

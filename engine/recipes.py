@@ -2,7 +2,8 @@
 
 A recipe is {"section.field": value} over the config fields (engine.config). Three families of
 models bring one each (`ModelSpec.recipe` names it): AIRBENCH (the default model's, which is also
-where the config dataclass defaults come from), CLASSIC and TRANSFER. The named recipes at the end
+where the config dataclass defaults come from), AIRBENCH_MUON, CLASSIC and TRANSFER. Each sets every
+field that any of them sets, so that no model inherits a value from another model's recipe. The named recipes at the end
 reproduce the seed experiments our users come from: `python -m engine.train --recipe NAME` starts
 from the recipe's model's defaults, applies the recipe, then the flags given on the command line.
 `--list-recipes` prints them. A named recipe's values never change under the same version: a changed
@@ -16,6 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.errors import EngineError
+
+# The SGD half of --optimizer muon (the variables that are not conv filters), at airbench94_muon's
+# values: its head LR 0.67 per image of its summed loss over a batch of 2000 is 0.67 * 2000 per step
+# of the batch-mean loss. Every recipe carries them, so that --optimizer muon means the same anywhere.
+_MUON_BATCH = 2000
+MUON_SGD = {
+    "optim.aux_lr": 0.67 * _MUON_BATCH,  # SGD LR of the head and BatchNorm biases, per step of the mean loss
+    "optim.aux_momentum": 0.85,
+}
 
 # ---------------------------------------------------------------------------------------------
 # airbench94 (Keller Jordan): the reference's `hyp`, in engine units.
@@ -47,6 +57,7 @@ AIRBENCH = {
     "optim.epochs": 9.9,                 # epochs (the last one ends early)
     "optim.batch_size": 1024,            # images per step, over all replicas
     "optim.lookahead": True,
+    **MUON_SGD,
 }
 
 # airbench94_muon (Keller Jordan): Muon on the conv filters, 8 epochs, batch 2000, no lookahead, a
@@ -54,16 +65,15 @@ AIRBENCH = {
 # (head 0.67, biases 0.053) are 2000x larger per step of the batch-MEAN loss; its weight decay 2e-6 per
 # image (0.004 per step) enters each SGD group's gradient divided by that group's LR (engine.train.muon).
 # Muon's step does not depend on the gradient's scale, so its LR (0.24) is the reference's.
-_MUON_BATCH = 2000
 AIRBENCH_MUON = {
     **{k: v for k, v in AIRBENCH.items() if k.startswith("model.")},  # augmentation and TTA as airbench94
     "model.model": "airbench-muon",      # airbench's net, its head scaled by 1/width and initialised at std 1
     "optim.optimizer": "muon",
+    "optim.sgd_momentum": "pytorch",     # the SGD groups' momentum buffer holds gradients, as torch's
     "optim.lr": 0.24,                    # Muon LR of the conv filters
     "optim.momentum": 0.6,               # Muon momentum
     "optim.nesterov": True,
-    "optim.aux_lr": 0.67 * _MUON_BATCH,  # SGD LR of the head, per step of the mean loss
-    "optim.aux_momentum": 0.85,
+    **MUON_SGD,
     "optim.bias_lr_scale": 0.053 / 0.67,  # biases and norm parameters: SGD LR 0.053 (reference units)
     "optim.weight_decay": 2e-6 * _MUON_BATCH,  # per step, at the peak LR
     "optim.weight_decay_mode": "l2",
@@ -103,6 +113,7 @@ CLASSIC = {
     "optim.epochs": 24,
     "optim.batch_size": 512,             # images per step, over all replicas
     "optim.lookahead": False,
+    **MUON_SGD,
 }
 
 # Transfer learning starts from the seed experiment 1 setup (frozen ImageNet backbone, the seed
@@ -112,8 +123,16 @@ TRANSFER = {
     "model.freeze": "all",               # the whole backbone frozen: only the head trains
     "model.head": "seed",                # Flatten -> 512 -> 256 (dropout 0.2) -> classes
     "model.crop_pad": 0, "model.flip": "none", "model.tta": 0,  # no augmentation (as the seed script)
+    "model.pad_mode": "reflect",
     "optim.optimizer": "adam",
     "optim.lr": 0.001 / 31,              # the seed's Adam LR, constant
+    # used once a recipe or flag picks SGD, RMSprop or a one-cycle schedule (ours)
+    "optim.momentum": 0.85,
+    "optim.nesterov": True,
+    "optim.sgd_momentum": "pytorch",
+    "optim.warmup": 0.23,
+    "optim.lr_start": 0.2,
+    "optim.lr_end": 0.07,
     "optim.weight_decay": 0.0,
     "optim.weight_decay_mode": "decoupled",
     "optim.bias_lr_scale": 1.0,
@@ -122,6 +141,7 @@ TRANSFER = {
     "optim.epochs": 30,
     "optim.batch_size": 128,             # images per step
     "optim.lookahead": False,
+    **MUON_SGD,
 }
 
 MODEL_RECIPES = {"airbench": AIRBENCH, "airbench-muon": {k: v for k, v in AIRBENCH_MUON.items() if k != "model.model"},

@@ -177,6 +177,10 @@ def test_recipes(monkeypatch):
     assert resolve.defaults("tiny").optim.lr == 0.4 and resolve.defaults("tiny").model.flip == "random"
     ab = resolve.defaults("airbench")
     assert (ab.optim.batch_size, ab.optim.epochs, ab.model.flip, ab.model.tta) == (1024, 9.9, "alternate", 2)
+    assert (ab.optim.optimizer, ab.optim.lookahead) == ("sgd", True)
+    mu = resolve.defaults("airbench-muon")
+    assert (mu.optim.batch_size, mu.optim.epochs, mu.model.flip, mu.model.tta) == (2000, 8, "alternate", 2)
+    assert (mu.optim.optimizer, mu.optim.lookahead, mu.optim.lr_end) == ("muon", False, 0.0)
     # The dataclass defaults are the default model's recipe (no drift between the two).
     assert C.Config().replace("data", data=ab.data.data) == ab
 

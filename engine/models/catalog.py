@@ -4,7 +4,8 @@ from engine.models.registry import ModelSpec, register
 
 register(ModelSpec(
     "airbench", "airbench", normalization="cifar10", recipe="airbench",
-    description="airbench94 (Keller Jordan): whitened 2x2 stem + 3 conv groups, ~2.0M params; the default recipe",
+    description="airbench94 (Keller Jordan): whitened 2x2 stem + 3 conv groups, ~2.0M params, trained with SGD "
+                "and lookahead in 9.9 epochs; the default",
     data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
     options=("width",)))
 register(ModelSpec(

@@ -21,8 +21,19 @@ def test_config_defaults_are_the_default_models_recipe():
     # and the fields a recipe sets say so (a literal default there would be a second copy)
     for section, dc in C.SECTIONS.items():
         for f in dataclasses.fields(dc):
-            if f"{section}.{f.name}" in recipes.AIRBENCH:
+            if f"{section}.{f.name}" in recipes.model_recipe(recipes.DEFAULT):
                 assert f.metadata.get("recipe") == f"{section}.{f.name}", f.name
+
+
+def test_every_model_recipe_sets_every_recipe_field():
+    """A model's defaults are the dataclass defaults (the default model's recipe) with its own recipe
+    over them: a field its recipe left out would silently take the default model's value, and change
+    when the default model does."""
+    recipe_fields = {f.metadata["recipe"] for dc in C.SECTIONS.values() for f in dataclasses.fields(dc)
+                     if f.metadata.get("recipe")}
+    assert "optim.aux_lr" in recipe_fields and "optim.lookahead" in recipe_fields
+    for name, values in recipes.MODEL_RECIPES.items():
+        assert recipe_fields <= set(values), (name, recipe_fields - set(values))
 
 
 def test_the_default_models_resolved_config_is_the_dataclass_config(monkeypatch):

@@ -38,7 +38,7 @@ else:
                                            "loop fp32 spc10 host-upsample"]),
         # airbench94_muon's recipe at its batch: the same net without lookahead and per-variable gradient
         # transforms, Muon's Newton-Schulz steps added
-        "airbench-muon": ("airbench-muon", 32, 2000, 1, ["keras fit", "loop fp32 spc10", "loop xla spc10"]),
+        "airbench-muon": ("airbench-muon", 32, 2000, 2, ["keras fit", "loop fp32 spc10", "loop xla spc10"]),
         # where airbench's step time goes: the recipe's loop with one part of it removed per row
         "airbench parts": ("airbench", 32, 512, 2, [f"loop {s} spc10{part}" for s in ("fp32", "xla")
                                                     for part in ("", " -lookahead", " -grad-transforms",

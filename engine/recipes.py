@@ -1,12 +1,12 @@
 """Training recipes: the one home of every hyperparameter value the engine ships.
 
-A recipe is {"section.field": value} over the config fields (engine.config). Three families of
+A recipe is {"section.field": value} over the config fields (engine.config). Four families of
 models bring one each (`ModelSpec.recipe` names it): AIRBENCH (the default model's, which is also
 where the config dataclass defaults come from), AIRBENCH_MUON, CLASSIC and TRANSFER. Each sets every
-field that any of them sets, so that no model inherits a value from another model's recipe. The named recipes at the end
-reproduce the seed experiments our users come from: `python -m engine.train --recipe NAME` starts
-from the recipe's model's defaults, applies the recipe, then the flags given on the command line.
-`--list-recipes` prints them. A named recipe's values never change under the same version: a changed
+field that any of them sets, so that no model inherits a value from another model's recipe. The
+named recipes at the end reproduce the seed experiments our users come from: `python -m engine.train
+--recipe NAME` starts from the recipe's model's defaults, applies the recipe, then the flags given
+on the command line. `--list-recipes` prints them. A named recipe's values never change under the same version: a changed
 recipe gets a new version number, and a run records `NAME@vVERSION` in its config.json.
 
 Units are the engine's: the loss is the mean over the global batch, an LR is per step of that loss,
@@ -126,13 +126,9 @@ TRANSFER = {
     "model.pad_mode": "reflect",
     "optim.optimizer": "adam",
     "optim.lr": 0.001 / 31,              # the seed's Adam LR, constant
-    # used once a recipe or flag picks SGD, RMSprop or a one-cycle schedule (ours)
-    "optim.momentum": 0.85,
-    "optim.nesterov": True,
-    "optim.sgd_momentum": "pytorch",
-    "optim.warmup": 0.23,
-    "optim.lr_start": 0.2,
-    "optim.lr_end": 0.07,
+    # used once a recipe or flag picks SGD, RMSprop or a one-cycle schedule: airbench's (ours)
+    **{k: AIRBENCH[k] for k in ("optim.momentum", "optim.nesterov", "optim.sgd_momentum", "optim.warmup",
+                                "optim.lr_start", "optim.lr_end")},
     "optim.weight_decay": 0.0,
     "optim.weight_decay_mode": "decoupled",
     "optim.bias_lr_scale": 1.0,

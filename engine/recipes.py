@@ -6,8 +6,8 @@ where the config dataclass defaults come from), AIRBENCH_MUON, CLASSIC and TRANS
 field that any of them sets, so that no model inherits a value from another model's recipe. The
 named recipes at the end reproduce the seed experiments our users come from: `python -m engine.train
 --recipe NAME` starts from the recipe's model's defaults, applies the recipe, then the flags given
-on the command line. `--list-recipes` prints them. A named recipe's values never change under the same version: a changed
-recipe gets a new version number, and a run records `NAME@vVERSION` in its config.json.
+on the command line. `--list-recipes` prints them. A named recipe's values never change under the
+same version: a changed recipe gets a new version number, and a run records `NAME@vVERSION` in its config.json.
 
 Units are the engine's: the loss is the mean over the global batch, an LR is per step of that loss,
 epochs may be fractional. Values the seed write-ups do not state are ours and marked "ours".

@@ -171,6 +171,34 @@ def test_bias_lr_scale_and_coupled_l2_in_one_sgd_step():
         np.testing.assert_allclose(v.numpy(), w0 - lr * (scale * g + l2 * w0), rtol=1e-4, atol=1e-6)
 
 
+def test_whitening_bias_gradient_in_bfloat16_matches_float32(shared_splits):
+    """With the stem in bfloat16, its bias's gradient came out wrong (relative error against float32's:
+    0.35 here at init, 2.0 after 8 airbench-muon steps), which broke airbench-muon's bfloat16 runs. The
+    stem computes in float32 under every policy: here 0.09 (the rest of the net's bfloat16 noise)."""
+    name = "airbench-muon"  # airbench's net with another head: the same stem
+    opts = resolve.defaults(name).model
+    spec = models.get(name)
+    preprocess = models.preprocess_for(spec, opts)
+    x = preprocess(tf.constant(shared_splits.x_train[:64]))
+    y = tf.constant(shared_splits.y_train[:64])
+    grads = {}
+    try:
+        for policy in ("float32", "mixed_bfloat16"):
+            keras.mixed_precision.set_global_policy(policy)
+            keras.utils.set_random_seed(0)
+            model = models.build(name, 32, 10, opts)
+            data_init(model, shared_splits.x_train[:2000], preprocess)
+            bias = model.get_layer("whiten").bias
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model(x, training=True), tf.float32)
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            grads[policy] = tape.gradient(loss, bias).numpy()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    ref, bf16 = grads["float32"], grads["mixed_bfloat16"]
+    assert np.linalg.norm(bf16 - ref) / np.linalg.norm(ref) < 0.2
+
+
 def test_recipes(monkeypatch):
     for name in ("ENGINE_AMP", "ENGINE_XLA"):  # the suite's float32 default: here the product's
         monkeypatch.delenv(name, raising=False)

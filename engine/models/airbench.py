@@ -74,8 +74,13 @@ def body(x, num_classes, opts=None, name="airbench"):
     1 and its logits scaled by 1/width instead of 1/9 (the same logits at init, a different effective
     head LR)."""
     scale = opts.width if opts is not None else 1.0
-    whiten = L.Conv2D(2 * 3 * WHITEN_KERNEL ** 2, WHITEN_KERNEL, padding="valid", use_bias=True, name="whiten")
-    x = L.Activation(gelu_erf)(whiten(x))
+    # The stem computes in float32 under every precision policy (under 0.1% of a step's FLOPs). In
+    # bfloat16 its bias's gradient came out wrong (relative error 2.0 against float32's after 8
+    # airbench-muon steps; 0.02 with the stem in float32), and airbench-muon trains that bias at a
+    # large LR: its bfloat16 runs scored far below float32's.
+    whiten = L.Conv2D(2 * 3 * WHITEN_KERNEL ** 2, WHITEN_KERNEL, padding="valid", use_bias=True, name="whiten",
+                      dtype="float32")
+    x = L.Activation(gelu_erf, dtype="float32")(whiten(x))
     whiten.kernel.trainable = False  # set from the data by data_init; only its bias trains
     for width in WIDTHS:
         x = group(x, max(1, int(round(width * scale))))

@@ -3,7 +3,7 @@
 `python -m engine.train --help` is generated from these fields (engine.train.resolve), `config.json`
 in a run directory is `Config.to_dict()`, and a resumed run starts from its saved config with only
 the flags given on the command line overriding it. Fields that a recipe sets take their default from
-the default model's recipe (engine.recipes.AIRBENCH); the rest are plain defaults. Imports no
+the default model's recipe (engine.recipes.DEFAULT); the rest are plain defaults. Imports no
 TensorFlow.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = _opt("airbench", "model name from the registry (see --list-models), each bringing its training "
+    model: str = _opt(recipes.DEFAULT, "model name from the registry (see --list-models), each bringing its training "
                                   "recipe as the defaults of the flags below; or your own: path/to/model.keras or "
                                   "pkg.module:function (returning an uncompiled Keras model), with the classic recipe")
     weights: str = _opt("none", "backbone models: starting weights, imagenet (downloads), none, or a weights file")

@@ -1,8 +1,8 @@
 """Training recipes: the one home of every hyperparameter value the engine ships.
 
 A recipe is {"section.field": value} over the config fields (engine.config). Four families of
-models bring one each (`ModelSpec.recipe` names it): AIRBENCH (the default model's, which is also
-where the config dataclass defaults come from), AIRBENCH_MUON, CLASSIC and TRANSFER. Each sets every
+models bring one each (`ModelSpec.recipe` names it): AIRBENCH, AIRBENCH_MUON (the default model's,
+where the config dataclass defaults come from), CLASSIC and TRANSFER. Each sets every
 field that any of them sets, so that no model inherits a value from another model's recipe. The
 named recipes at the end reproduce the seed experiments our users come from: `python -m engine.train
 --recipe NAME` starts from the recipe's model's defaults, applies the recipe, then the flags given
@@ -142,7 +142,7 @@ TRANSFER = {
 
 MODEL_RECIPES = {"airbench": AIRBENCH, "airbench-muon": {k: v for k, v in AIRBENCH_MUON.items() if k != "model.model"},
                  "classic": CLASSIC, "transfer": TRANSFER}
-DEFAULT = "airbench"  # the default model's recipe: the config dataclass defaults read it
+DEFAULT = "airbench-muon"  # the default model (and its recipe's name): the config dataclass defaults read it
 
 
 def model_recipe(name: str) -> dict:

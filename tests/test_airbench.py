@@ -210,7 +210,7 @@ def test_recipes(monkeypatch):
     assert (mu.optim.batch_size, mu.optim.epochs, mu.model.flip, mu.model.tta) == (2000, 8, "alternate", 2)
     assert (mu.optim.optimizer, mu.optim.lookahead, mu.optim.lr_end) == ("muon", False, 0.0)
     # The dataclass defaults are the default model's recipe (no drift between the two).
-    assert C.Config().replace("data", data=ab.data.data) == ab
+    assert C.Config().replace("data", data=mu.data.data) == mu
 
 
 def test_airbench_schedule_and_fractional_epochs():

@@ -5,12 +5,12 @@ from engine.models.registry import ModelSpec, register
 register(ModelSpec(
     "airbench", "airbench", normalization="cifar10", recipe="airbench",
     description="airbench94 (Keller Jordan): whitened 2x2 stem + 3 conv groups, ~2.0M params, trained with SGD "
-                "and lookahead in 9.9 epochs; the default",
+                "and lookahead in 9.9 epochs",
     data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
     options=("width",)))
 register(ModelSpec(
     "airbench-muon", "airbench", normalization="cifar10", recipe="airbench-muon",
-    description="airbench94_muon's net (airbench, head at std 1 scaled by 1/width), trained with Muon in 8 epochs",
+    description="airbench94_muon's net (airbench, head at std 1 scaled by 1/width), trained with Muon in 8 epochs; the default",
     data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
     options=("width",)))
 register(ModelSpec("resnet9", "resnet9", normalization="cifar10", recipe="classic",

@@ -12,7 +12,7 @@ from engine.errors import EngineError, cli
 from engine.train import resolve
 
 DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. The defaults are "
-               "the chosen model's training recipe (shown: the --model given, else airbench, the default "
+               f"the chosen model's training recipe (shown: the --model given, else {recipes.DEFAULT}, the default "
                "model), then --recipe, then --config, then every flag given. With --resume, the run's saved "
                "config.json is the base instead.")
 

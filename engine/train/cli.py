@@ -46,8 +46,10 @@ def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
         print(recipes.table())
         raise SystemExit(0)
     if getattr(ns, "list_models", False):
-        for spec in models.specs():
-            print(f"{spec.name:12s} {spec.description} (input >= {spec.min_size}, default {spec.default_size})")
+        specs = models.specs()
+        width = max(len(spec.name) for spec in specs)
+        for spec in specs:
+            print(f"{spec.name:{width}s} {spec.description} (input >= {spec.min_size}, default {spec.default_size})")
         raise SystemExit(0)
     file_values = resolve.read_config_file(ns.config) if getattr(ns, "config", None) else {}
     cfg = resolve.resolve(resolve.overrides_from(ns), file_values)

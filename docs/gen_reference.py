@@ -42,9 +42,10 @@ def help_text(module: str, args: list) -> str:
 
 
 def flags_page() -> str:
+    from engine import recipes
     parts = [HEADER, "# Command-line reference\n\n",
              "Every subcommand's `--help`, as it prints it. `engine train --model NAME --help` shows NAME's "
-             "defaults; below are the default model's (airbench). `ENGINE_DATA`, `ENGINE_AMP` and `ENGINE_XLA` "
+             f"defaults; below are the default model's (`{recipes.DEFAULT}`). `ENGINE_DATA`, `ENGINE_AMP` and `ENGINE_XLA` "
              "set the defaults of `--data`, `--amp` and `--xla`.\n"]
     for title, module, args in COMMANDS:
         parts.append(f"\n## {title}\n\n```text\n{help_text(module, args)}```\n")
@@ -60,7 +61,8 @@ def models_page() -> str:
              "| model | what it is | input side (default, smallest) | input scaling | recipe |\n",
              "|---|---|---|---|---|\n"]
     for spec in models.specs():
-        lines.append(f"| `{spec.name}` | {spec.description} | {spec.default_size}, {spec.min_size} | "
+        default = " (the default)" if spec.name == recipes.DEFAULT else ""
+        lines.append(f"| `{spec.name}`{default} | {spec.description} | {spec.default_size}, {spec.min_size} | "
                      f"{spec.normalization} | {spec.recipe} |\n")
     lines.append("\n## The model recipes\n\n| field | " + " | ".join(recipes.MODEL_RECIPES) + " |\n")
     lines.append("|---|" + "---|" * len(recipes.MODEL_RECIPES) + "\n")

@@ -150,6 +150,9 @@ class RunConfig:
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (bitwise repeatable on CPU)")
     profile: int = _opt(0, "write a TensorBoard profiler trace of N train calls (after the first, which traces) "
                            "into OUT/tb; view it in TensorBoard's Profile tab (pip install tensorboard-plugin-profile)")
+    compile_cache: bool = _opt(True, "keep XLA's compiled train steps under the cache directory (--cache-dir), "
+                                     "so a later run of the same model, batch and precision on this machine "
+                                     "loads them instead of compiling again")
     strategy: str = _opt("auto", "tf.distribute strategy: auto (multiworker if TF_CONFIG lists several workers, "
                          "mirrored on several GPUs, else default), default, mirrored, multiworker",
                          choices=STRATEGIES)
@@ -174,7 +177,7 @@ HELP_GROUPS = {
                      "weight_decay_mode", "bias_lr_scale", "schedule", "warmup", "lr_start", "lr_end",
                      "lr_step_epochs", "lr_decay", "label_smoothing", "lookahead"],
     "length": ["epochs", "batch_size", "early_stop"],
-    "speed": ["xla", "amp", "steps_per_call", "strategy", "deterministic", "profile"],
+    "speed": ["xla", "amp", "steps_per_call", "strategy", "deterministic", "profile", "compile_cache"],
     "run and checkpoints": ["out", "resume", "overwrite", "seed", "checkpoint_every", "keep_checkpoints", "quiet"],
 }
 

@@ -23,6 +23,20 @@ def compute_capabilities() -> list[tuple[int, int]]:
     return out
 
 
+def nvidia_gpu_models() -> list[str]:
+    """The NVIDIA driver's model name of each GPU (from /proc/driver/nvidia), without starting
+    TensorFlow's runtime; empty without the driver."""
+    import glob
+    out = []
+    for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            with open(info) as f:
+                out += [line.split(":", 1)[1].strip() for line in f if line.startswith("Model:")]
+        except OSError:
+            pass
+    return out
+
+
 def allow_memory_growth() -> None:
     """TensorFlow takes nearly all of a GPU's memory when it first uses it; a process that also
     builds or runs TensorRT engines (export trt, evaluate) must leave it the rest. Call before

@@ -11,7 +11,7 @@ register(ModelSpec(
 register(ModelSpec(
     "airbench-muon", "airbench", normalization="cifar10", recipe="airbench-muon",
     description="airbench94_muon's net (airbench, head at std 1 scaled by 1/width), trained with Muon in 8 "
-                "epochs; the default",
+                "epochs",
     data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
     options=("width",)))
 register(ModelSpec("resnet9", "resnet9", normalization="cifar10", recipe="classic",

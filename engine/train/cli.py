@@ -49,7 +49,9 @@ def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
         specs = models.specs()
         width = max(len(spec.name) for spec in specs)
         for spec in specs:
-            print(f"{spec.name:{width}s} {spec.description} (input >= {spec.min_size}, default {spec.default_size})")
+            default = "; the default" if spec.name == recipes.DEFAULT else ""
+            print(f"{spec.name:{width}s} {spec.description}{default} (input >= {spec.min_size}, "
+                  f"default {spec.default_size})")
         raise SystemExit(0)
     file_values = resolve.read_config_file(ns.config) if getattr(ns, "config", None) else {}
     cfg = resolve.resolve(resolve.overrides_from(ns), file_values)

@@ -22,7 +22,7 @@ from engine import data, devices, models, plots
 from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import Diverged, EngineError, Preempted
 from engine.files import write_json
-from engine.train import advice, autotune, distribute, feature_cache, precision, resolve
+from engine.train import advice, autotune, compile_cache, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
 from engine.train.clock import Clock, EpochStats, ProfileWindow
 from engine.train.feeds import Feeds
@@ -73,6 +73,12 @@ class Trainer:
 
     def run(self) -> dict:
         resolve.check(self.cfg)
+        # TensorFlow reads TF_XLA_FLAGS when its runtime starts: the compile cache before anything else.
+        self.compile_cache, self._compile_cache_said = None, None
+        if self.cfg.run.compile_cache and self.cfg.run.xla is not False:
+            self.compile_cache, said = compile_cache.enable(self.cfg.data.cache_dir or default_cache_dir())
+            self._compile_cache_said = (f"{said} ({compile_cache.entries(self.compile_cache)} compiled functions "
+                                        f"stored)" if self.compile_cache else said)
         # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts.
         self.strategy = distribute.make(self.cfg.run.strategy)
         self.chief = distribute.is_chief(self.strategy)
@@ -107,6 +113,8 @@ class Trainer:
         cfg, r = self.cfg, self.cfg.run
         splits, train, val, test = load_splits(cfg, self.log)
         self.val_is_test = val[0] is test[0]  # the whole test split validates (no subset, no --val-split)
+        if self._compile_cache_said:
+            self.log(self._compile_cache_said)
         # --amp auto / --xla auto become what they chose, in the config.json a resume reads
         self.speed = autotune.choose(cfg, self.strategy, splits.num_classes, cfg.data.cache_dir or default_cache_dir(),
                                      self.log)
@@ -278,6 +286,20 @@ class Trainer:
                 tta_acc = self.feeds.evaluate(self.loop, "test", self.cfg.model.tta)[1]
         return test_loss, test_acc, tta_acc
 
+    def _compile_cache_used(self, xla: bool) -> dict | None:
+        """The compile cache's directory and what it holds after the run. An XLA run that left it
+        empty ran in a process whose TensorFlow runtime had started before the cache was set (a
+        notebook that used TensorFlow first): TensorFlow ignored it, and the run says so."""
+        if not self.compile_cache:
+            return None
+        n = compile_cache.entries(self.compile_cache)
+        if xla and n == 0 and self.chief:
+            print(f"warning: the XLA compile cache was not used: TensorFlow had started before it was set; "
+                  f"set TF_XLA_FLAGS={compile_cache.FLAG}={self.compile_cache} before importing it",
+                  file=sys.stderr)
+            return None
+        return {"directory": self.compile_cache, "entries": n}
+
     def _metrics(self, test_loss, test_acc, tta_acc, stopped_early, wall, breakdown) -> dict:
         r, o = self.cfg.run, self.cfg.optim
         return {
@@ -292,6 +314,7 @@ class Trainer:
             "device": devices.device_name(), "tensorflow": tf.__version__,
             "feature_cache": self.t.feature_cache, "feature_seconds": self.feature_seconds,
             "speed_choice": self.speed.to_dict(),
+            "compile_cache": self._compile_cache_used(r.xla),
         }
 
 

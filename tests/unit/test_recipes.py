@@ -51,6 +51,15 @@ def test_every_recipe_key_is_a_config_field(name):
         assert set(r.values) <= fields, r.name
 
 
+def test_list_models_marks_the_default_model_and_only_it(capsys, monkeypatch):
+    from engine.train import cli
+    monkeypatch.setattr(recipes, "DEFAULT", "resnet9")  # the mark follows recipes.DEFAULT, not a description
+    with pytest.raises(SystemExit):
+        cli.parse(["--list-models"])
+    marked = [line.split()[0] for line in capsys.readouterr().out.splitlines() if "the default" in line]
+    assert marked == ["resnet9"]
+
+
 def test_every_model_names_a_recipe_that_exists():
     for spec in models.specs():
         assert spec.recipe in recipes.MODEL_RECIPES, spec.name

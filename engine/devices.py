@@ -2,6 +2,7 @@
 feature flags (from /proc/cpuinfo)."""
 from __future__ import annotations
 
+import glob
 import os
 
 
@@ -26,7 +27,6 @@ def compute_capabilities() -> list[tuple[int, int]]:
 def nvidia_gpu_models() -> list[str]:
     """The NVIDIA driver's model name of each GPU (from /proc/driver/nvidia), without starting
     TensorFlow's runtime; empty without the driver."""
-    import glob
     out = []
     for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
         try:

@@ -14,8 +14,8 @@ TINY_XLA = ["--model", "tiny", "--data", "digits", "--batch-size", 64, "--epochs
 
 def _entries(path) -> dict:
     """file name -> (inode, mtime in ns) of each stored compiled function."""
-    return {f: (os.stat(os.path.join(path, f)).st_ino, os.stat(os.path.join(path, f)).st_mtime_ns)
-            for f in os.listdir(path) if f.endswith(".pb")}
+    stats = {f: os.stat(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".pb")}
+    return {f: (st.st_ino, st.st_mtime_ns) for f, st in stats.items()}
 
 
 def test_a_second_run_loads_the_compiled_step_and_computes_the_same(tmp_path):

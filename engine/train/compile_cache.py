@@ -1,6 +1,6 @@
 """XLA's compiled train steps kept on disk (`--compile-cache`, on by default), so a later run of the
-same model, batch and precision on the same machine loads them instead of compiling again: the
-first call of a float32 + XLA airbench-muon run compiles for about 2.4 minutes on a 2-core CPU.
+same model, batch and precision on the same machine loads them instead of compiling again (what
+that saves is the model's compilation time: a few seconds for airbench-muon on a 2-core CPU).
 
 TensorFlow's own persistent cache does the work (the `--tf_xla_persistent_cache_directory` flag of
 TF_XLA_FLAGS): it keys each entry by the function's signature and the hash of its HLO, checks the
@@ -10,8 +10,8 @@ not hold the TensorFlow version or the processor the code was compiled for, so t
 entry is the executable the first run compiled from the same HLO, so the two runs compute the same
 numbers (tests/test_compile_cache.py checks this bit for bit).
 
-TensorFlow reads TF_XLA_FLAGS once per process, at its first XLA compilation: `enable` must run
-before it, and a process keeps the directory it started with. A TF_XLA_FLAGS that already names a
+TensorFlow reads TF_XLA_FLAGS once per process, when its runtime starts (listing devices starts it):
+`enable` must run before that, and a process keeps the directory it started with. A TF_XLA_FLAGS that already names a
 cache directory is left as it is.
 """
 from __future__ import annotations

@@ -20,7 +20,8 @@ from engine.export.onnx import export_onnx
 from engine.export.savedmodel import export_savedmodel
 from engine.runtime import ONNXPredictor, TFPredictor
 
-MODELS = ["tiny"] if QUICK else ["tiny", "resnet9", "airbench"]
+# vgg16: the frozen-VGG16 transfer experiment's model at its 64x64 input (upsampling inside the graph)
+MODELS = ["tiny"] if QUICK else ["tiny", "resnet9", "airbench", "vgg16"]
 LATENCY_ROUNDS = 20 if QUICK else 300
 THROUGHPUT_ROUNDS = 2 if QUICK else 5
 BATCH = 256
@@ -42,7 +43,8 @@ def exported(request, tmp_path_factory):
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)
     spec = models.get(request.param)
-    exp = Exportable(models.build(spec.name, 32, 10), Preprocess(32, spec.normalization),
+    size = models.input_size(spec, 0)
+    exp = Exportable(models.build(spec.name, size, 10), Preprocess(size, spec.normalization),
                      [str(i) for i in range(10)], {"bench": "untrained"}, data_source="")
     d = tmp_path_factory.mktemp(request.param)
     calib = np.random.default_rng(1).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
@@ -50,6 +52,10 @@ def exported(request, tmp_path_factory):
             "keras": _KerasPredictor(exp),
             "savedmodel": TFPredictor(export_savedmodel(exp, str(d / "sm")), BATCH),
             "onnxruntime": ONNXPredictor(export_onnx(exp, str(d / "m.onnx")), BATCH),
+            # ONNX Runtime's own knobs on the fp32 graph: one intra-op thread instead of one per core,
+            # and basic graph optimisation (no layout conversion to NCHWc, no fusions beyond constants)
+            "onnxruntime 1-thread": ONNXPredictor(str(d / "m.onnx"), BATCH, threads=1),
+            "onnxruntime basic-opt": ONNXPredictor(str(d / "m.onnx"), BATCH, optimization="basic"),
             "onnxruntime fp16": ONNXPredictor(export_onnx(exp, str(d / "fp16.onnx"), precision="fp16"),
                                               BATCH),
             # int8 for CPUs (uint8 activations, 7-bit weights) in ORT's fused kernels: accurate there
@@ -75,7 +81,7 @@ def _openvino(exp, d, calib) -> dict:
             "openvino int8": OpenVINOPredictor(int8, BATCH)}
 
 
-BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime fp16", "onnxruntime int8", "onnxruntime int8 trt-form",
+BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime 1-thread", "onnxruntime basic-opt", "onnxruntime fp16", "onnxruntime int8", "onnxruntime int8 trt-form",
             "openvino f32", "openvino bf16", "openvino int8"]
 
 

@@ -113,7 +113,7 @@ class ONNXPredictor(Predictor):
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         side = self.metadata.get("input_side", "")
         self._default_batch(batch_size, int(side) if side.isdigit() else None)
-        self.optimization = optimization
+        self.optimization, self.threads = optimization, threads
         if self.metadata.get("int8_weights") == "8-bit" and optimization == "all" \
                 and not devices.int8_dot(devices.cpu_flags()):
             print(f"warning: {path} has full-range int8 weights (made for CPUs with VNNI or AMX); this CPU has "
@@ -126,6 +126,7 @@ class ONNXPredictor(Predictor):
     def details(self) -> dict:
         meta = self.metadata
         return {"model_precision": meta.get("precision", "fp32"), "ort_optimization": self.optimization,
+                "ort_intra_op_threads": self.threads or "onnxruntime's default (one per physical core)",
                 **({"int8_target": meta["int8_target"]} if "int8_target" in meta else {}),
                 **({"int8_weights": meta["int8_weights"]} if "int8_weights" in meta else {}),
                 "cpu_int8_dot": devices.int8_dot(devices.cpu_flags())}

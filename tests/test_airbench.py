@@ -252,9 +252,10 @@ def test_airbench_resume_is_exact_with_lookahead_and_stem_freeze(tmp_path, share
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-# Accuracy (TTA) after 2 epochs of the airbench recipe at batch 256 on a 5,000-image balanced subset,
-# tested on 1,000 test images, measured on this CPU: 0.542 as built; 0.468 with the whitening init
-# removed (a random stem, frozen as the recipe freezes it). The bar sits between.
+# Test accuracy after 2 epochs of the airbench recipe at batch 256 on a 5,000-image balanced subset,
+# tested on 1,000 test images without TTA (its six views are tested on their own above; here they would
+# only add their compilation), measured on a 2-core AMD EPYC: 0.545 as built; 0.484 with the whitening
+# init removed (--no-data-init: the stem trains from a random init). The bar sits between.
 SHORT = dict(limit=5000, limit_test=1000)
 
 
@@ -268,11 +269,11 @@ def _short_run(out, data, model="airbench", batch_size=256, tta=None, **optim):
 
 @pytest.mark.slow
 def test_short_airbench_run_reaches_its_accuracy(tmp_path, shared_data):
-    t = _short_run(tmp_path / "ab", shared_data)
+    t = _short_run(tmp_path / "ab", shared_data, tta=0)
     m = t.run()
     h = json.load(open(tmp_path / "ab" / "history.json"))
     assert m["steps"] == 2 * (5000 // 256) and len(h) == 2
-    assert m["test_accuracy_tta"] >= 0.51, m
+    assert m["test_accuracy"] >= 0.515, m
     # The whitening conv's kernel never trains; its bias trains (3 epochs > this run).
     stem = t.model.get_layer("whiten")
     np.testing.assert_allclose(stem.kernel.numpy()[..., :12], -stem.kernel.numpy()[..., 12:])

@@ -6,7 +6,7 @@ agreement, max and mean |logit difference|). Writes a JSON report.
 
 The backend follows from the path (a run or SavedModel folder: tf; .onnx: onnx; .xml: openvino;
 .engine/.plan: trt);
-`--backend` names it where the path does not say.
+`--backend` names it where the path does not say (`--backend openvino` runs a .onnx file in OpenVINO).
 """
 from __future__ import annotations
 

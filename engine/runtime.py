@@ -87,6 +87,15 @@ class TFPredictor(Predictor):
 ORT_LEVELS = ("all", "basic")
 
 
+def onnx_metadata(path: str) -> dict:
+    """An ONNX file's metadata_props (our exports record precision, input side, class names there)."""
+    import onnx
+    try:
+        return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and others for a corrupt file
+        raise EngineError(f"cannot load ONNX model {path}: {type(e).__name__}") from None
+
+
 class ONNXPredictor(Predictor):
     """onnxruntime. `optimization="all"` (default) lets ORT fuse Q/DQ pairs into its int8 kernels;
     on x86 CPUs without VNNI those saturate int16 sums with full-range per-channel int8 weights
@@ -143,8 +152,9 @@ def openvino_precision(choice: str, flags: set) -> str:
 
 
 class OpenVINOPredictor(Predictor):
-    """An OpenVINO IR (`model.xml` with its `model.bin`) exported by `engine export openvino`, on the
-    CPU. `precision` is OpenVINO's inference precision hint: auto (bf16 where the CPU has AMX or
+    """An OpenVINO IR (`model.xml` with its `model.bin`) exported by `engine export openvino`, or one of
+    our `.onnx` exports read by OpenVINO as it is (an int8 Q/DQ graph runs in OpenVINO's int8 kernels), on
+    the CPU. `precision` is OpenVINO's inference precision hint: auto (bf16 where the CPU has AMX or
     AVX-512 BF16, else f32), f32 or bf16; an int8 IR runs its quantized layers in int8 either way."""
     backend = "openvino"
 
@@ -154,7 +164,8 @@ class OpenVINOPredictor(Predictor):
             import openvino as ov
         except ImportError:
             raise EngineError("the openvino backend needs OpenVINO: pip install -e .[openvino]") from None
-        weights = openvino_weights(path)
+        onnx_file = path.endswith(".onnx")  # OpenVINO reads our ONNX exports as they are (Q/DQ included)
+        weights = path if onnx_file else openvino_weights(path)
         if not os.path.isfile(weights):
             raise EngineError(f"cannot load OpenVINO model {path}: its weights file {weights} is missing")
         self.asked = precision
@@ -165,8 +176,11 @@ class OpenVINOPredictor(Predictor):
             self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         except Exception as e:  # noqa: BLE001 - OpenVINO raises untyped RuntimeErrors
             raise EngineError(f"cannot load OpenVINO model {path}: {' '.join(str(e).split())[:160]}") from None
-        self.metadata = {k: v.astype(str) for k, v in model.get_rt_info()[OPENVINO_RT_INFO].items()} \
-            if model.has_rt_info(OPENVINO_RT_INFO) else {}
+        if onnx_file:
+            self.metadata = onnx_metadata(path)
+        else:
+            self.metadata = {k: v.astype(str) for k, v in model.get_rt_info()[OPENVINO_RT_INFO].items()} \
+                if model.has_rt_info(OPENVINO_RT_INFO) else {}
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         side = self.metadata.get("input_side", "")
         self._default_batch(batch_size, int(side) if side.isdigit() else None)

@@ -55,10 +55,16 @@ def test_fp16_agrees_with_fp32(trained, tmp_path):
     assert {p.key: p.value for p in m.metadata_props}["precision"] == "fp16"
 
 
-def test_int8_loses_at_most_one_point(trained, tmp_path, shared_data):
+@pytest.fixture(scope="module")
+def int8_onnx(trained, tmp_path_factory, shared_data):
+    """The int8 Q/DQ export (symmetric int8, per-channel weights: the TensorRT form)."""
     calib = calibration_images(trained["exp"], 512, shared_data)
-    path = export_onnx(trained["exp"], str(tmp_path / "int8.onnx"), precision="int8",
-                              calib_images=calib)
+    return export_onnx(trained["exp"], str(tmp_path_factory.mktemp("int8") / "int8.onnx"), precision="int8",
+                       calib_images=calib)
+
+
+def test_int8_loses_at_most_one_point(trained, int8_onnx):
+    path = int8_onnx
     m = onnx.load(path)
     ops = {n.op_type for n in m.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -130,10 +136,19 @@ def test_openvino_f32_matches_tensorflow_on_every_test_image(trained, openvino_i
 
 
 def test_openvino_bf16_agrees_and_says_what_it_ran(trained, openvino_ir):
+    """bf16 keeps 8 bits of mantissa, so it can only flip answers the fp32 model nearly tied on. This test's
+    model is weak (~50% top-1, logits close together: ~8% of images have a top-2 margin under 0.05), and on a
+    CPU that computes bf16 (AVX-512 BF16, 2026-12-05) 52 of its 10,000 answers flipped, all at margins under
+    0.02: 99.48% agreement. So the test asserts that every flip is such a near-tie and >= 99% overall; the
+    >= 99.5% bar is measured on the trained airbench (docs/deploy.md)."""
     from engine.runtime import OpenVINOPredictor
     p = OpenVINOPredictor(str(openvino_ir), precision="bf16")
-    a = agreement(trained["logits"], p.predict(trained["x"]))
-    assert a["top1_agreement"] >= 0.995, a
+    logits = p.predict(trained["x"])
+    a = agreement(trained["logits"], logits)
+    assert a["top1_agreement"] >= 0.99, a
+    top2 = np.sort(trained["logits"], 1)[:, -2:]
+    flipped = trained["logits"].argmax(1) != logits.argmax(1)
+    assert (top2[flipped, 1] - top2[flipped, 0] < 0.05).all(), np.sort(top2[flipped, 1] - top2[flipped, 0])[-5:]
     # OpenVINO computes bf16 only where the CPU has it; elsewhere it runs f32, and the report says so
     assert p.details()["openvino_inference_precision"] in ("bf16", "f32")
     if not devices.fast_bf16(devices.cpu_flags()):
@@ -155,6 +170,19 @@ def test_openvino_int8_loses_at_most_one_point(trained, shared_data, tmp_path):
     assert (tmp_path / "int8.bin").stat().st_size < 0.5 * (trained["run"] / "model.bin").stat().st_size  # int8 weights
 
 
+def test_openvino_runs_the_int8_onnx_export_within_one_point(trained, int8_onnx, shared_data, tmp_path):
+    """OpenVINO reads our Q/DQ ONNX as it is (no IR conversion): through the evaluate CLI, with the export's
+    metadata, and int8 in OpenVINO's kernels loses at most a point like the other int8 forms."""
+    p = run_cli("engine", "evaluate", int8_onnx, "--backend", "openvino", "--against", f"onnx:{int8_onnx}",
+                "--ort-optimization", "basic", "--data", shared_data, "--out", tmp_path / "e.json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "e.json").read_text())
+    assert r["backend"] == "openvino" and r["images"] == 10000
+    assert r["runtime"]["model_precision"] == "int8"  # read from the ONNX file's metadata
+    assert trained["acc"] - r["top1_accuracy"] <= 0.01, (trained["acc"], r["top1_accuracy"])
+    assert r["against"]["top1_agreement"] >= 0.97, r["against"]  # the same int8 graph in onnxruntime
+
+
 def test_predict_on_the_openvino_ir_agrees_with_its_predictor(trained, openvino_ir, tmp_path):
     from engine.runtime import OpenVINOPredictor
     images = trained["x"][:8]
@@ -171,11 +199,14 @@ def test_openvino_bad_inputs_are_one_line(openvino_ir, trained, tmp_path, capsys
     from engine.runtime import OpenVINOPredictor
     (tmp_path / "corrupt.xml").write_text("<net><layers>not an IR")
     (tmp_path / "corrupt.bin").write_bytes(b"")
+    (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07not a protobuf")
     (tmp_path / "alone.xml").write_bytes(openvino_ir.read_bytes())  # no alone.bin beside it
     for args, message in [
         ([tmp_path / "corrupt.xml"], "cannot load OpenVINO model"),
         ([tmp_path / "alone.xml"], "its weights file"),
         ([tmp_path / "absent.xml"], "model not found"),
+        ([tmp_path / "corrupt.bin", "--backend", "openvino"], "an OpenVINO IR is a .xml file"),
+        ([tmp_path / "corrupt.onnx", "--backend", "openvino"], "cannot load OpenVINO model"),
     ]:
         assert_one_line_error(run_in_process(capsys, "engine.evaluate", *args, "--data", "digits"), message)
     assert_one_line_error(run_in_process(capsys, "engine.export", "openvino", trained["run"], "--out",

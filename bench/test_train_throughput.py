@@ -26,13 +26,13 @@ from engine.train.build import build_training
 # seed experiment 1's model (frozen backbone; the feature cache is off here, so every step runs the backbone): its host-upsample row feeds
 # the loop batches upsampled in the tf.data map instead of in the compiled step.
 if QUICK:
-    MODELS = {"tiny": ("tiny", 32, 32, 4, ["keras fit", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
+    MODELS = {"tiny": ("tiny", 32, 32, 4, ["keras fit", "keras fit amp", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
                                             "loop amp spc10", "loop fp32 spc10 host-upsample"])}
 else:
     MODELS = {
-        "airbench": ("airbench", 32, 1024, 2, ["keras fit", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
+        "airbench": ("airbench", 32, 1024, 2, ["keras fit", "keras fit amp", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
                                                 "loop amp spc10"]),
-        "resnet9": ("resnet9", 32, 128, 6, ["keras fit", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
+        "resnet9": ("resnet9", 32, 128, 6, ["keras fit", "keras fit amp", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
                                              "loop amp spc10"]),
         "vgg16@64": ("vgg16", 64, 128, 4, ["keras fit", "loop fp32 spc10", "loop xla spc10",
                                            "loop fp32 spc10 host-upsample"]),
@@ -45,10 +45,10 @@ else:
                                                                  " -augment")]),
     }
 ROUNDS = 1 if QUICK else 2  # timed rounds after the warm-up round (3 took the suite to 22 minutes)
-# bfloat16 on a CPU without AMX ran 10x slower than float32 on one 2-core host (3.0 img/s for
-# resnet9) and 1.5x faster on another: on such CPUs its rows time a short window (1 step), 2 rounds,
+# bfloat16 on a CPU without bfloat16 instructions (AMX or AVX-512 BF16) ran 10x slower than float32 on
+# one 2-core host (3.0 img/s for resnet9): on such CPUs its rows time a short window (1 step), 2 rounds,
 # which bounds the suite's time on the slow kind.
-SLOW_ROW = {"loop amp spc10": (1, 2)}
+SLOW_ROW = {"loop amp spc10": (1, 2), "keras fit amp": (1, 2)}
 CASES = [(label, name) for label, (*_, names) in MODELS.items() for name in names]
 
 # name: (xla, amp, steps_per_call)
@@ -97,7 +97,7 @@ def _float32_after():
 
 def _window(label, name):
     """(steps per timed round, rounds) for a row."""
-    if not QUICK and name in SLOW_ROW and not devices.gpus() and not devices.cpu_has_amx():
+    if not QUICK and name in SLOW_ROW and not devices.gpus() and not devices.fast_bf16(devices.cpu_flags()):
         return SLOW_ROW[name]
     return MODELS[label][3], ROUNDS
 
@@ -115,7 +115,10 @@ def _img_s(benchmark):
     info["img_s"] = info["window_steps"] * info["batch"] / benchmark.stats.stats.mean
 
 
-@pytest.mark.parametrize("label,name", [c for c in CASES if c[1] != "keras fit"])
+FIT_ROWS = ("keras fit", "keras fit amp")  # amp: the same fit under Keras's mixed_bfloat16 policy
+
+
+@pytest.mark.parametrize("label,name", [c for c in CASES if c[1] not in FIT_ROWS])
 def test_loop(benchmark, splits, label, name):
     xla, amp, spc, overrides = _loop_config(name)
     cfg = _cfg(label, xla, amp, spc, overrides)
@@ -146,15 +149,19 @@ def test_loop(benchmark, splits, label, name):
     _img_s(benchmark)
 
 
-@pytest.mark.parametrize("label", [m for m, n in CASES if n == "keras fit"])
-def test_keras_fit(benchmark, splits, label):
+@pytest.mark.parametrize("label,name", [c for c in CASES if c[1] in FIT_ROWS])
+def test_keras_fit(benchmark, splits, label, name):
     """The seed experiments' way: preprocessing in a tf.data map on the host, float32 batches fed to
     `model.fit`, default `steps_per_execution=1`, no XLA. Same model, augmentation, loss, optimizer.
-    Rounds are windows of steps inside one running `fit` (see FitWindows)."""
-    cfg = _cfg(label)
-    model_name, size, batch, steps, _ = MODELS[label]
+    Rounds are windows of steps inside one running `fit` (see FitWindows). "keras fit amp" builds the
+    model under the mixed precision policy that --amp uses (Keras casts the batches at the first layer),
+    so that the bfloat16 loop rows have a like-for-like `fit`."""
+    amp = name == "keras fit amp"
+    cfg = _cfg(label, amp=amp)
+    model_name, size, batch, _, _ = MODELS[label]
+    steps, rounds = _window(label, name)
     keras.utils.set_random_seed(0)
-    precision.apply(False)
+    precision.apply(amp)
     x, y = _arrays(splits, label)
     from engine import models
     spec = models.get(model_name)
@@ -176,8 +183,8 @@ def test_keras_fit(benchmark, splits, label):
     ds = ds.map(lambda b, s: host_preprocess(b[0], b[1], s), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
 
-    fit = FitWindows(model, ds, steps * (1 + ROUNDS))
-    _record(benchmark, label, "keras fit", cfg, model)
-    benchmark.pedantic(fit.window, args=(steps,), rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    fit = FitWindows(model, ds, steps * (1 + rounds))
+    _record(benchmark, label, name, cfg, model)
+    benchmark.pedantic(fit.window, args=(steps,), rounds=rounds, warmup_rounds=1, iterations=1)
     fit.close()
     _img_s(benchmark)

@@ -19,11 +19,24 @@ def test_report_table_ratios_and_chart(tmp_path):
     assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("| resnet9 |")]
-    assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× | – |")
-    assert lines[1].endswith("| 10 | 65.0 | 1.30× | – |")
-    assert lines[2].endswith("| on | 10 | 25.0 | 0.50× | – |")
+    assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× | 1.00× | – |")
+    assert lines[1].endswith("| 10 | 65.0 | 1.30× | 1.30× | – |")
+    assert lines[2].endswith("| on | 10 | 25.0 | 0.50× | 0.50× | – |")
     assert "2026-11-23" in md and "Test CPU, 2 cores" in md
     assert (tmp_path / "r" / "train_throughput.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_loops_are_set_against_fit_in_their_own_precision(tmp_path):
+    """A bfloat16 loop row is compared with fit in bfloat16 (like for like) as well as with fit in float32,
+    and the goal is judged per precision: a bfloat16 loop beating float32 fit does not meet it."""
+    bf16 = [_bench(c, v) for c, v in (("keras fit amp", 120.0), ("loop amp spc10", 132.0))]
+    for b in bf16:
+        b["extra_info"]["precision"] = "mixed_bfloat16"
+    md = _report(tmp_path, [_bench("keras fit", 50.0), _bench("loop fp32 spc10", 60.0), *bf16])
+    assert "| resnet9 | 128 | loop amp spc10 | mixed_bfloat16 | off | 10 | 132.0 | 2.64× | 1.10× | – |" in md
+    assert "| resnet9 | 128 | keras fit amp | mixed_bfloat16 | off | – | 120.0 | 2.40× | 1.00× | – |" in md
+    assert "| resnet9: our loop ≥ 1.3× Keras fit in float32 | 1.20× (loop fp32 spc10) | **no** |" in md
+    assert "| resnet9: our loop ≥ 1.3× Keras fit in mixed_bfloat16 | 1.10× (loop amp spc10) | **no** |" in md
 
 
 def test_report_bad_input(tmp_path, capsys):
@@ -60,7 +73,7 @@ def test_report_goals_and_input_pipeline(tmp_path):
         _bench("keras fit", 50.0), _bench("loop fp32 spc10", 65.0), _bench("loop xla spc10", 40.0, xla=True),
         {"stats": {"rounds": 3}, "extra_info": {"kind": "input", "model": "resnet9", "img_s": 300.0}},
         _inf("keras", "resnet9", p50_ms=2.0, img_s=100.0), _inf("onnxruntime", "resnet9", p50_ms=1.0, img_s=120.0)])
-    assert "| resnet9: our loop ≥ 1.3× Keras fit | 1.30× (loop fp32 spc10) | yes |" in md
+    assert "| resnet9: our loop ≥ 1.3× Keras fit in float32 | 1.30× (loop fp32 spc10) | yes |" in md
     assert "| resnet9: ONNX Runtime ≥ 1.5× Keras at batch 256 | 1.20× | **no** |" in md
     assert "| resnet9: ONNX Runtime ≥ 1.5× Keras batch-1 latency (p50) | 2.00× | yes |" in md
     assert "| resnet9: input pipeline ≥ 5× the step's consumption | 4.6× | **no** |" in md
@@ -79,8 +92,8 @@ def test_report_sets_training_rows_against_the_measured_peak(tmp_path):
     path.write_text(json.dumps({"datetime": "2026-12-02T10:00:00", "benchmarks": [row, bf16, *peak]}))
     assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "| loop fp32 spc10 | float32 | off | 10 | 100.0 | – | 200 (50%) |" in md
-    assert "| loop amp spc10 | mixed_bfloat16 | off | 10 | 150.0 | – | 300 (10%) |" in md
+    assert "| loop fp32 spc10 | float32 | off | 10 | 100.0 | – | – | 200 (50%) |" in md
+    assert "| loop amp spc10 | mixed_bfloat16 | off | 10 | 150.0 | – | – | 300 (10%) |" in md
     assert "| conv3x3 | 400 | 3000 |" in md and "| matmul | 350 | – |" in md
 
 

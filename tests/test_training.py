@@ -166,8 +166,15 @@ def test_speed_warnings_follow_the_measured_xla_speedups(monkeypatch):
     from engine.train import advice
     monkeypatch.setattr(devices, "gpus", lambda: [])
     monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f"})
+    (muon,) = advice.speed_warnings(False, True, "airbench-muon")  # the table's figures, on an AVX-512 CPU
+    assert "slower or worse" in muon
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})  # they were not measured on AVX2 CPUs
+    assert "not measured for airbench-muon" in advice.speed_warnings(False, True, "airbench-muon")[0]
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f"})
     measured = advice.CPU_XLA_SPEEDUPS["airbench"]
-    # measured on three hosts of the same kind: faster on one, slower on the other two
+    # measured on four hosts: faster on one, slower on the other three
+    assert max(advice.CPU_XLA_SPEEDUPS["airbench-muon"]) < 1  # the default model: slower under --xla
     assert min(measured) < 1 < max(measured)
     assert "vgg16" not in advice.CPU_XLA_SPEEDUPS
     (slower,) = advice.speed_warnings(False, True, "somenet", (0.5, 0.8))

@@ -13,6 +13,7 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "runs-v0.1"
 
 @pytest.mark.parametrize("model", ["tiny", "airbench"])
 def test_a_run_checkpointed_before_the_layout_change_resumes_to_the_same_weights(tmp_path, model):
+    from engine.export.load import load_run
     from engine.train.trainer import Trainer
     run = tmp_path / model
     shutil.copytree(FIXTURES / model, run)
@@ -25,10 +26,17 @@ def test_a_run_checkpointed_before_the_layout_change_resumes_to_the_same_weights
     assert metrics["steps"] == 44
     want = np.load(FIXTURES / f"{model}-digits-final-weights.npz")
     # The same variables in the same order (their auto-numbered names depend on what else the
-    # process built); the old version's straight run, up to float rounding on another CPU.
-    assert len(t.model.weights) == len(want.files)
-    for v, k in zip(t.model.weights, want.files):
-        np.testing.assert_allclose(v.numpy(), want[k], rtol=1e-3, atol=1e-4, err_msg=f"{v.path} vs {k}")
+    # process built) as the old version's straight run, up to float rounding on another CPU. Rounding
+    # differs between CPUs (AVX2 and AVX-512 kernels sum in different orders) and 22 SGD steps carry it
+    # on: on an AVX-512 EPYC tiny's weights landed up to 5e-3 from the fixture's, 2.0% of how far epoch
+    # 2 moved them (airbench's: 5e-6 of it). A broken resume (lost optimizer state, a wrong step or data
+    # order) moves them by a share of that distance, so each variable must land within 5% of it.
+    start = load_run(str(FIXTURES / model), "latest").model.weights  # the checkpoint it resumed from
+    assert len(t.model.weights) == len(want.files) == len(start)
+    for v, k, s in zip(t.model.weights, want.files, start):
+        err = np.linalg.norm(v.numpy() - want[k])
+        moved = np.linalg.norm(want[k] - s.numpy())
+        assert err <= 0.05 * moved + 1e-5 * np.linalg.norm(want[k]), (v.path, k, err, moved)
 
 
 def test_a_run_checkpointed_before_the_layout_change_exports(tmp_path):

@@ -29,8 +29,9 @@ def test_a_run_checkpointed_before_the_layout_change_resumes_to_the_same_weights
     # process built) as the old version's straight run, up to float rounding on another CPU. Rounding
     # differs between CPUs (AVX2 and AVX-512 kernels sum in different orders) and 22 SGD steps carry it
     # on: on an AVX-512 EPYC tiny's weights landed up to 5e-3 from the fixture's, 2.0% of how far epoch
-    # 2 moved them (airbench's: 5e-6 of it). A broken resume (lost optimizer state, a wrong step or data
-    # order) moves them by a share of that distance, so each variable must land within 5% of it.
+    # 2 moved them (airbench's: 5e-6 of it). So each variable must land within 5% of that distance; a
+    # resume that trained nothing would land at 100%, and lost optimizer state or a shifted schedule or
+    # data order would add a share of it on top of the rounding.
     start = load_run(str(FIXTURES / model), "latest").model.weights  # the checkpoint it resumed from
     assert len(t.model.weights) == len(want.files) == len(start)
     for v, k, s in zip(t.model.weights, want.files, start):

@@ -3,7 +3,9 @@
 fp16 and int8 ONNX (the TensorRT inputs, and onnxruntime's CPU int8 form): fp16 agrees with fp32 on
 >= 99.5% of top-1 answers; int8 (calibrated on training images) loses <= 1 point of accuracy, and a
 deliberately broken calibration misses that bar. OpenVINO IR, through the real CLIs: f32 agrees with
-TensorFlow on >= 99.9% with max |dlogit| <= 1e-3, bf16 on >= 99.5%, NNCF int8 loses <= 1 point."""
+TensorFlow on >= 99.9% with max |dlogit| <= 1e-3, bf16 changes only near-tied answers (>= 99% agreement
+on this weak model; 99.79% on the trained default, docs/deploy.md), NNCF int8 and the int8 ONNX file run
+by OpenVINO lose <= 1 point."""
 import json
 
 import keras

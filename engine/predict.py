@@ -49,8 +49,8 @@ def class_names(path: str, backend: str, predictor=None) -> list | None:
     onnx_path = path if backend == "onnx" else os.path.splitext(path)[0] + ".onnx"  # export trt writes it beside
     if not os.path.isfile(onnx_path):
         return None
-    import onnx
-    meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    from engine.runtime import onnx_metadata
+    meta = onnx_metadata(onnx_path)
     return json.loads(meta["class_names"]) if "class_names" in meta else None
 
 

@@ -13,7 +13,7 @@ from engine.train import resolve
 from engine import models
 from engine.train.loop import Lookahead, StepConfig, TrainLoop, tta_logits
 from engine.models.airbench import DiracInit, data_init, whitening_filters, whitening_sample
-from engine.models.layers import MaxPool2, gelu_erf
+from engine.models.layers import MaxPool2, fuse_batch_norm_training, gelu_erf
 from engine.train.optim import PiecewiseLinear, make_schedule, total_steps
 from engine.train.trainer import Trainer
 
@@ -80,6 +80,52 @@ def test_maxpool2_matches_keras_max_pooling_in_both_modes(side):
         np.testing.assert_array_equal(out.numpy(), ref.numpy())
         # Random floats have no tied maxima, so the gradients agree exactly too.
         np.testing.assert_array_equal(tape.gradient(loss, x).numpy(), tape.gradient(ref_loss, x).numpy())
+
+
+@pytest.mark.parametrize("policy,scale", [("float32", False), ("float32", True), ("mixed_bfloat16", False)])
+def test_fused_batch_norm_training_matches_keras(policy, scale):
+    """The fused training form computes what Keras's BatchNormalization computes: outputs, gradients for
+    the input and beta/gamma, and the moving statistics it leaves (Keras's biased variance), in float32
+    and under mixed bfloat16; inference stays Keras's own call."""
+    rng = np.random.default_rng(5)
+    x = tf.constant((3 * rng.normal(size=(8, 6, 6, 4)) + 1).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=(8, 6, 6, 4)).astype(np.float32))
+    dtype = keras.DTypePolicy(policy)
+    layers = [keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-5, scale=scale, dtype=dtype) for _ in range(2)]
+    beta, gamma = rng.normal(size=4).astype(np.float32), rng.uniform(0.5, 2, size=4).astype(np.float32)
+    for layer in layers:
+        layer.build(x.shape)
+        layer.beta.assign(beta)
+        if scale:
+            layer.gamma.assign(gamma)
+    fuse_batch_norm_training(layers[1])
+    results = []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(tf.cast(x, layer.compute_dtype), training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+        results.append((y, grads, layer.moving_mean.numpy(), layer.moving_variance.numpy(),
+                        layer(tf.cast(x, layer.compute_dtype), training=False)))
+    (y0, g0, mm0, mv0, inf0), (y1, g1, mm1, mv1, inf1) = results
+    tol = 1e-5 if policy == "float32" else 2e-2  # bfloat16 outputs: 8 bits of mantissa
+    assert y1.dtype == y0.dtype == layers[0].compute_dtype
+    np.testing.assert_allclose(tf.cast(y1, tf.float32).numpy(), tf.cast(y0, tf.float32).numpy(), atol=tol * 4)
+    for a, b in zip(g1, g0):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=tol * 4, rtol=tol)
+    np.testing.assert_allclose(mm1, mm0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mv1, mv0, rtol=1e-4)  # the biased variance: unbiased would be 288/287 larger
+    np.testing.assert_allclose(tf.cast(inf1, tf.float32).numpy(), tf.cast(inf0, tf.float32).numpy(), atol=tol)
+
+
+def test_cpu_training_graph_uses_the_fused_batch_norm_kernel_and_xla_keeps_keras_form():
+    def training_ops(model):
+        fn = tf.function(lambda x: model(x, training=True))
+        graph = fn.get_concrete_function(tf.TensorSpec([2, 32, 32, 3], tf.float32)).graph
+        return {op.type for op in graph.get_operations()}
+    assert "FusedBatchNormV3" in training_ops(models.build("resnet9", 32, 10))
+    assert "FusedBatchNormV3" not in training_ops(models.build("resnet9", 32, 10, xla=True))
 
 
 def test_gelu_erf_is_keras_exact_gelu_and_exports_without_erfc():

@@ -185,3 +185,24 @@ def test_a_saved_model_trains_in_the_runs_precision(nets):
         np.testing.assert_allclose(np.asarray(mixed(images), np.float32), np.asarray(plain(images)), atol=0.05)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_your_models_batch_norm_trains_with_the_fused_kernel_on_a_cpu(nets):
+    """A saved model's own BatchNormalization layers, nested ones included, get the fused training
+    form too (docs/performance.md): the CPU training graph holds FusedBatchNormV3, the saved layers stay
+    Keras's class."""
+    import keras
+    import tensorflow as tf
+
+    from engine import models
+    d, _ = nets
+    inner = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()], name="inner")
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization()(inner(inputs)))
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(d / "nested_bn.keras")
+    model = models.build(str(d / "nested_bn.keras"), 32, 10)
+    graph = tf.function(lambda t: model(t, training=True)).get_concrete_function(
+        tf.TensorSpec([2, 32, 32, 3], tf.float32)).graph
+    assert [op.type for op in graph.get_operations()].count("FusedBatchNormV3") == 2
+    assert all(type(layer) is keras.layers.BatchNormalization
+               for layer in model._flatten_layers() if "batch_normalization" in layer.name)

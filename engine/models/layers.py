@@ -56,9 +56,8 @@ def fuse_batch_norm_training(layer) -> None:
     stock = layer.call
 
     def call(inputs, training=None, mask=None):
-        axis = layer.axis if isinstance(layer.axis, int) else -2
         if not (training and layer.trainable and mask is None and not layer.renorm and not layer.synchronized
-                and len(inputs.shape) == 4 and axis in (-1, 3)):
+                and len(inputs.shape) == 4 and layer.axis in (-1, 3)):
             return stock(inputs, training=training, mask=mask)
         return _fused_training_call(layer, inputs)
 

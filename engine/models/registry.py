@@ -115,12 +115,13 @@ def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = Fals
             v.trainable = v.trainable or v.path in spec.data_init_frozen
     from engine import devices
     from engine.models.layers import MaxPool2, fuse_batch_norm_training
-    fuse_bn = not xla and not sync_bn and not devices.gpus()
+    fuse_bn = not xla and not devices.gpus()
     for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization) and sync_bn:
-            layer.synchronized = True
-        if isinstance(layer, keras.layers.BatchNormalization) and fuse_bn:
-            fuse_batch_norm_training(layer)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if sync_bn:
+                layer.synchronized = True
+            elif fuse_bn:
+                fuse_batch_norm_training(layer)
         if isinstance(layer, MaxPool2):
             layer.xla_training = xla
     return model

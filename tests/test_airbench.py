@@ -1,6 +1,7 @@
 """The airbench recipe's parts, each against its definition, and a short real run that a broken
 whitening or schedule fails."""
 import json
+import math
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ from engine.train import resolve
 from engine import models
 from engine.train.loop import Lookahead, StepConfig, TrainLoop, tta_logits
 from engine.models.airbench import DiracInit, data_init, whitening_filters, whitening_sample
-from engine.models.layers import MaxPool2, fuse_batch_norm_training, gelu_erf
+from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training, gelu_erf
 from engine.train.optim import PiecewiseLinear, make_schedule, total_steps
 from engine.train.trainer import Trainer
 
@@ -126,6 +127,54 @@ def test_cpu_training_graph_uses_the_fused_batch_norm_kernel_and_xla_keeps_keras
         return {op.type for op in graph.get_operations()}
     assert "FusedBatchNormV3" in training_ops(models.build("resnet9", 32, 10))
     assert "FusedBatchNormV3" not in training_ops(models.build("resnet9", 32, 10, xla=True))
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_compiled_gelu_training_computes_exact_gelu_and_its_gradient(policy):
+    """The GELU layer's compiled training form gives gelu_erf's outputs and input gradient: in float32 to
+    float32 rounding, in bfloat16 within one rounding of the exact values (computed here in float64
+    from the definition), where the separate bfloat16 ops of gelu_erf round at every step. Inference is
+    gelu_erf itself."""
+    rng = np.random.default_rng(11)
+    x64 = np.concatenate([np.linspace(-6, 6, 601), 2 * rng.normal(size=400)])
+    up64 = rng.normal(size=x64.shape)
+    layer = GELU(dtype=keras.DTypePolicy(policy))
+    layer.compiled_training = True
+    x = tf.cast(tf.constant(x64, tf.float32), layer.compute_dtype)
+    upstream = tf.cast(tf.constant(up64, tf.float32), layer.compute_dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+    (dx,) = tape.gradient(y, [x], output_gradients=upstream)
+    assert y.dtype == dx.dtype == layer.compute_dtype
+    xq = tf.cast(x, tf.float64).numpy()  # the inputs as the layer saw them (bfloat16-rounded)
+    uq = tf.cast(upstream, tf.float64).numpy()
+    erf = np.vectorize(math.erf)(xq / math.sqrt(2))
+    exact_y = 0.5 * xq * (1 + erf)
+    exact_dx = uq * (0.5 * (1 + erf) + xq * np.exp(-0.5 * xq * xq) / math.sqrt(2 * math.pi))
+    rel = 1e-6 if policy == "float32" else 2.0 ** -8  # half a unit in the last place, with margin
+    np.testing.assert_allclose(tf.cast(y, tf.float64).numpy(), exact_y, rtol=rel, atol=1e-6)
+    np.testing.assert_allclose(tf.cast(dx, tf.float64).numpy(), exact_dx, rtol=rel, atol=1e-6)
+    np.testing.assert_array_equal(tf.cast(layer(x, training=False), tf.float32).numpy(),
+                                  tf.cast(gelu_erf(x), tf.float32).numpy())
+
+
+def test_cpu_training_graph_compiles_only_the_gelu_and_exported_graphs_keep_erf():
+    """On a CPU without --xla, airbench's 7 GELUs train as XLA-compiled calls inside a graph that is
+    otherwise not compiled; its inference graph (what export traces) has no compiled call and keeps the
+    Erf op; a --xla build leaves the whole step to XLA."""
+    def graph_ops(model, training):
+        fn = tf.function(lambda x: model(x, training=training))
+        graph = fn.get_concrete_function(tf.TensorSpec([2, 32, 32, 3], tf.float32)).graph
+        compiled = [op for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr
+                    and op.get_attr("_XlaMustCompile")]
+        return compiled, {op.type for op in graph.get_operations()}
+    model = models.build("airbench", 32, 10)
+    compiled, ops = graph_ops(model, True)
+    assert len(compiled) == 7 and "Conv2D" in ops and "Erf" not in ops
+    compiled, ops = graph_ops(model, False)
+    assert not compiled and "Erf" in ops
+    assert not graph_ops(models.build("airbench", 32, 10, xla=True), True)[0]
 
 
 def test_gelu_erf_is_keras_exact_gelu_and_exports_without_erfc():

@@ -14,7 +14,7 @@ import numpy as np
 
 import keras
 
-from engine.models.layers import MaxPool2, gelu_erf
+from engine.models.layers import GELU, MaxPool2
 
 L = keras.layers
 WHITEN_KERNEL = 2
@@ -57,8 +57,8 @@ def norm(x):
 
 
 def group(x, width):
-    x = L.Activation(gelu_erf)(norm(MaxPool2()(conv(x, width))))
-    return L.Activation(gelu_erf)(norm(conv(x, width)))
+    x = GELU()(norm(MaxPool2()(conv(x, width))))
+    return GELU()(norm(conv(x, width)))
 
 
 WIDTHS = (64, 256, 256)
@@ -80,7 +80,7 @@ def body(x, num_classes, opts=None, name="airbench"):
     # large LR: its bfloat16 runs scored far below float32's.
     whiten = L.Conv2D(2 * 3 * WHITEN_KERNEL ** 2, WHITEN_KERNEL, padding="valid", use_bias=True, name="whiten",
                       dtype="float32")
-    x = L.Activation(gelu_erf, dtype="float32")(whiten(x))
+    x = GELU(dtype="float32")(whiten(x))
     whiten.kernel.trainable = False  # set from the data by data_init; only its bias trains
     for width in WIDTHS:
         x = group(x, max(1, int(round(width * scale))))

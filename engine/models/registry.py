@@ -114,16 +114,18 @@ def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = Fals
         for v in model.weights:
             v.trainable = v.trainable or v.path in spec.data_init_frozen
     from engine import devices
-    from engine.models.layers import MaxPool2, fuse_batch_norm_training
-    fuse_bn = not xla and not devices.gpus()
+    from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training
+    cpu_graph = not xla and not devices.gpus()  # a training step outside XLA on a CPU
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             if sync_bn:
                 layer.synchronized = True
-            elif fuse_bn:
+            elif cpu_graph:
                 fuse_batch_norm_training(layer)
         if isinstance(layer, MaxPool2):
             layer.xla_training = xla
+        if isinstance(layer, GELU):
+            layer.compiled_training = cpu_graph
     return model
 
 

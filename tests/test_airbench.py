@@ -14,7 +14,7 @@ from engine.train import resolve
 from engine import models
 from engine.train.loop import Lookahead, StepConfig, TrainLoop, tta_logits
 from engine.models.airbench import DiracInit, data_init, whitening_filters, whitening_sample
-from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training, gelu_erf
+from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training, gelu_erf, matmul_weight_gradient
 from engine.train.optim import PiecewiseLinear, make_schedule, total_steps
 from engine.train.trainer import Trainer
 
@@ -175,6 +175,67 @@ def test_cpu_training_graph_compiles_only_the_gelu_and_exported_graphs_keep_erf(
     compiled, ops = graph_ops(model, False)
     assert not compiled and "Erf" in ops
     assert not graph_ops(models.build("airbench", 32, 10, xla=True), True)[0]
+
+
+def test_matmul_weight_gradient_gives_the_convolutions_gradients():
+    """A bfloat16 3x3 conv on a 7x7 map with the matmul weight gradient: the same outputs and input
+    gradient as Keras's Conv2D (the same ops), and a weight gradient that matches the definition,
+    computed here in float64, as closely as TensorFlow's own kernel does. Its training graph has no
+    Conv2DBackpropFilter; on a 15x15 map, or in float32, the layer keeps TensorFlow's."""
+    rng = np.random.default_rng(7)
+    x64, up64 = rng.normal(size=(4, 7, 7, 16)), rng.normal(size=(4, 7, 7, 8))
+    kernel = (0.2 * rng.normal(size=(3, 3, 16, 8))).astype(np.float32)
+    layers = [keras.layers.Conv2D(8, 3, padding="same", use_bias=False, dtype="mixed_bfloat16") for _ in range(2)]
+    for layer in layers:
+        layer.build((None, 7, 7, 16))
+        layer.kernel.assign(kernel)
+    matmul_weight_gradient(layers[1])
+    x, up = tf.constant(x64, tf.bfloat16), tf.constant(up64, tf.bfloat16)
+    results = []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        results.append((y, *tape.gradient(y, [x, layer.kernel], output_gradients=up)))
+    (y0, dx0, dw0), (y1, dx1, dw1) = results
+    np.testing.assert_array_equal(tf.cast(y1, tf.float32).numpy(), tf.cast(y0, tf.float32).numpy())
+    np.testing.assert_array_equal(tf.cast(dx1, tf.float32).numpy(), tf.cast(dx0, tf.float32).numpy())
+    xq, uq = tf.cast(x, tf.float64).numpy(), tf.cast(up, tf.float64).numpy()
+    padded = np.pad(xq, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    exact = np.stack([np.stack([np.einsum("nhwc,nhwo->co", padded[:, i:i + 7, j:j + 7], uq) for j in range(3)])
+                      for i in range(3)])
+    tol = 2.0 ** -7 * np.abs(exact).max()  # bfloat16's rounding of the result
+    for dw in (dw0, dw1):
+        assert dw.shape == exact.shape
+        np.testing.assert_allclose(tf.cast(dw, tf.float64).numpy(), exact, atol=tol)
+
+    def filter_gradient_ops(shape, dtype):
+        layer = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, dtype=dtype)
+        matmul_weight_gradient(layer)
+        def grad(x):
+            with tf.GradientTape() as tape:
+                y = layer(x, training=True)
+            return tape.gradient(y, layer.kernel)
+        spec = tf.TensorSpec(shape, tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32)
+        return {op.type for op in tf.function(grad).get_concrete_function(spec).graph.get_operations()}
+    assert "Conv2DBackpropFilter" not in filter_gradient_ops([2, 7, 7, 3], "mixed_bfloat16")
+    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 15, 15, 3], "mixed_bfloat16")
+    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 7, 7, 3], "float32")
+
+
+@pytest.mark.parametrize("flags, xla, expected", [({"avx512_bf16", "avx512f"}, False, 6),
+                                                   ({"avx512_bf16", "amx_bf16", "amx_tile"}, False, 0),
+                                                   ({"avx512_bf16", "avx512f"}, True, 0),
+                                                   ({"avx2"}, False, 0)])
+def test_matmul_weight_gradient_only_on_cpus_with_avx512_bf16_and_no_amx(monkeypatch, flags, xla, expected):
+    """models.build gives it to airbench's six 3x3 convolutions on a CPU with AVX-512 BF16 and no AMX
+    (where it was measured), not with AMX, not under XLA, not where bfloat16 is emulated."""
+    from engine import devices
+    monkeypatch.setattr(devices, "cpu_flags", lambda: set(flags))
+    model = models.build("airbench", 32, 10, xla=xla)
+    convs = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 7  # the 2x2 whitening conv never takes it
+    assert sum("convolution_op" in vars(layer) for layer in convs) == expected
 
 
 def test_gelu_erf_is_keras_exact_gelu_and_exports_without_erfc():

@@ -36,6 +36,62 @@ def gelu_erf_compiled(x):
     return _gelu_compiled(x), lambda upstream: _gelu_gradient_compiled(x, upstream)
 
 
+MATMUL_WEIGHT_GRADIENT_MAX_MAP = 49  # H*W: measured faster at 7x7 and 3x3 maps, slower at 15x15
+
+
+def _conv3x3_weight_gradient(x, upstream):
+    """The weight gradient of a 3x3, stride-1, 'same' convolution as nine matrix products, one per
+    kernel position: dW[i, j] = x shifted by (i, j), as [N*H*W, C_in], transposed @ upstream [N*H*W, C_out].
+    The rows are split in two halves computed as one batched product (each core takes one) and summed
+    in float32."""
+    n, h, w, cin = x.shape
+    cout = upstream.shape[-1]
+    halves = 2 if n is not None and (n * h * w) % 2 == 0 else 1
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    dy = tf.reshape(upstream, [halves, -1, cout])
+    taps = []
+    for i in range(3):
+        for j in range(3):
+            shifted = tf.reshape(padded[:, i:i + h, j:j + w, :], [halves, -1, cin])
+            taps.append(tf.reduce_sum(tf.cast(tf.matmul(shifted, dy, transpose_a=True), tf.float32), 0))
+    return tf.cast(tf.reshape(tf.stack(taps), [3, 3, cin, cout]), x.dtype)
+
+
+@tf.custom_gradient
+def _conv3x3_same(x, kernel):
+    def gradient(upstream):
+        dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
+                                            strides=[1, 1, 1, 1], padding="SAME")
+        return dx, _conv3x3_weight_gradient(x, upstream)
+    return tf.nn.conv2d(x, kernel, 1, "SAME"), gradient
+
+
+def matmul_weight_gradient(layer) -> None:
+    """Give a 3x3, stride-1, 'same' `keras.layers.Conv2D` a weight gradient computed as matrix products
+    where oneDNN's bfloat16 kernel for it is slow: on small maps (H*W <= 49) in bfloat16.
+
+    On a CPU with AVX-512 BF16 and no AMX, oneDNN computes a bfloat16 convolution's weight gradient with
+    an older kernel at half the rate of its forward pass (a 2-core AMD EPYC, Zen 5: 456 against 940
+    GFLOP/s over airbench's step; 228 at its 3x3 maps). As matrix products, [1024, 7, 7, 256] -> 256
+    took 90 instead of 109 ms, [1024, 3, 3, 256] 21 instead of 62 ms; at [1024, 15, 15, 64] they were
+    slower, so larger maps keep oneDNN's kernel. The forward pass and the input gradient are
+    TensorFlow's own ops, and the layer, its variables and its config are unchanged; other dtypes,
+    shapes and layer settings take Keras's own path."""
+    if not (tuple(layer.kernel_size) == (3, 3) and tuple(layer.strides) == (1, 1)
+            and tuple(layer.dilation_rate) == (1, 1) and layer.padding == "same" and layer.groups == 1
+            and layer.data_format == "channels_last"):
+        return
+    stock = layer.convolution_op
+
+    def convolution_op(inputs, kernel):
+        h, w = inputs.shape[1], inputs.shape[2]
+        if inputs.dtype != tf.bfloat16 or h is None or w is None or h * w > MATMUL_WEIGHT_GRADIENT_MAX_MAP:
+            return stock(inputs, kernel)
+        return _conv3x3_same(inputs, tf.cast(kernel, inputs.dtype))
+
+    layer.convolution_op = convolution_op
+
+
 @keras.saving.register_keras_serializable(package="engine")
 class GELU(keras.layers.Layer):
     """Exact GELU (`gelu_erf`) as a layer.

@@ -114,8 +114,11 @@ def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = Fals
         for v in model.weights:
             v.trainable = v.trainable or v.path in spec.data_init_frozen
     from engine import devices
-    from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training
+    from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training, matmul_weight_gradient
     cpu_graph = not xla and not devices.gpus()  # a training step outside XLA on a CPU
+    # bfloat16 in AVX-512 but no AMX: where oneDNN's bfloat16 weight-gradient kernel was measured slow
+    flags = devices.cpu_flags()
+    matmul_grads = cpu_graph and "avx512_bf16" in flags and "amx_bf16" not in flags
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             if sync_bn:
@@ -126,6 +129,8 @@ def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = Fals
             layer.xla_training = xla
         if isinstance(layer, GELU):
             layer.compiled_training = cpu_graph
+        if matmul_grads and type(layer) is keras.layers.Conv2D:
+            matmul_weight_gradient(layer)
     return model
 
 

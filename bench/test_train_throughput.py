@@ -26,14 +26,15 @@ from engine.train.build import build_training
 # seed experiment 1's model (frozen backbone; the feature cache is off here, so every step runs the backbone): its host-upsample row feeds
 # the loop batches upsampled in the tf.data map instead of in the compiled step.
 if QUICK:
-    MODELS = {"tiny": ("tiny", 32, 32, 4, ["keras fit", "keras fit amp", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
-                                            "loop amp spc10", "loop fp32 spc10 host-upsample"])}
+    MODELS = {"tiny": ("tiny", 32, 32, 4, ["keras fit", "keras fit stock", "keras fit amp", "loop fp32 spc1",
+                                            "loop fp32 spc10", "loop xla spc10", "loop amp spc10",
+                                            "loop fp32 spc10 host-upsample"])}
 else:
     MODELS = {
-        "airbench": ("airbench", 32, 1024, 2, ["keras fit", "keras fit amp", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
-                                                "loop amp spc10"]),
-        "resnet9": ("resnet9", 32, 128, 6, ["keras fit", "keras fit amp", "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10",
-                                             "loop amp spc10"]),
+        "airbench": ("airbench", 32, 1024, 2, ["keras fit", "keras fit amp", "keras fit stock", "keras fit amp stock",
+                                                "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10", "loop amp spc10"]),
+        "resnet9": ("resnet9", 32, 128, 6, ["keras fit", "keras fit amp", "keras fit stock", "keras fit amp stock",
+                                             "loop fp32 spc1", "loop fp32 spc10", "loop xla spc10", "loop amp spc10"]),
         "vgg16@64": ("vgg16", 64, 128, 4, ["keras fit", "loop fp32 spc10", "loop xla spc10",
                                            "loop fp32 spc10 host-upsample"]),
         # airbench94_muon's recipe at its batch: the same net without lookahead and per-variable gradient
@@ -48,7 +49,7 @@ ROUNDS = 1 if QUICK else 2  # timed rounds after the warm-up round (3 took the s
 # bfloat16 on a CPU without bfloat16 instructions (AMX or AVX-512 BF16) ran 10x slower than float32 on
 # one 2-core host (3.0 img/s for resnet9): on such CPUs its rows time a short window (1 step), 2 rounds,
 # which bounds the suite's time on the slow kind.
-SLOW_ROW = {"loop amp spc10": (1, 2), "keras fit amp": (1, 2)}
+SLOW_ROW = {"loop amp spc10": (1, 2), "keras fit amp": (1, 2), "keras fit amp stock": (1, 2)}
 CASES = [(label, name) for label, (*_, names) in MODELS.items() for name in names]
 
 # name: (xla, amp, steps_per_call)
@@ -115,7 +116,9 @@ def _img_s(benchmark):
     info["img_s"] = info["window_steps"] * info["batch"] / benchmark.stats.stats.mean
 
 
-FIT_ROWS = ("keras fit", "keras fit amp")  # amp: the same fit under Keras's mixed_bfloat16 policy
+# amp: the same fit under Keras's mixed_bfloat16 policy; stock: on the model as plain Keras trains it,
+# without the engine's CPU training-step changes (models.build(stock=True)), which the other rows have
+FIT_ROWS = ("keras fit", "keras fit amp", "keras fit stock", "keras fit amp stock")
 
 
 @pytest.mark.parametrize("label,name", [c for c in CASES if c[1] not in FIT_ROWS])
@@ -155,8 +158,9 @@ def test_keras_fit(benchmark, splits, label, name):
     `model.fit`, default `steps_per_execution=1`, no XLA. Same model, augmentation, loss, optimizer.
     Rounds are windows of steps inside one running `fit` (see FitWindows). "keras fit amp" builds the
     model under the mixed precision policy that --amp uses (Keras casts the batches at the first layer),
-    so that the bfloat16 loop rows have a like-for-like `fit`."""
-    amp = name == "keras fit amp"
+    so that the bfloat16 loop rows have a like-for-like `fit`. The "stock" rows train the same network
+    with every layer's own Keras training form (what a `fit` script has), the others the engine's model."""
+    amp = name.startswith("keras fit amp")
     cfg = _cfg(label, amp=amp)
     model_name, size, batch, _, _ = MODELS[label]
     steps, rounds = _window(label, name)
@@ -165,7 +169,7 @@ def test_keras_fit(benchmark, splits, label, name):
     x, y = _arrays(splits, label)
     from engine import models
     spec = models.get(model_name)
-    model = models.build(model_name, size, 10, cfg.model)
+    model = models.build(model_name, size, 10, cfg.model, stock=name.endswith(" stock"))
     o = cfg.optim
     compile_seed_style(model, o)
 

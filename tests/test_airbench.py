@@ -238,6 +238,24 @@ def test_matmul_weight_gradient_only_on_cpus_with_avx512_bf16_and_no_amx(monkeyp
     assert sum("convolution_op" in vars(layer) for layer in convs) == expected
 
 
+@pytest.mark.parametrize("xla", [False, True])
+def test_stock_build_keeps_every_layers_own_training_form(monkeypatch, xla):
+    """models.build(stock=True), what the benchmarks' plain-Keras `fit` rows train: no fused BatchNorm,
+    no compiled GELU, no matmul weight gradient, no XLA max pool; the same build without it has them."""
+    from engine import devices
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512_bf16", "avx512f"})
+
+    def changed(model):
+        layers = list(model._flatten_layers())
+        return dict(bn=sum("call" in vars(x) for x in layers if isinstance(x, keras.layers.BatchNormalization)),
+                    gelu=sum(x.compiled_training for x in layers if isinstance(x, GELU)),
+                    conv=sum("convolution_op" in vars(x) for x in layers if isinstance(x, keras.layers.Conv2D)),
+                    pool=sum(x.xla_training for x in layers if isinstance(x, MaxPool2)))
+    assert changed(models.build("airbench", 32, 10, xla=xla, stock=True)) == dict(bn=0, gelu=0, conv=0, pool=0)
+    engine_form = changed(models.build("airbench", 32, 10, xla=xla))
+    assert engine_form == (dict(bn=0, gelu=0, conv=0, pool=3) if xla else dict(bn=6, gelu=7, conv=6, pool=0))
+
+
 def test_gelu_erf_is_keras_exact_gelu_and_exports_without_erfc():
     x = tf.constant(np.linspace(-6, 6, 1001, dtype=np.float32))
     np.testing.assert_allclose(gelu_erf(x).numpy(), keras.activations.gelu(x, approximate=False).numpy(),

@@ -19,9 +19,9 @@ def test_report_table_ratios_and_chart(tmp_path):
     assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("| resnet9 |")]
-    assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× | 1.00× | – |")
-    assert lines[1].endswith("| 10 | 65.0 | 1.30× | 1.30× | – |")
-    assert lines[2].endswith("| on | 10 | 25.0 | 0.50× | 0.50× | – |")
+    assert lines[0].startswith("| resnet9 | 128 | keras fit |") and lines[0].endswith("| 50.0 | 1.00× | 1.00× | – | – |")
+    assert lines[1].endswith("| 10 | 65.0 | 1.30× | 1.30× | – | – |")
+    assert lines[2].endswith("| on | 10 | 25.0 | 0.50× | 0.50× | – | – |")
     assert "2026-11-23" in md and "Test CPU, 2 cores" in md
     assert (tmp_path / "r" / "train_throughput.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -33,10 +33,24 @@ def test_loops_are_set_against_fit_in_their_own_precision(tmp_path):
     for b in bf16:
         b["extra_info"]["precision"] = "mixed_bfloat16"
     md = _report(tmp_path, [_bench("keras fit", 50.0), _bench("loop fp32 spc10", 60.0), *bf16])
-    assert "| resnet9 | 128 | loop amp spc10 | mixed_bfloat16 | off | 10 | 132.0 | 2.64× | 1.10× | – |" in md
-    assert "| resnet9 | 128 | keras fit amp | mixed_bfloat16 | off | – | 120.0 | 2.40× | 1.00× | – |" in md
+    assert "| resnet9 | 128 | loop amp spc10 | mixed_bfloat16 | off | 10 | 132.0 | 2.64× | 1.10× | – | – |" in md
+    assert "| resnet9 | 128 | keras fit amp | mixed_bfloat16 | off | – | 120.0 | 2.40× | 1.00× | – | – |" in md
     assert "| resnet9: our loop ≥ 1.3× Keras fit in float32 | 1.20× (loop fp32 spc10) | **no** |" in md
     assert "| resnet9: our loop ≥ 1.3× Keras fit in mixed_bfloat16 | 1.10× (loop amp spc10) | **no** |" in md
+
+
+def test_stock_fit_rows_get_their_own_column_and_leave_the_like_for_like_goal_alone(tmp_path):
+    """A `fit` row on the plain Keras model ("... stock") is the baseline of its own column, in its own
+    precision; the ratio columns and the goal keep `fit` on the engine's model, whichever row comes first."""
+    bf16 = [_bench(c, v) for c, v in (("keras fit amp stock", 80.0), ("keras fit amp", 120.0), ("loop amp spc10", 132.0))]
+    for b in bf16:
+        b["extra_info"]["precision"] = "mixed_bfloat16"
+    md = _report(tmp_path, [_bench("keras fit stock", 40.0), _bench("keras fit", 50.0), _bench("loop fp32 spc10", 60.0), *bf16])
+    assert "| resnet9 | 128 | loop amp spc10 | mixed_bfloat16 | off | 10 | 132.0 | 2.64× | 1.10× | 1.65× | – |" in md
+    assert "| resnet9 | 128 | loop fp32 spc10 | float32 | off | 10 | 60.0 | 1.20× | 1.20× | 1.50× | – |" in md
+    assert "| resnet9 | 128 | keras fit stock | float32 | off | – | 40.0 | 0.80× | 0.80× | 1.00× | – |" in md
+    assert "| resnet9: our loop ≥ 1.3× Keras fit in mixed_bfloat16 | 1.10× (loop amp spc10) | **no** |" in md
+    assert "| resnet9: our loop ≥ 1.3× Keras fit in float32 | 1.20× (loop fp32 spc10) | **no** |" in md
 
 
 def test_report_bad_input(tmp_path, capsys):
@@ -92,8 +106,8 @@ def test_report_sets_training_rows_against_the_measured_peak(tmp_path):
     path.write_text(json.dumps({"datetime": "2026-12-02T10:00:00", "benchmarks": [row, bf16, *peak]}))
     assert report.main([str(path), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "| loop fp32 spc10 | float32 | off | 10 | 100.0 | – | – | 200 (50%) |" in md
-    assert "| loop amp spc10 | mixed_bfloat16 | off | 10 | 150.0 | – | – | 300 (10%) |" in md
+    assert "| loop fp32 spc10 | float32 | off | 10 | 100.0 | – | – | – | 200 (50%) |" in md
+    assert "| loop amp spc10 | mixed_bfloat16 | off | 10 | 150.0 | – | – | – | 300 (10%) |" in md
     assert "| conv3x3 | 400 | 3000 |" in md and "| matmul | 350 | – |" in md
 
 

@@ -116,12 +116,16 @@ def goals(rows_: list[dict], inputs: dict, inf: dict, bench: dict | None = None)
         if r.get("kind") == "feature_cache":
             out.append((f"{r['model']}: feature cache ≥ 20× seed fit over a {r['epochs']}-epoch run",
                         f"{r['speedup']:.1f}×", r["speedup"] >= 20))
+    peak = peaks(bench or {})
     for model, prec in sorted({(r["model"], r["precision"]) for r in rows_ if is_fit(r) and not is_stock(r)}):
         base, best = baseline(rows_, model, prec), best_loop(rows_, model, prec)
         if base and best:  # like for like: the fastest loop row against fit in the same precision
             ratio = best["img_s"] / base
-            out.append((f"{model}: our loop ≥ 1.3× Keras fit in {prec}", f"{ratio:.2f}× ({best['config']})",
+            out.append((f"{model}: our loop ≥ 1.3× Keras fit in {prec}",
+                        f"{ratio:.2f}× ({best['config']}{_goal_against_peak(rows_, model, prec, 1.3, peak)})",
                         ratio >= 1.3))
+    amx = {(b.get("extra_info") or {}).get("model"): "amx_bf16" in (b.get("extra_info") or {}).get("cpu_features", "")
+           for b in (bench or {}).get("benchmarks", []) if (b.get("extra_info") or {}).get("kind") == "inference"}
     for model in sorted({m for m, _ in inf}):
         k, o = inf.get((model, "keras"), {}), inf.get((model, "onnxruntime"), {})
         if k.get("img_s") and o.get("img_s"):
@@ -130,11 +134,44 @@ def goals(rows_: list[dict], inputs: dict, inf: dict, bench: dict | None = None)
         if k.get("p50_ms") and o.get("p50_ms"):
             ratio = k["p50_ms"] / o["p50_ms"]
             out.append((f"{model}: ONNX Runtime ≥ 1.5× Keras batch-1 latency (p50)", f"{ratio:.2f}×", ratio >= 1.5))
+        out += _cpu_deploy_goals(inf, model, amx.get(model, False))
     for model, img_s in sorted(inputs.items()):
         step = best_loop(rows_, model)
         if step:
             ratio = img_s / step["img_s"]
             out.append((f"{model}: input pipeline ≥ 5× the step's consumption", f"{ratio:.1f}×", ratio >= 5))
+    return out
+
+
+def _goal_against_peak(rows_: list[dict], model: str, prec: str, factor: float, peak: dict) -> str:
+    """What `factor` × fit's rate would be as a fraction of this machine's conv rate in that precision:
+    above 100%, no training loop can reach the goal on this machine."""
+    fit = next((r for r in rows_ if r["model"] == model and r["precision"] == prec and is_fit(r)
+                and not is_stock(r) and r.get("train_gflop_per_image")), None)
+    ref = peak.get(("conv3x3", "bfloat16" if "bfloat16" in prec else "float32"))
+    if not fit or not ref:
+        return ""
+    need = factor * fit["img_s"] * fit["train_gflop_per_image"] / ref
+    return f"; {factor:g}× fit would be {need:.0%} of the conv peak"
+
+
+# CPU deployment goals, set for a CPU with AMX: the fastest runtime of each kind against Keras
+CPU_DEPLOY_GOALS = [("bf16", "img_s", 5.0, "best bf16 runtime ≥ 5× Keras at batch 256"),
+                    ("int8", "img_s", 8.0, "best int8 runtime ≥ 8× Keras at batch 256"),
+                    ("", "p50_ms", 5.0, "best runtime ≥ 5× Keras batch-1 latency (p50)")]
+
+
+def _cpu_deploy_goals(inf: dict, model: str, amx: bool) -> list[tuple[str, str, bool]]:
+    keras_row, out = inf.get((model, "keras"), {}), []
+    for kind, key, bar, text in CPU_DEPLOY_GOALS:
+        ratios = {b: (r[key] / keras_row[key] if key == "img_s" else keras_row[key] / r[key])
+                  for (m, b), r in inf.items() if m == model and b != "keras" and (not kind or kind in b.split())
+                  and r.get(key) and keras_row.get(key)}
+        if ratios:
+            best = max(ratios, key=ratios.get)
+            where = "" if amx else "; this CPU has no AMX"
+            out.append((f"{model}: {text} (on a CPU with AMX)", f"{ratios[best]:.2f}× ({best}{where})",
+                        ratios[best] >= bar))
     return out
 
 

@@ -178,16 +178,19 @@ def test_cpu_training_graph_compiles_only_the_gelu_and_exported_graphs_keep_erf(
 
 
 def test_matmul_weight_gradient_gives_the_convolutions_gradients():
-    """A bfloat16 3x3 conv on a 7x7 map with the matmul weight gradient: the same outputs and input
-    gradient as Keras's Conv2D (the same ops), and a weight gradient that matches the definition,
-    computed here in float64, as closely as TensorFlow's own kernel does. Its training graph has no
-    Conv2DBackpropFilter; on a 15x15 map, or in float32, the layer keeps TensorFlow's."""
+    """A bfloat16 3x3 conv, 128 -> 128 channels on an 8x8 map, with the matmul weight gradient: the same
+    outputs and input gradient as Keras's Conv2D (the same ops), and a weight gradient that matches the
+    definition, computed here in float64, as closely as TensorFlow's own kernel does. Its training graph
+    has no Conv2DBackpropFilter; on a 9x9 map, with 64 channels, or in float32, the layer keeps
+    TensorFlow's."""
     rng = np.random.default_rng(7)
-    x64, up64 = rng.normal(size=(4, 7, 7, 16)), rng.normal(size=(4, 7, 7, 8))
-    kernel = (0.2 * rng.normal(size=(3, 3, 16, 8))).astype(np.float32)
-    layers = [keras.layers.Conv2D(8, 3, padding="same", use_bias=False, dtype="mixed_bfloat16") for _ in range(2)]
+    side, cin, cout = 8, 128, 128
+    x64, up64 = rng.normal(size=(2, side, side, cin)), rng.normal(size=(2, side, side, cout))
+    kernel = (0.05 * rng.normal(size=(3, 3, cin, cout))).astype(np.float32)
+    layers = [keras.layers.Conv2D(cout, 3, padding="same", use_bias=False, dtype="mixed_bfloat16")
+              for _ in range(2)]
     for layer in layers:
-        layer.build((None, 7, 7, 16))
+        layer.build((None, side, side, cin))
         layer.kernel.assign(kernel)
     matmul_weight_gradient(layers[1])
     x, up = tf.constant(x64, tf.bfloat16), tf.constant(up64, tf.bfloat16)
@@ -202,15 +205,15 @@ def test_matmul_weight_gradient_gives_the_convolutions_gradients():
     np.testing.assert_array_equal(tf.cast(dx1, tf.float32).numpy(), tf.cast(dx0, tf.float32).numpy())
     xq, uq = tf.cast(x, tf.float64).numpy(), tf.cast(up, tf.float64).numpy()
     padded = np.pad(xq, [(0, 0), (1, 1), (1, 1), (0, 0)])
-    exact = np.stack([np.stack([np.einsum("nhwc,nhwo->co", padded[:, i:i + 7, j:j + 7], uq) for j in range(3)])
-                      for i in range(3)])
+    exact = np.stack([np.stack([np.einsum("nhwc,nhwo->co", padded[:, i:i + side, j:j + side], uq)
+                                for j in range(3)]) for i in range(3)])
     tol = 2.0 ** -7 * np.abs(exact).max()  # bfloat16's rounding of the result
     for dw in (dw0, dw1):
         assert dw.shape == exact.shape
         np.testing.assert_allclose(tf.cast(dw, tf.float64).numpy(), exact, atol=tol)
 
-    def filter_gradient_ops(shape, dtype):
-        layer = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, dtype=dtype)
+    def filter_gradient_ops(shape, filters, dtype):
+        layer = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=dtype)
         matmul_weight_gradient(layer)
         def grad(x):
             with tf.GradientTape() as tape:
@@ -218,9 +221,12 @@ def test_matmul_weight_gradient_gives_the_convolutions_gradients():
             return tape.gradient(y, layer.kernel)
         spec = tf.TensorSpec(shape, tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32)
         return {op.type for op in tf.function(grad).get_concrete_function(spec).graph.get_operations()}
-    assert "Conv2DBackpropFilter" not in filter_gradient_ops([2, 7, 7, 3], "mixed_bfloat16")
-    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 15, 15, 3], "mixed_bfloat16")
-    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 7, 7, 3], "float32")
+    assert "Conv2DBackpropFilter" not in filter_gradient_ops([2, 8, 8, 128], 128, "mixed_bfloat16")
+    assert "Conv2DBackpropFilter" not in filter_gradient_ops([2, 3, 3, 256], 512, "mixed_bfloat16")
+    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 9, 9, 128], 128, "mixed_bfloat16")
+    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 8, 8, 64], 128, "mixed_bfloat16")
+    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 8, 8, 128], 64, "mixed_bfloat16")
+    assert "Conv2DBackpropFilter" in filter_gradient_ops([2, 8, 8, 128], 128, "float32")
 
 
 @pytest.mark.parametrize("flags, xla, expected", [({"avx512_bf16", "avx512f"}, False, 6),

@@ -111,6 +111,46 @@ def test_report_sets_training_rows_against_the_measured_peak(tmp_path):
     assert "| conv3x3 | 400 | 3000 |" in md and "| matmul | 350 | – |" in md
 
 
+def test_like_for_like_goal_says_what_it_would_take_of_the_machines_peak(tmp_path):
+    """1.3x fit's rate, in FLOP/s, as a fraction of the conv peak in fit's precision: 1.3 x 100 img/s x
+    2 GFLOP = 260 GFLOP/s against 400 (float32) and against 3000 (bfloat16 fit at 150 img/s: 390)."""
+    fit, loop = _bench("keras fit", 100.0), _bench("loop fp32 spc10", 104.0)
+    fit_bf16, loop_bf16 = _bench("keras fit amp", 1000.0), _bench("loop amp spc10", 1040.0)
+    for b in (fit, loop, fit_bf16, loop_bf16):
+        b["extra_info"]["train_gflop_per_image"] = 2.0
+    for b in (fit_bf16, loop_bf16):
+        b["extra_info"]["precision"] = "mixed_bfloat16"
+    peak = [{"stats": {"rounds": 3}, "extra_info": {"kind": "peak", "op": "conv3x3", "dtype": d, "gflop_s": g}}
+            for d, g in [("float32", 400.0), ("bfloat16", 3000.0)]]
+    md = _report(tmp_path, [fit, loop, fit_bf16, loop_bf16, *peak])
+    assert ("| resnet9: our loop ≥ 1.3× Keras fit in float32 | 1.04× (loop fp32 spc10; 1.3× fit would be 65% "
+            "of the conv peak) | **no** |") in md
+    assert ("| resnet9: our loop ≥ 1.3× Keras fit in mixed_bfloat16 | 1.04× (loop amp spc10; 1.3× fit would be "
+            "87% of the conv peak) | **no** |") in md
+    md = _report(tmp_path, [fit, loop])  # no peak measured: the ratio alone
+    assert "| resnet9: our loop ≥ 1.3× Keras fit in float32 | 1.04× (loop fp32 spc10) | **no** |" in md
+
+
+def test_cpu_deployment_goals_take_the_fastest_runtime_of_each_kind(tmp_path):
+    """bf16 and int8 at batch 256 and batch-1 latency, each the best row of its kind against Keras; the
+    report says when the CPU it ran on has no AMX, for which the goals are set."""
+    def rows(features):
+        return [_inf("keras", p50_ms=2.0, img_s=1000.0, cpu_features=features),
+                _inf("openvino f32", p50_ms=0.45, img_s=2000.0, cpu_features=features),
+                _inf("openvino bf16", p50_ms=0.5, img_s=5500.0, cpu_features=features),
+                _inf("openvino int8", p50_ms=0.3, img_s=7000.0, cpu_features=features),
+                _inf("onnxruntime int8", p50_ms=0.4, img_s=7500.0, cpu_features=features)]
+    md = _report(tmp_path, rows("avx512_bf16 avx512_vnni avx512f avx2"))
+    assert ("| tiny: best bf16 runtime ≥ 5× Keras at batch 256 (on a CPU with AMX) | 5.50× (openvino bf16; "
+            "this CPU has no AMX) | yes |") in md
+    assert ("| tiny: best int8 runtime ≥ 8× Keras at batch 256 (on a CPU with AMX) | 7.50× (onnxruntime int8; "
+            "this CPU has no AMX) | **no** |") in md
+    assert ("| tiny: best runtime ≥ 5× Keras batch-1 latency (p50) (on a CPU with AMX) | 6.67× (openvino int8; "
+            "this CPU has no AMX) | yes |") in md
+    md = _report(tmp_path, rows("amx_bf16 amx_int8 avx512_bf16 avx512f"))
+    assert "| 5.50× (openvino bf16) | yes |" in md and "no AMX" not in md
+
+
 def test_flops_are_counted_from_the_layers():
     """A conv, a frozen-first layout and a dense head, against the formula written out."""
     import keras

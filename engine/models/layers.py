@@ -36,7 +36,10 @@ def gelu_erf_compiled(x):
     return _gelu_compiled(x), lambda upstream: _gelu_gradient_compiled(x, upstream)
 
 
-MATMUL_WEIGHT_GRADIENT_MAX_MAP = 49  # H*W: measured faster at 7x7 and 3x3 maps, slower at 15x15
+# where the matmul weight gradient was measured faster than oneDNN's bfloat16 kernel: maps of H*W <= 64
+# (3x3, 4x4, 7x7, 8x8; not faster at 10x10, 15x15, 16x16) with >= 128 input and output channels (slower at 64)
+MATMUL_WEIGHT_GRADIENT_MAX_MAP = 64
+MATMUL_WEIGHT_GRADIENT_MIN_CHANNELS = 128
 
 
 def _conv3x3_weight_gradient(x, upstream):
@@ -68,13 +71,15 @@ def _conv3x3_same(x, kernel):
 
 def matmul_weight_gradient(layer) -> None:
     """Give a 3x3, stride-1, 'same' `keras.layers.Conv2D` a weight gradient computed as matrix products
-    where oneDNN's bfloat16 kernel for it is slow: on small maps (H*W <= 49) in bfloat16.
+    where oneDNN's bfloat16 kernel for it is slow: in bfloat16, on small maps (H*W <= 64) with at least
+    128 input and output channels.
 
     On a CPU with AVX-512 BF16 and no AMX, oneDNN computes a bfloat16 convolution's weight gradient with
     an older kernel at half the rate of its forward pass (a 2-core AMD EPYC, Zen 5: 456 against 940
     GFLOP/s over airbench's step; 228 at its 3x3 maps). As matrix products, [1024, 7, 7, 256] -> 256
-    took 90 instead of 109 ms, [1024, 3, 3, 256] 21 instead of 62 ms; at [1024, 15, 15, 64] they were
-    slower, so larger maps keep oneDNN's kernel. The forward pass and the input gradient are
+    took 90 instead of 109 ms, [1024, 3, 3, 256] 21 instead of 62 ms, [128, 8, 8, 256] -> 512 28 instead
+    of 54 ms; at [1024, 15, 15, 64] -> 256, [128, 16, 16, 128] -> 128 and [128, 8, 8, 64] -> 64 they were
+    slower, so larger maps and narrow layers keep oneDNN's kernel. The forward pass and the input gradient are
     TensorFlow's own ops, and the layer, its variables and its config are unchanged; other dtypes,
     shapes and layer settings take Keras's own path."""
     if not (tuple(layer.kernel_size) == (3, 3) and tuple(layer.strides) == (1, 1)
@@ -84,8 +89,9 @@ def matmul_weight_gradient(layer) -> None:
     stock = layer.convolution_op
 
     def convolution_op(inputs, kernel):
-        h, w = inputs.shape[1], inputs.shape[2]
-        if inputs.dtype != tf.bfloat16 or h is None or w is None or h * w > MATMUL_WEIGHT_GRADIENT_MAX_MAP:
+        h, w, channels = inputs.shape[1], inputs.shape[2], min(inputs.shape[3] or 0, kernel.shape[3])
+        if inputs.dtype != tf.bfloat16 or h is None or w is None or h * w > MATMUL_WEIGHT_GRADIENT_MAX_MAP \
+                or channels < MATMUL_WEIGHT_GRADIENT_MIN_CHANNELS:
             return stock(inputs, kernel)
         return _conv3x3_same(inputs, tf.cast(kernel, inputs.dtype))
 

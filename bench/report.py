@@ -86,6 +86,25 @@ def markdown(rows_: list[dict], machine: dict, date: str, peak: dict | None = No
     return "\n".join(lines) + "\n"
 
 
+def ablation_markdown(rows_: list[dict]) -> str:
+    """For each group of rows labelled "... speedups": every row's img/s, how much slower it is than the
+    group's fastest row, and the minutes the recipe's run (its images per run) would take at that rate."""
+    out = []
+    for label in sorted({r["model"] for r in rows_ if r["model"].endswith(" speedups")}):
+        group = sorted((r for r in rows_ if r["model"] == label), key=lambda r: -r["img_s"])
+        fastest = group[0]
+        images = fastest.get("run_images")
+        lines = [f"{label}: each speed-up switched off alone (batch {fastest['batch']})"
+                 + (f"; minutes: the recipe's {images:,} training images at the row's rate" if images else ""),
+                 "", "| setting | precision | XLA | img/s | fastest ÷ this row | minutes |", "|---|---|---|---|---|---|"]
+        for r in group:
+            minutes = f"{images / r['img_s'] / 60:.1f}" if images else "–"
+            lines.append(f"| {r['config']} | {r['precision']} | {'on' if r['xla'] else 'off'} | {r['img_s']:.1f} | "
+                         f"{fastest['img_s'] / r['img_s']:.2f}× | {minutes} |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 def input_rows(bench: dict) -> dict:
     """{model: img/s} of the input-pipeline benchmarks."""
     return {b["extra_info"]["model"]: b["extra_info"]["img_s"] for b in bench["benchmarks"]
@@ -301,6 +320,9 @@ def main(argv=None):
     if rs:
         parts.append(markdown(rs, rs[0], bench.get("datetime", "")[:10], peak))
         chart(rs, os.path.join(a.out, "train_throughput.png"))
+    ablation = ablation_markdown(rs)
+    if ablation:
+        parts.append(ablation)
     if cache:
         parts.append(cache)
     if inputs:

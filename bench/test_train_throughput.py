@@ -28,7 +28,7 @@ from engine.train.build import build_training
 if QUICK:
     MODELS = {"tiny": ("tiny", 32, 32, 4, ["keras fit", "keras fit stock", "keras fit amp", "loop fp32 spc1",
                                             "loop fp32 spc10", "loop xla spc10", "loop amp spc10",
-                                            "loop fp32 spc10 host-upsample"])}
+                                            "loop amp spc10 -step-changes", "loop fp32 spc10 host-upsample"])}
 else:
     MODELS = {
         "airbench": ("airbench", 32, 1024, 2, ["keras fit", "keras fit amp", "keras fit stock", "keras fit amp stock",
@@ -44,6 +44,13 @@ else:
         "airbench parts": ("airbench", 32, 512, 2, [f"loop {s} spc10{part}" for s in ("fp32", "xla")
                                                     for part in ("", " -lookahead", " -grad-transforms",
                                                                  " -augment")]),
+        # the default recipe's speed-ups, each switched off alone: the engine's CPU training-step changes
+        # (fused BatchNorm, compiled GELU, matmul weight gradient; all three: "-step-changes"), and
+        # bfloat16 / XLA against float32 (the report turns each into minutes for the recipe's run)
+        "airbench-muon speedups": ("airbench-muon", 32, 2000, 2, [
+            "loop amp spc10", "loop amp spc10 -fused-bn", "loop amp spc10 -compiled-gelu",
+            "loop amp spc10 -matmul-dw", "loop amp spc10 -step-changes", "loop fp32 spc10",
+            "loop fp32 spc10 -step-changes", "loop xla spc10"]),
     }
 ROUNDS = 1 if QUICK else 2  # timed rounds after the warm-up round (3 took the suite to 22 minutes)
 # bfloat16 on a CPU without bfloat16 instructions (AMX or AVX-512 BF16) ran 10x slower than float32 on
@@ -68,13 +75,41 @@ PARTS = {"-lookahead": {("optim", "lookahead"): False},
          "-augment": {("model", "crop_pad"): 0, ("model", "flip"): "none"}}
 
 
+# A row name's " -CHANGE" suffixes undo that CPU training-step change of models.build on the built model
+# (before its step is traced); "-step-changes" undoes all three, as models.build(stock=True) would build it.
+STEP_CHANGES = ("-fused-bn", "-compiled-gelu", "-matmul-dw")
+
+
+def without_step_changes(model, changes) -> int:
+    """Undo models.build's CPU training-step changes named in `changes` on `model`'s layers; returns
+    how many layers changed back."""
+    from engine.models.layers import GELU
+    undone = 0
+    for layer in model._flatten_layers():
+        if "-fused-bn" in changes and isinstance(layer, keras.layers.BatchNormalization) and "call" in vars(layer):
+            del layer.call
+            undone += 1
+        if "-compiled-gelu" in changes and isinstance(layer, GELU) and layer.compiled_training:
+            layer.compiled_training = False
+            undone += 1
+        if "-matmul-dw" in changes and "convolution_op" in vars(layer):
+            del layer.convolution_op
+            undone += 1
+    return undone
+
+
 def _loop_config(name):
-    """(xla, amp, steps_per_call, config overrides) of a loop row's name."""
+    """(xla, amp, steps_per_call, config overrides, step changes to undo) of a loop row's name."""
     base, *parts = name.split(" -")
-    overrides = {}
+    overrides, undo = {}, set()
     for part in parts:
-        overrides.update(PARTS["-" + part])
-    return (*LOOP_CONFIGS[base], overrides)
+        if part == "step-changes":
+            undo.update(STEP_CHANGES)
+        elif "-" + part in STEP_CHANGES:
+            undo.add("-" + part)
+        else:
+            overrides.update(PARTS["-" + part])
+    return (*LOOP_CONFIGS[base], overrides, undo)
 
 
 def _cfg(label, xla=False, amp=False, spc=10, overrides=None) -> Config:
@@ -98,8 +133,9 @@ def _float32_after():
 
 def _window(label, name):
     """(steps per timed round, rounds) for a row."""
-    if not QUICK and name in SLOW_ROW and not devices.gpus() and not devices.fast_bf16(devices.cpu_flags()):
-        return SLOW_ROW[name]
+    base = name.split(" -")[0]
+    if not QUICK and base in SLOW_ROW and not devices.gpus() and not devices.fast_bf16(devices.cpu_flags()):
+        return SLOW_ROW[base]
     return MODELS[label][3], ROUNDS
 
 
@@ -123,7 +159,7 @@ FIT_ROWS = ("keras fit", "keras fit amp", "keras fit stock", "keras fit amp stoc
 
 @pytest.mark.parametrize("label,name", [c for c in CASES if c[1] not in FIT_ROWS])
 def test_loop(benchmark, splits, label, name):
-    xla, amp, spc, overrides = _loop_config(name)
+    xla, amp, spc, overrides, undo = _loop_config(name)
     cfg = _cfg(label, xla, amp, spc, overrides)
     _, size, batch, _, _ = MODELS[label]
     steps, rounds = _window(label, name)
@@ -132,6 +168,7 @@ def test_loop(benchmark, splits, label, name):
     x, y = _arrays(splits, label)
     pipe = Pipeline(x, y)
     training = build_training(cfg, 10, len(x), policy)
+    undone = without_step_changes(training.model, undo) if undo else 0
     loop = training.loop
     ds = pipe.train(batch, seed=0, epoch=0).repeat()
     if name.endswith("host-upsample"):  # the step then finds inputs already at size: a no-op for it
@@ -148,6 +185,10 @@ def test_loop(benchmark, splits, label, name):
             done += n
 
     _record(benchmark, label, name, cfg, training.model)
+    # the recipe's images per run, for the ablation's minutes; and how many layers a "-" change undid
+    # (0 where this CPU never had that change: matmul-dw needs AVX-512 BF16 without AMX)
+    benchmark.extra_info.update(run_images=defaults(MODELS[label][0]).optim.epochs * 50_000,
+                                step_changes_undone=undone)
     benchmark.pedantic(window, rounds=rounds, warmup_rounds=1, iterations=1)
     _img_s(benchmark)
 

@@ -262,6 +262,35 @@ def test_stock_build_keeps_every_layers_own_training_form(monkeypatch, xla):
     assert engine_form == (dict(bn=0, gelu=0, conv=0, pool=3) if xla else dict(bn=6, gelu=7, conv=6, pool=0))
 
 
+def test_the_benchmarks_ablation_undoes_each_step_change_alone(monkeypatch):
+    """bench's speed-up ablation rows ("loop amp spc10 -fused-bn" ...) undo one CPU step change of a
+    built model each, or all three ("-step-changes": then the model is as stock=True builds it), and a
+    model undone that way still trains with Keras's own ops (its BatchNorm updates its statistics)."""
+    from engine import devices
+    from bench.test_train_throughput import STEP_CHANGES, _loop_config, without_step_changes
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512_bf16", "avx512f"})
+
+    def changed(model):
+        layers = list(model._flatten_layers())
+        return dict(bn=sum("call" in vars(x) for x in layers if isinstance(x, keras.layers.BatchNormalization)),
+                    gelu=sum(x.compiled_training for x in layers if isinstance(x, GELU)),
+                    conv=sum("convolution_op" in vars(x) for x in layers if isinstance(x, keras.layers.Conv2D)))
+    for change, left in [("-fused-bn", dict(bn=0, gelu=7, conv=6)), ("-compiled-gelu", dict(bn=6, gelu=0, conv=6)),
+                         ("-matmul-dw", dict(bn=6, gelu=7, conv=0))]:
+        model = models.build("airbench", 32, 10)
+        assert without_step_changes(model, {change}) == 19 - sum(left.values())
+        assert changed(model) == left
+    model = models.build("airbench", 32, 10)
+    assert without_step_changes(model, set(STEP_CHANGES)) == 19
+    assert changed(model) == changed(models.build("airbench", 32, 10, stock=True)) == dict(bn=0, gelu=0, conv=0)
+    bn = next(x for x in model._flatten_layers() if isinstance(x, keras.layers.BatchNormalization))
+    before = bn.moving_mean.numpy().copy()
+    model(tf.random.normal([2, 32, 32, 3]), training=True)
+    assert not np.array_equal(bn.moving_mean.numpy(), before)
+    assert _loop_config("loop amp spc10 -step-changes")[4] == set(STEP_CHANGES)
+    assert _loop_config("loop fp32 spc10 -lookahead -matmul-dw")[3:] == ({("optim", "lookahead"): False}, {"-matmul-dw"})
+
+
 def test_gelu_erf_is_keras_exact_gelu_and_exports_without_erfc():
     x = tf.constant(np.linspace(-6, 6, 1001, dtype=np.float32))
     np.testing.assert_allclose(gelu_erf(x).numpy(), keras.activations.gelu(x, approximate=False).numpy(),

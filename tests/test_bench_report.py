@@ -152,6 +152,22 @@ def test_cpu_deployment_goals_take_the_fastest_runtime_of_each_kind(tmp_path):
     assert "| 5.50× (openvino bf16) | yes |" in md and "no AMX" not in md
 
 
+def test_speedup_ablation_table_sets_each_row_against_the_fastest_in_minutes(tmp_path):
+    def row(config, img_s, precision="mixed_bfloat16", xla=False):
+        b = _bench(config, img_s, xla=xla)
+        b["extra_info"].update(model="airbench-muon speedups", batch=2000, precision=precision, run_images=400_000)
+        return b
+    md = _report(tmp_path, [row("loop fp32 spc10", 625.0, "float32"), row("loop amp spc10", 1000.0),
+                            row("loop amp spc10 -fused-bn", 800.0), row("loop xla spc10", 400.0, "float32", True)])
+    table = md[md.index("airbench-muon speedups: each speed-up switched off alone"):]
+    assert "(batch 2000); minutes: the recipe's 400,000 training images at the row's rate" in table
+    lines = [x for x in table.splitlines() if x.startswith("| loop")]
+    assert lines == ["| loop amp spc10 | mixed_bfloat16 | off | 1000.0 | 1.00× | 6.7 |",
+                     "| loop amp spc10 -fused-bn | mixed_bfloat16 | off | 800.0 | 1.25× | 8.3 |",
+                     "| loop fp32 spc10 | float32 | off | 625.0 | 1.60× | 10.7 |",
+                     "| loop xla spc10 | float32 | on | 400.0 | 2.50× | 16.7 |"]
+
+
 def test_flops_are_counted_from_the_layers():
     """A conv, a frozen-first layout and a dense head, against the formula written out."""
     import keras

@@ -54,13 +54,17 @@ def peak_markdown(peak: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def peak_dtype(precision: str) -> str | None:
+    """The dtype of the peak benchmark a training row's precision is set against."""
+    return "bfloat16" if "bfloat16" in precision else "float32" if precision == "float32" else None
+
+
 def achieved(r: dict, peak: dict) -> str:
     """A training row's GFLOP/s and its fraction of the conv rate of its precision."""
     if not r.get("train_gflop_per_image"):
         return "–"
     gflop_s = r["img_s"] * r["train_gflop_per_image"]
-    dtype = "bfloat16" if "bfloat16" in r["precision"] else "float32" if r["precision"] == "float32" else None
-    ref = peak.get(("conv3x3", dtype))
+    ref = peak.get(("conv3x3", peak_dtype(r["precision"])))
     return f"{gflop_s:.0f} ({gflop_s / ref:.0%})" if ref else f"{gflop_s:.0f}"
 
 
@@ -143,10 +147,6 @@ def goals(rows_: list[dict], inputs: dict, inf: dict, bench: dict | None = None)
             out.append((f"{model}: our loop ≥ 1.3× Keras fit in {prec}",
                         f"{ratio:.2f}× ({best['config']}{_goal_against_peak(rows_, model, prec, 1.3, peak)})",
                         ratio >= 1.3))
-    # whether the CPU the inference rows ran on has AMX; None where the rows do not record its features
-    amx = {r["model"]: "amx_bf16" in r["cpu_features"] if "cpu_features" in r else None
-           for r in (b.get("extra_info") or {} for b in (bench or {}).get("benchmarks", []))
-           if r.get("kind") == "inference"}
     for model in sorted({m for m, _ in inf}):
         k, o = inf.get((model, "keras"), {}), inf.get((model, "onnxruntime"), {})
         if k.get("img_s") and o.get("img_s"):
@@ -155,7 +155,7 @@ def goals(rows_: list[dict], inputs: dict, inf: dict, bench: dict | None = None)
         if k.get("p50_ms") and o.get("p50_ms"):
             ratio = k["p50_ms"] / o["p50_ms"]
             out.append((f"{model}: ONNX Runtime ≥ 1.5× Keras batch-1 latency (p50)", f"{ratio:.2f}×", ratio >= 1.5))
-        out += _cpu_deploy_goals(inf, model, amx.get(model))
+        out += _cpu_deploy_goals(inf, model)
     for model, img_s in sorted(inputs.items()):
         step = best_loop(rows_, model)
         if step:
@@ -169,7 +169,7 @@ def _goal_against_peak(rows_: list[dict], model: str, prec: str, factor: float, 
     above 100%, no training loop can reach the goal on this machine."""
     fit = next((r for r in rows_ if r["model"] == model and r["precision"] == prec and is_fit(r)
                 and not is_stock(r) and r.get("train_gflop_per_image")), None)
-    ref = peak.get(("conv3x3", "bfloat16" if "bfloat16" in prec else "float32"))
+    ref = peak.get(("conv3x3", peak_dtype(prec)))
     if not fit or not ref:
         return ""
     need = factor * fit["img_s"] * fit["train_gflop_per_image"] / ref
@@ -182,8 +182,10 @@ CPU_DEPLOY_GOALS = [("bf16", "img_s", 5.0, "best bf16 runtime ≥ 5× Keras at b
                     ("", "p50_ms", 5.0, "best runtime ≥ 5× Keras in batch-1 p50 latency")]
 
 
-def _cpu_deploy_goals(inf: dict, model: str, amx: bool | None) -> list[tuple[str, str, bool]]:
+def _cpu_deploy_goals(inf: dict, model: str) -> list[tuple[str, str, bool]]:
     keras_row, out = inf.get((model, "keras"), {}), []
+    # whether the CPU the rows ran on has AMX; None where the rows do not record its features
+    amx = "amx_bf16" in keras_row["cpu_features"] if "cpu_features" in keras_row else None
     for kind, key, bar, text in CPU_DEPLOY_GOALS:
         ratios = {b: (r[key] / keras_row[key] if key == "img_s" else keras_row[key] / r[key])
                   for (m, b), r in inf.items() if m == model and b != "keras" and (not kind or kind in b.split())
@@ -224,7 +226,7 @@ def inference_rows(bench: dict) -> dict:
         if info.get("kind") != "inference":
             continue
         row = out.setdefault((info["model"], info["backend"]), {})
-        row.update({k: info[k] for k in ("p50_ms", "p90_ms", "p99_ms", "img_s") if k in info})
+        row.update({k: info[k] for k in ("p50_ms", "p90_ms", "p99_ms", "img_s", "cpu_features") if k in info})
     return out
 
 

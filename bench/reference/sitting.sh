@@ -1,7 +1,7 @@
 #!/bin/bash
 # One sitting on one machine: the engine's default (seed 0), the reference airbench94 (PyTorch), then
-# the default's other seeds; then the side-by-side table. Run from the repository root, with nothing
-# else on the CPU:
+# the default's other seeds; then the side-by-side table. Run it with nothing else on the CPU,
+# in the engine's environment:
 #
 #   REF_PYTHON=/path/to/torch-env/bin/python bash bench/reference/sitting.sh OUT path/to/legacy/airbench94.py
 #
@@ -22,7 +22,9 @@ if [ ! -f "$upstream" ]; then echo "error: $upstream: not found" >&2; exit 2; fi
 if ! "$ref_python" -c "import torch" 2>/dev/null; then
   echo "error: $ref_python cannot import torch: set REF_PYTHON to a Python with torch (pip install torch)" >&2; exit 2
 fi
-mkdir -p "$out"; out=$(cd "$out" && pwd)
+mkdir -p "$out"; out=$(cd "$out" && pwd); upstream=$(cd "$(dirname "$upstream")" && pwd)/$(basename "$upstream")
+case $ref_python in */*) ref_python=$(cd "$(dirname "$ref_python")" && pwd)/$(basename "$ref_python");; esac
+cd "$(dirname "$0")/../.."  # the repository root, wherever the script was started from
 export ENGINE_CACHE=${ENGINE_CACHE:-$out/cache} PYTHONPATH=$(pwd)${PYTHONPATH:+:$PYTHONPATH}
 timed() { if [ -x /usr/bin/time ]; then /usr/bin/time -v "$@"; else "$@"; fi; }
 

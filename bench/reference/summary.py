@@ -62,10 +62,12 @@ def _seed(path: str) -> int:
 
 
 def collect(directory: str) -> tuple[dict, dict]:
-    refs = {_seed(p): reference_run(p) for p in glob.glob(os.path.join(directory, "reference-seed-*.log"))}
+    def seed(path):  # from the name inside `directory`, whatever the directory is called
+        return _seed(os.path.relpath(path, directory))
+    refs = {seed(p): reference_run(p) for p in glob.glob(os.path.join(directory, "reference-seed-*.log"))}
     paths = glob.glob(os.path.join(directory, "seed-*", "metrics.json")) + \
         glob.glob(os.path.join(directory, "seed-*-metrics.json"))
-    runs = {_seed(p): engine_run(p) for p in paths}
+    runs = {seed(p): engine_run(p) for p in paths}
     return refs, runs
 
 

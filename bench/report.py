@@ -155,7 +155,7 @@ def goals(rows_: list[dict], inputs: dict, inf: dict, bench: dict | None = None)
         if k.get("p50_ms") and o.get("p50_ms"):
             ratio = k["p50_ms"] / o["p50_ms"]
             out.append((f"{model}: ONNX Runtime ≥ 1.5× Keras batch-1 latency (p50)", f"{ratio:.2f}×", ratio >= 1.5))
-        out += _cpu_deploy_goals(inf, model)
+        out += _cpu_deploy_goals(inf, model, inference_rates(bench or {}))
     for model, img_s in sorted(inputs.items()):
         step = best_loop(rows_, model)
         if step:
@@ -182,8 +182,9 @@ CPU_DEPLOY_GOALS = [("bf16", "img_s", 5.0, "best bf16 runtime ≥ 5× Keras at b
                     ("", "p50_ms", 5.0, "best runtime ≥ 5× Keras in batch-1 p50 latency")]
 
 
-def _cpu_deploy_goals(inf: dict, model: str) -> list[tuple[str, str, bool]]:
+def _cpu_deploy_goals(inf: dict, model: str, rates: dict | None = None) -> list[tuple[str, str, bool]]:
     keras_row, out = inf.get((model, "keras"), {}), []
+    rates = rates or {}
     # whether the CPU the rows ran on has AMX; None where the rows do not record its features
     amx = "amx_bf16" in keras_row["cpu_features"] if "cpu_features" in keras_row else None
     for kind, key, bar, text in CPU_DEPLOY_GOALS:
@@ -193,9 +194,40 @@ def _cpu_deploy_goals(inf: dict, model: str) -> list[tuple[str, str, bool]]:
         if ratios:
             best = max(ratios, key=ratios.get)
             where = "; this CPU has no AMX" if amx is False else ""
-            out.append((f"{model}: {text} (on a CPU with AMX)", f"{ratios[best]:.2f}× ({best}{where})",
+            out.append((f"{model}: {text} (on a CPU with AMX)",
+                        f"{ratios[best]:.2f}× ({best}{where}{_deploy_goal_against_rate(keras_row, kind, bar, rates)})",
                         ratios[best] >= bar))
     return out
+
+
+def _deploy_goal_against_rate(keras_row: dict, kind: str, bar: float, rates: dict) -> str:
+    """What `bar` × Keras's batch-256 rate would be as a fraction of this CPU's measured inference rate
+    in that precision: above 100%, no runtime can reach the goal on this CPU."""
+    rate = rates.get(kind)
+    if not kind or not rate or not keras_row.get("img_s") or not keras_row.get("gflop_per_image"):
+        return ""
+    need = bar * keras_row["img_s"] * keras_row["gflop_per_image"] / rate[0]
+    return f"; {bar:g}× Keras would be {need:.0%} of this CPU's {kind} conv rate"
+
+
+def inference_rates(bench: dict) -> dict:
+    """{precision: (GFLOP/s, shape)}: the fastest OpenVINO convolution stack (bench/test_peak.py) of each
+    precision the convolutions ran in (a bf16 hint that ran in f32 counts as f32)."""
+    out: dict = {}
+    for b in bench.get("benchmarks", []):
+        info = b.get("extra_info", {})
+        if info.get("kind") == "inference_peak" and "gflop_s" in info:
+            ran = info["ran"]
+            if ran not in out or info["gflop_s"] > out[ran][0]:
+                out[ran] = (info["gflop_s"], info["shape"])
+    return out
+
+
+def inference_rates_markdown(rates: dict) -> str:
+    lines = ["| precision | GFLOP/s | at (batch × height × width × channels) |", "|---|---|---|"]
+    for prec in sorted(rates, key=lambda p: ["f32", "bf16", "int8"].index(p) if p in ("f32", "bf16", "int8") else 9):
+        lines.append(f"| {prec} | {rates[prec][0]:.0f} | {rates[prec][1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def goals_markdown(gs) -> str:
@@ -226,23 +258,35 @@ def inference_rows(bench: dict) -> dict:
         if info.get("kind") != "inference":
             continue
         row = out.setdefault((info["model"], info["backend"]), {})
-        row.update({k: info[k] for k in ("p50_ms", "p90_ms", "p99_ms", "img_s", "cpu_features") if k in info})
+        row.update({k: info[k] for k in ("p50_ms", "p90_ms", "p99_ms", "img_s", "cpu_features", "compute",
+                                         "gflop_per_image") if k in info})
     return out
 
 
-def inference_markdown(rows_: dict) -> str:
-    lines = ["| model | backend | batch 1 p50 ms | p90 ms | p99 ms | batch 256 img/s | "
-             "× Keras (p50 latency) | × Keras (batch 256) |", "|---|---|---|---|---|---|---|---|"]
+def inference_achieved(r: dict, rates: dict) -> str:
+    """A batch-256 row's GFLOP/s and its fraction of this CPU's rate in the precision it computes in."""
+    if not r.get("img_s") or not r.get("gflop_per_image"):
+        return "–"
+    gflop_s = r["img_s"] * r["gflop_per_image"]
+    rate = rates.get(r.get("compute"))
+    return f"{gflop_s:.0f} ({gflop_s / rate[0]:.0%} of {r['compute']})" if rate else f"{gflop_s:.0f}"
 
-    def fmt(v, spec):
-        return format(v, spec) if v is not None else "–"
+
+def inference_markdown(rows_: dict, rates: dict | None = None) -> str:
+    rates = rates or {}
+    lines = ["| model | backend | batch 1 p50 ms | p90 ms | p99 ms | batch 256 img/s | "
+             "× Keras (p50 latency) | × Keras (batch 256) | batch 256 GFLOP/s (of rate) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v, spec, unit=""):
+        return format(v, spec) + unit if v is not None else "–"
     for (model, backend), r in sorted(rows_.items()):
         base = rows_.get((model, "keras"), {})
         lat = base.get("p50_ms") / r["p50_ms"] if base.get("p50_ms") and r.get("p50_ms") else None
         thr = r["img_s"] / base["img_s"] if base.get("img_s") and r.get("img_s") else None
         lines.append(f"| {model} | {backend} | {fmt(r.get('p50_ms'), '.2f')} | {fmt(r.get('p90_ms'), '.2f')} | "
                      f"{fmt(r.get('p99_ms'), '.2f')} | {fmt(r.get('img_s'), '.0f')} | "
-                     f"{fmt(lat, '.2f')}× | {fmt(thr, '.2f')}× |")
+                     f"{fmt(lat, '.2f', '×')} | {fmt(thr, '.2f', '×')} | {inference_achieved(r, rates)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -307,7 +351,8 @@ def main(argv=None):
         print(f"error: cannot read {a.bench_json}: {e}", file=sys.stderr)
         return 2
     rs, inf, inputs = rows(bench), inference_rows(bench), input_rows(bench)
-    if not rs and not inf and not inputs and not cache_markdown(bench) and not peaks(bench):
+    rates = inference_rates(bench)
+    if not rs and not inf and not inputs and not cache_markdown(bench) and not peaks(bench) and not rates:
         print(f"error: {a.bench_json} holds no throughput benchmarks", file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
@@ -319,6 +364,9 @@ def main(argv=None):
     peak = peaks(bench)
     if peak:
         parts.append("This machine's achievable rates through TensorFlow (bench/test_peak.py):\n\n" + peak_markdown(peak))
+    if rates:
+        parts.append("This machine's inference rates through OpenVINO (bench/test_peak.py: the fastest stack of 3x3 "
+                     "convolutions of each precision):\n\n" + inference_rates_markdown(rates))
     if rs:
         parts.append(markdown(rs, rs[0], bench.get("datetime", "")[:10], peak))
         chart(rs, os.path.join(a.out, "train_throughput.png"))
@@ -335,7 +383,9 @@ def main(argv=None):
         parts.append(f"Inference, measured {bench.get('datetime', '')[:10]} on {info.get('device', '?')} "
                      f"(CPU features: {info.get('cpu_features', '?')}), TensorFlow {info.get('tensorflow', '?')}, "
                      f"onnxruntime {info.get('onnxruntime', '?')}, OpenVINO {info.get('openvino', '?')}; "
-                     f"same exported graph (uint8 in, logits out), fp32 unless the backend says:\n\n" + inference_markdown(inf))
+                     f"same exported graph (uint8 in, logits out), fp32 unless the backend says. GFLOP/s: batch-256 img/s "
+                     f"× the model's forward FLOPs per image, and its fraction of this machine's inference rate in "
+                     f"the precision the row computes in:\n\n" + inference_markdown(inf, rates))
         inference_chart(inf, os.path.join(a.out, "inference.png"))
     md = "\n".join(parts)
     with open(os.path.join(a.out, "report.md"), "w") as f:

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from bench.conftest import QUICK, machine_info
+from bench.flops import forward_flops
 from engine import models
 from engine.export.load import Exportable
 from engine.kernels import Preprocess
@@ -49,7 +50,7 @@ def exported(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(request.param)
     calib = np.random.default_rng(1).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
     fp32_onnx = export_onnx(exp, str(d / "m.onnx"))
-    return {"model": request.param,
+    return {"model": request.param, "gflop_per_image": forward_flops(exp.model) / 1e9,
             "keras": _KerasPredictor(exp),
             "savedmodel": TFPredictor(export_savedmodel(exp, str(d / "sm")), BATCH),
             "onnxruntime": ONNXPredictor(fp32_onnx, BATCH),
@@ -88,13 +89,30 @@ BACKENDS = ["keras", "savedmodel", "onnxruntime", "onnxruntime 1-thread", "onnxr
             "openvino f32", "openvino bf16", "openvino int8"]
 
 
+def compute_precision(backend: str, runtime: dict) -> str | None:
+    """What a row's convolutions compute in, which the report sets its FLOP/s against (bench/test_peak.py's
+    inference rates): int8 for integer kernels (ORT's fused int8 form, OpenVINO int8); for OpenVINO's
+    float forms the precision it reports it ran; f32 for the TensorRT int8 form, which ONNX Runtime runs
+    as float operations between its Q/DQ pairs; None for ONNX Runtime fp16, whose CPU kernels differ per
+    operator."""
+    words = backend.split()
+    if "trt-form" in words:
+        return "f32"
+    if "fp16" in words:
+        return None
+    if "int8" in words:
+        return "int8"
+    return runtime.get("openvino_inference_precision", "f32")
+
+
 def _info(benchmark, exported, backend, mode):
     import onnxruntime
     info = machine_info()
     precision = next((p for p in ("fp16", "int8", "bf16") if p in backend.split()), "fp32")
+    runtime = exported[backend].details() if hasattr(exported[backend], "details") else {}
     info.update(kind="inference", model=exported["model"], backend=backend, mode=mode,
-                precision=precision, onnxruntime=onnxruntime.__version__,
-                runtime=exported[backend].details() if hasattr(exported[backend], "details") else {})
+                precision=precision, onnxruntime=onnxruntime.__version__, runtime=runtime,
+                compute=compute_precision(backend, runtime), gflop_per_image=exported["gflop_per_image"])
     benchmark.extra_info.update(info)
 
 

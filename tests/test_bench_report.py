@@ -77,8 +77,8 @@ def test_report_inference_table(tmp_path):
     md = _report(tmp_path, [
         _inf("keras", p50_ms=2.0, p90_ms=3.0, p99_ms=4.0), _inf("keras", img_s=1000.0),
         _inf("onnxruntime", p50_ms=0.5, p90_ms=0.6, p99_ms=0.9), _inf("onnxruntime", img_s=2500.0)])
-    assert "| tiny | keras | 2.00 | 3.00 | 4.00 | 1000 | 1.00× | 1.00× |" in md
-    assert "| tiny | onnxruntime | 0.50 | 0.60 | 0.90 | 2500 | 4.00× | 2.50× |" in md
+    assert "| tiny | keras | 2.00 | 3.00 | 4.00 | 1000 | 1.00× | 1.00× | – |" in md
+    assert "| tiny | onnxruntime | 0.50 | 0.60 | 0.90 | 2500 | 4.00× | 2.50× | – |" in md
     assert not (tmp_path / "train_throughput.png").exists()  # no training rows, no training chart
 
 
@@ -150,6 +150,46 @@ def test_cpu_deployment_goals_take_the_fastest_runtime_of_each_kind(tmp_path):
     assert "| 5.50× (openvino bf16) | yes |" in md and "no AMX" not in md
     md = _report(tmp_path, rows(None))  # rows from before the features were recorded: nothing said of AMX
     assert "| 5.50× (openvino bf16) | yes |" in md and "no AMX" not in md
+
+
+def _rate(precision, gflop_s, shape="256x8x8x512", ran=None):
+    return {"stats": {"rounds": 5}, "extra_info": {"kind": "inference_peak", "runtime": "openvino", "precision": precision,
+                                                   "ran": ran or precision, "shape": shape, "gflop_s": gflop_s}}
+
+
+def test_inference_rows_are_set_against_the_rate_of_the_precision_they_compute_in(tmp_path):
+    """Each precision's fastest stack is its rate; a bf16 hint that ran in f32 is an f32 measurement; a
+    row's GFLOP/s (img/s x forward GFLOP per image) is set against the rate of its `compute` precision."""
+    rates = [_rate("f32", 500.0, "256x16x16x256"), _rate("f32", 600.0), _rate("bf16", 700.0, ran="f32"),
+             _rate("bf16", 1000.0), _rate("int8", 2000.0, "256x4x4x512")]
+    rows = [_inf("keras", img_s=1000.0, compute="f32", gflop_per_image=0.3),
+            _inf("openvino bf16", img_s=2000.0, compute="bf16", gflop_per_image=0.3),
+            _inf("openvino int8", img_s=4000.0, compute="int8", gflop_per_image=0.3),
+            _inf("onnxruntime fp16", img_s=900.0, compute=None, gflop_per_image=0.3)]
+    md = _report(tmp_path, rates + rows)
+    assert "| f32 | 700 | 256x8x8x512 |\n| bf16 | 1000 | 256x8x8x512 |\n| int8 | 2000 | 256x4x4x512 |" in md
+    assert "| tiny | keras | – | – | – | 1000 | – | 1.00× | 300 (43% of f32) |" in md
+    assert "| tiny | openvino bf16 | – | – | – | 2000 | – | 2.00× | 600 (60% of bf16) |" in md
+    assert "| tiny | openvino int8 | – | – | – | 4000 | – | 4.00× | 1200 (60% of int8) |" in md
+    assert "| tiny | onnxruntime fp16 | – | – | – | 900 | – | 0.90× | 270 |" in md
+    # the goals say what they would take of the rate: 8 x 300 GFLOP/s = 2400 = 120% of the int8 rate
+    assert ("| tiny: best int8 runtime ≥ 8× Keras at batch 256 (on a CPU with AMX) | 4.00× (openvino int8; "
+            "8× Keras would be 120% of this CPU's int8 conv rate) | **no** |") in md
+    assert "(openvino bf16; 5× Keras would be 150% of this CPU's bf16 conv rate) | **no** |" in md
+    assert report.main([str(tmp_path / "b.json"), "--out", str(tmp_path)]) == 0
+    (tmp_path / "only-rates.json").write_text(json.dumps({"benchmarks": rates}))  # rates alone make a report
+    assert report.main([str(tmp_path / "only-rates.json"), "--out", str(tmp_path / "r")]) == 0
+
+
+def test_inference_rows_name_what_their_convolutions_compute_in():
+    from bench.test_inference import compute_precision
+    assert compute_precision("keras", {}) == "f32"
+    assert compute_precision("onnxruntime int8", {"model_precision": "int8"}) == "int8"
+    assert compute_precision("onnxruntime int8 trt-form", {}) == "f32"  # float operations between Q/DQ pairs
+    assert compute_precision("onnxruntime fp16", {}) is None
+    assert compute_precision("openvino int8", {"openvino_inference_precision": "f32"}) == "int8"
+    assert compute_precision("openvino bf16", {"openvino_inference_precision": "bf16"}) == "bf16"
+    assert compute_precision("openvino bf16", {"openvino_inference_precision": "f32"}) == "f32"  # no bf16 on the CPU
 
 
 def test_speedup_ablation_table_sets_each_row_against_the_fastest_in_minutes(tmp_path):

@@ -20,7 +20,8 @@ from engine import data, devices
 from engine.cli import Parser, import_tensorflow_quietly, integer
 from engine.config import add_data_flags, default_cache_dir, is_run_dir
 from engine.errors import EngineError, cli
-from engine.files import write_json
+from engine import layout
+from engine.files import claim_output, free_name, write_json
 from engine.runtime import BACKENDS, OPENVINO_PRECISIONS, ORT_LEVELS, backend_of, open_predictor
 
 
@@ -48,7 +49,9 @@ def parse(argv=None):
                         "BF16, else f32")
     o = p.add_argument_group("output")
     o.add_argument("--out", "--report", dest="report", metavar="FILE",
-                   help="JSON report path (default: evaluate-<backend>.json beside MODEL)")
+                   help="JSON report path (default: evaluate-<model>-<backend>.json beside MODEL, or inside a run "
+                        "folder; a name already taken gets -2, -3, ...: no report replaces another)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing --out report")
     a = p.parse_args(argv)
     if a.model and a.model_flag and a.model != a.model_flag:
         raise EngineError("give the model once: as MODEL, or as --model PATH (the older spelling)")
@@ -66,7 +69,20 @@ def parse(argv=None):
             raise EngineError(f"--against {a.against}: no such model (give [BACKEND:]PATH, BACKEND one of "
                               f"{', '.join(BACKENDS)})")
         a.against = f"{backend or backend_of(path)}:{path}"
+    if a.report:  # before any work: a report never replaces a run, a run's file or a folder
+        claim_output(a.report, a.overwrite, protected=layout.protected)
     return a
+
+
+def default_report(model: str, backend: str) -> str:
+    """evaluate-<model>-<backend>.json beside MODEL (inside a run or SavedModel folder), at the first
+    free name: evaluating another model, or the same one again, never replaces a report."""
+    model = os.path.normpath(model)
+    if os.path.isdir(model):
+        folder, name = model, "run" if is_run_dir(model) else os.path.basename(model).split(".")[0]
+    else:
+        folder, name = os.path.dirname(model), os.path.splitext(os.path.basename(model))[0]
+    return free_name(os.path.join(folder, f"evaluate-{name}-{backend}.json"))
 
 
 def timed_predict(predictor, images):
@@ -117,9 +133,7 @@ def main(argv=None):
         print(f"{other.backend}: top-1 {r['top1_accuracy']:.4f}, {other_ips:.1f} img/s; agreement "
               f"{r['top1_agreement']:.4%}, max |dlogit| {r['max_abs_logit_diff']:.3g}, "
               f"mean {r['mean_abs_logit_diff']:.3g}")
-    model = os.path.abspath(a.model)
-    path = a.report or os.path.join(model if is_run_dir(model) else os.path.dirname(model),
-                                    f"evaluate-{a.backend}.json")
+    path = a.report or default_report(a.model, a.backend)
     write_json(path, report)
     print(f"report: {path}")
 

@@ -77,7 +77,7 @@ def test_your_model_trains_resumes_exports_and_evaluates(nets, tmp_path, model, 
     p = engine("evaluate", "--backend", "onnx", "--model", out / "model.onnx", "--against", f"tf:{out}",
                "--data", "digits", env=env)
     assert p.returncode == 0, p.stderr
-    report = json.loads((out / "evaluate-onnx.json").read_text())
+    report = json.loads((out / "evaluate-model-onnx.json").read_text())
     assert report["against"]["top1_agreement"] == 1.0 and report["against"]["max_abs_logit_diff"] < 1e-3
 
 

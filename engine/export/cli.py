@@ -13,9 +13,10 @@ overwrites an existing output without --overwrite.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
-from engine import files
+from engine import files, layout
 from engine.cli import Parser, import_tensorflow_quietly
 from engine.contract import CONTRACT, NORMALIZATIONS, UPSAMPLE_METHODS
 from engine.errors import EngineError, cli
@@ -109,18 +110,46 @@ def parse(argv=None):
     return a
 
 
+def claim_outputs(a) -> None:
+    """Every path this export will write, checked before any work: each new, or replaced only with
+    --overwrite and only by its own kind; a run, a folder of runs or a run's own file never."""
+    claim = dict(protected=layout.protected)
+    if a.format == "savedmodel":
+        files.claim_output(a.out, a.overwrite, folder=True, replaceable=is_savedmodel, **claim)
+        return
+    files.claim_output(a.out, a.overwrite, **claim)
+    if a.format == "openvino":
+        files.claim_output(openvino_weights(a.out), a.overwrite, **claim)
+    if a.format == "trt":
+        if importlib.util.find_spec("tensorrt") is None:  # before anything is written, the ONNX input too
+            raise EngineError(f"TensorRT is not installed (pip install -e \".[trt]\" on a machine with an NVIDIA "
+                              f"GPU); nothing was exported")
+        if not a.onnx:
+            files.claim_output(trt_onnx(a), a.overwrite, flag="the ONNX input", **claim)
+
+
+def is_savedmodel(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def trt_onnx(a) -> str:
+    """The ONNX file a TensorRT engine is built from: --onnx, else one exported next to --out."""
+    return a.onnx or os.path.splitext(a.out)[0] + ".onnx"
+
+
 @cli
 def main(argv=None):
     a = parse(argv)
-    files.claim_output(a.out, a.overwrite)  # fail before any work
-    if a.format == "openvino":
-        files.claim_output(openvino_weights(a.out), a.overwrite)
+    claim_outputs(a)  # fail before any work
     import_tensorflow_quietly()
     if a.format == "openvino":
         from engine.export.openvino import require_openvino
         require_openvino()
     if a.format == "trt":  # TensorFlow checks the ONNX graph, then TensorRT needs the GPU's memory
-        from engine.devices import allow_memory_growth
+        from engine.devices import allow_memory_growth, gpus
+        if not gpus():
+            raise EngineError("no usable NVIDIA GPU: TensorRT engines are built on the GPU they run on; nothing "
+                              "was exported")
         allow_memory_growth()
     from engine.export.load import load_keras, load_run
     from engine.export.onnx import calibration_images, export_onnx
@@ -140,7 +169,7 @@ def main(argv=None):
         calib = calibration_images(exp, a.calib_images, a.data) if a.precision == "int8" else None
         export_openvino(exp, a.out, a.overwrite, a.precision, calib)
     else:
-        onnx_path = a.out if a.format == "onnx" else (a.onnx or os.path.splitext(a.out)[0] + ".onnx")
+        onnx_path = a.out if a.format == "onnx" else trt_onnx(a)
         if a.format == "onnx" or not a.onnx:
             calib = calibration_images(exp, a.calib_images, a.data) if a.precision == "int8" else None
             export_onnx(exp, onnx_path, a.overwrite, a.precision, calib, a.calib_method, a.per_channel,

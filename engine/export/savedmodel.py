@@ -11,7 +11,8 @@ from engine.export.load import Exportable
 
 
 def export_savedmodel(exp: Exportable, out: str, overwrite: bool = False) -> str:
-    files.claim_output(out, overwrite)
+    files.claim_output(out, overwrite, folder=True,
+                       replaceable=lambda p: os.path.isfile(os.path.join(p, "saved_model.pb")))
     module = tf.Module()
     module.model = exp.model
     module.serve = exp.serve_fn()

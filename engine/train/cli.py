@@ -7,8 +7,8 @@ import os
 import sys
 
 from engine import config as C
-from engine import models, recipes
-from engine.errors import EngineError, cli
+from engine import files, layout, models, recipes
+from engine.errors import EngineError, Interrupted, Preempted, cli
 from engine.train import resolve
 
 DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. The defaults are "
@@ -54,7 +54,14 @@ def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
                   f"default {spec.default_size})")
         raise SystemExit(0)
     file_values = resolve.read_config_file(ns.config) if getattr(ns, "config", None) else {}
-    cfg = resolve.resolve(resolve.overrides_from(ns), file_values)
+    overrides = resolve.overrides_from(ns)
+    sweep = getattr(ns, "seeds", None) is not None
+    resume = overrides.get(("run", "resume"))
+    if sweep and resume:  # each seed's run is resumed from its own folder (main)
+        overrides[("run", "resume")] = False
+    cfg = resolve.resolve(overrides, file_values)
+    if sweep and resume:
+        cfg = cfg.replace("run", resume=True)
     seeds = _seeds(getattr(ns, "seeds", None), cfg)
     if getattr(ns, "print_config", False):
         resolve.check(cfg)
@@ -70,9 +77,22 @@ def _seeds(text: str | None, cfg) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise EngineError(f"--seeds takes comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or cfg.run.resume:
-        raise EngineError("--seeds needs distinct seeds, and starts new runs (not with --resume)")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise EngineError("--seeds needs distinct seeds")
     return seeds
+
+
+def _without_seeds(argv: list) -> list:
+    """The command line without its --seeds value (to resolve one seed's run of a sweep)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--seeds":
+            skip = True
+        elif not arg.startswith("--seeds="):
+            out.append(arg)
+    return out
 
 
 def _model_named(argv: list) -> str | None:
@@ -85,10 +105,33 @@ def _model_named(argv: list) -> str | None:
     return None
 
 
+def precheck(cfg: C.Config, seeds: list[int]) -> None:
+    """The refusals that need no TensorFlow (what --out holds, a --data path that is not there), made
+    before TensorFlow's import, so that they answer in a second."""
+    from engine.data.sources import OFFLINE_HINT
+    source = cfg.data.data
+    if source not in ("cifar10", "digits") and not os.path.exists(os.path.expanduser(source)):
+        raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
+    if "TF_CONFIG" in os.environ:  # a worker of a cluster: the chief checks --out when it starts
+        return
+    if not seeds:
+        layout.check_out(cfg.run.out, cfg.run.resume, cfg.run.overwrite)
+        if os.path.isdir(cfg.run.out):  # a run in progress there: say so now (the run locks it again)
+            files.Lock(cfg.run.out, "a run writes there").release()
+        return
+    if os.path.lexists(cfg.run.out) and not os.path.isdir(cfg.run.out):
+        raise EngineError(f"--out {cfg.run.out} is a file, not a directory")
+    for seed in seeds:
+        out = os.path.join(cfg.run.out, f"seed-{seed}")
+        if not cfg.run.resume:
+            layout.check_out(out, False, cfg.run.overwrite)
+
+
 @cli
 def main(argv=None):
     cfg, seeds = parse_with_seeds(argv)
     resolve.check(cfg)
+    precheck(cfg, seeds)
     from engine.cli import import_tensorflow_quietly
     import_tensorflow_quietly()
     from engine.train.trainer import Trainer  # builds Keras and the models: only once the flags are sane
@@ -98,7 +141,17 @@ def main(argv=None):
     outs = [os.path.join(cfg.run.out, f"seed-{seed}") for seed in seeds]
     os.makedirs(cfg.run.out, exist_ok=True)
     for seed, out in zip(seeds, outs):
-        Trainer(cfg.replace("run", seed=seed, out=out)).run()
+        if cfg.run.resume and os.path.isfile(os.path.join(out, "metrics.json")):
+            print(f"{out}: finished; not trained again")
+            continue
+        if cfg.run.resume and layout.is_run_dir(out):  # its own saved config, as for one run
+            seed_cfg = parse(_without_seeds(argv if argv is not None else sys.argv[1:]) + ["--out", out])
+        else:  # (with --resume, a seed not started yet starts now)
+            seed_cfg = cfg.replace("run", seed=seed, out=out, resume=False)
+        try:
+            Trainer(seed_cfg).run()
+        except (Interrupted, Preempted) as e:  # the hint continues the whole sweep, not one seed
+            raise type(e)(str(e).replace(f"--resume --out {out}",
+                                         f"--resume --seeds {','.join(map(str, seeds))} --out {cfg.run.out}")) from None
     from engine import report
     print(report.table([report.load(out) for out in outs]))
-

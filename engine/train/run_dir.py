@@ -9,49 +9,38 @@ one before it.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import tempfile
 
 import tensorflow as tf
 
-from engine.config import CONFIG_FILE, is_run_dir
+from engine import files, layout
 from engine.errors import EngineError
 from engine.files import read_json, write_json
-from engine.train.resolve import require_run
 
-RUN_FILES = (CONFIG_FILE, "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
-
-
-def prepare_run_dir(run) -> bool:
-    """Check --out against --resume/--overwrite before any work starts; never lose a run. Returns
-    whether --out was created here (a start that fails removes it again)."""
+def prepare_run_dir(run) -> tuple[bool, files.Lock]:
+    """Check --out against --resume/--overwrite before any work starts, make it, and lock it for this
+    process (a second process on the same --out is refused). Returns (whether --out was created here,
+    so that a start that fails removes it again; the lock, held until the run ends)."""
     out = run.out
+    layout.check_out(out, run.resume, run.overwrite)
     created = not os.path.exists(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise EngineError(f"--out {out} is a file, not a directory")
-    has_run = is_run_dir(out)
-    if run.resume:
-        require_run(out)
-    elif has_run and not run.overwrite:
-        raise EngineError(f"{out} already holds a run; pass --resume to continue it or --overwrite "
-                          f"to replace it")
-    elif os.path.isdir(out) and os.listdir(out) and not has_run and not run.overwrite:
-        raise EngineError(f"{out} is not empty and holds no engine run; choose another --out")
-    if run.overwrite:
-        for name in RUN_FILES:  # only what a run writes; anything else of the user's stays
-            p = os.path.join(out, name)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.remove(p)
-    _check_writable(out)
-    return created
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise EngineError(f"cannot make --out {out}: {e.strerror or e}") from None
+    lock = files.Lock(out, "a run writes there")
+    try:
+        layout.check_out(out, run.resume, run.overwrite)  # again, now that no other process can start a run
+        _check_writable(out)
+    except BaseException:
+        lock.release()
+        raise
+    return created, lock
 
 
 def _check_writable(out: str) -> None:
     try:
-        os.makedirs(out, exist_ok=True)
         with tempfile.TemporaryFile(dir=out) as f:
             f.write(b"x" * 4096)
             f.flush()
@@ -66,14 +55,17 @@ class Checkpoints:
 
     def __init__(self, out: str, model, optimizer, loop_state: dict, keep: int, step):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        # The training loss, correct count and images of the epoch so far, for a checkpoint written
+        # inside an epoch: a resumed epoch's history entry covers all of its steps, not only the last.
+        self.partial = tf.Variable(tf.zeros([3], tf.float64), trainable=False, name="partial_epoch")
         self._keep = max(keep, 1)
         self._step_counter = step
-        self._ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, **loop_state)
+        self._objects = dict(model=model, optimizer=optimizer, epoch=self.epoch, partial_epoch=self.partial,
+                             **loop_state)
+        self._ckpt = tf.train.Checkpoint(**self._objects)
         # Checkpoints written before the loop had its own step counter (engine 0.1.0): the step is
         # the optimizer's, which then counted every step (no loss scaling skipped any on CPUs).
-        self._legacy = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
-                                           **{k: v for k, v in loop_state.items() if k != "step"})
-        self._legacy_step = (step, optimizer.iterations)
+        self._iterations = optimizer.iterations
         self._latest = self._manager(out)
         self._best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
                                                 os.path.join(out, "checkpoints", "best"), max_to_keep=1)
@@ -86,7 +78,10 @@ class Checkpoints:
     def last(self) -> str | None:
         return self._latest.latest_checkpoint
 
-    def save(self, step: int) -> str:
+    def save(self, step: int, partial: tuple = (0.0, 0.0, 0.0)) -> str:
+        """The whole training state at `step`; `partial`: (loss sum, correct, images) of the epoch so
+        far when `step` is inside an epoch."""
+        self.partial.assign(tf.constant(partial, tf.float64))
         return self._latest.save(checkpoint_number=step)
 
     def save_best(self, step: int) -> str:
@@ -111,12 +106,13 @@ class Checkpoints:
 
 
     def _restore(self, path: str) -> None:
-        if any(name.startswith("step/") for name, _ in tf.train.list_variables(path)):
-            self._ckpt.restore(path).assert_existing_objects_matched()
-            return
-        self._legacy.restore(path).assert_existing_objects_matched()
-        step, iterations = self._legacy_step
-        step.assign(tf.cast(iterations, tf.int64))
+        saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
+        # (older checkpoints have no step counter of their own, or no partial epoch: all else must match)
+        objects = {k: v for k, v in self._objects.items() if k in saved or k not in ("step", "partial_epoch")}
+        self.partial.assign(tf.zeros([3], tf.float64))
+        tf.train.Checkpoint(**objects).restore(path).assert_existing_objects_matched()
+        if "step" not in saved:
+            self._step_counter.assign(tf.cast(self._iterations, tf.int64))
 
 
 def _candidates(manager) -> list[str]:
@@ -125,7 +121,8 @@ def _candidates(manager) -> list[str]:
     paths = [manager.latest_checkpoint] if manager.latest_checkpoint else []
     if state is not None:
         paths += [p for p in reversed(state.all_model_checkpoint_paths) if p not in paths]
-    return [p if os.path.isabs(p) else os.path.join(manager.directory, p) for p in paths]
+    # TensorFlow gives these paths already joined with the (possibly relative) directory
+    return [p if os.path.isabs(p) or os.path.dirname(p) else os.path.join(manager.directory, p) for p in paths]
 
 
 class History:

@@ -18,9 +18,9 @@ import time
 import keras
 import tensorflow as tf
 
-from engine import data, devices, models, plots
+from engine import data, devices, layout, models, plots
 from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
-from engine.errors import Diverged, EngineError, Preempted
+from engine.errors import Diverged, EngineError, Interrupted, Preempted
 from engine.files import write_json
 from engine.train import advice, autotune, compile_cache, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
@@ -35,33 +35,52 @@ DIVERGED = {0: "loss became {loss:.3g}", 1: "weights became non-finite",
             2: f"the loss scale collapsed ({MAX_SKIPS} consecutive steps skipped for non-finite gradients)"}
 
 
+class StopNow(BaseException):
+    """A signal that stops the process at once (during start-up, or a second Ctrl-C): a BaseException,
+    so that no `except Exception` in between swallows it."""
+
+    def __init__(self, signame: str):
+        super().__init__(signame)
+        self.signame = signame
+
+
 class StopSignal:
-    """SIGTERM (a scheduler's preemption notice), acted on at the next step boundary; in a cluster
-    any worker's SIGTERM stops every worker at the same step."""
+    """SIGTERM (a scheduler's preemption notice) and SIGINT (Ctrl-C). While training, each is acted on
+    at the next step boundary: checkpoint, then stop with a resume hint; a second Ctrl-C stops at once
+    (the last checkpoint stays). During start-up, before there is anything to save, either stops at
+    once. In a cluster any worker's signal stops every worker at the same step."""
+
+    SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 
     def __init__(self, strategy):
-        self.strategy, self.seen, self._any_worker, self._previous = strategy, False, None, None
+        self.strategy, self.seen, self._any_worker, self._previous = strategy, None, None, {}
+        self.training = False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
-    def _on_sigterm(self, signum, frame):
-        self.seen = True
+    def _on_signal(self, signum, frame):
+        name = self.SIGNALS[signum]
+        if not self.training or (name == "SIGINT" and self.seen == "SIGINT"):
+            raise StopNow(name)
+        self.seen = self.seen or name
 
     def requested(self) -> bool:
         if not distribute.is_multiworker(self.strategy):
-            return self.seen
+            return self.seen is not None
         if self._any_worker is None:
             s = self.strategy
             self._any_worker = tf.function(lambda flag: s.reduce(
                 "SUM", s.run(lambda f: tf.identity(f), args=(flag,)), axis=None))
-        return bool(self._any_worker(tf.constant(int(self.seen))) > 0)
+        return bool(self._any_worker(tf.constant(int(self.seen is not None))) > 0)
 
 
 class Trainer:
@@ -86,31 +105,56 @@ class Trainer:
         if not self.chief:  # other workers of a cluster write to a scratch directory
             self.cfg = self.cfg.replace("run", out=tempfile.mkdtemp(prefix="engine-worker-"), quiet=True)
             self.log = lambda *a, **k: None
+        self.lock = None
         try:
             return self._run()
         finally:
+            if self.lock is not None:
+                self.lock.release()
             if not self.chief:
                 shutil.rmtree(self.cfg.run.out, ignore_errors=True)
 
     def _run(self) -> dict:
         r = self.cfg.run
-        created = prepare_run_dir(r) if self.chief else False
+        created, self.lock = prepare_run_dir(r) if self.chief else (False, None)
         self.log(self.cfg.summary())
         if self.chief:
             for w in advice.speed_warnings(r.amp is True, r.xla is True, self.cfg.model.model):
                 print(f"warning: {w}", file=sys.stderr)
-        try:
-            self._setup()
-        except BaseException:
-            if created:  # a start that failed leaves nothing behind
-                shutil.rmtree(r.out, ignore_errors=True)
-            raise
         with StopSignal(self.strategy) as self.stop:
-            return self._train()
+            try:
+                self._setup()
+            except BaseException as e:
+                if created:  # a start that failed leaves nothing behind
+                    shutil.rmtree(r.out, ignore_errors=True)
+                if isinstance(e, StopNow):
+                    self._stopped_at_start(e.signame, created)
+                raise
+            self.stop.training = True
+            try:
+                return self._train()
+            except StopNow as e:
+                self._stopped_at_once(e.signame)
+
+    def _stopped_at_start(self, signame: str, created: bool):
+        kept = "" if created else f"; {self.cfg.run.out} is as it was"
+        error = Interrupted if signame == "SIGINT" else Preempted
+        raise error(f"{signame}: stopped during start-up, before the first training step: nothing to "
+                    f"resume{kept}; run the command again to start") from None
+
+    def _stopped_at_once(self, signame: str):
+        last = self.ckpt.last
+        hint = (f"continue from it with --resume --out {self.source_out}" if last else
+                f"--resume --out {self.source_out} starts it again")
+        raise Interrupted(f"{signame} twice: stopped at once at step {self.global_step}; the last checkpoint is "
+                          f"{last or 'none'}: {hint}") from None
 
     # -- setup -----------------------------------------------------------------------------------
     def _setup(self):
         cfg, r = self.cfg, self.cfg.run
+        # A resumed run restores its newest checkpoint; one stopped before its first checkpoint starts
+        # again from step 0 with its saved config.
+        self.restoring = r.resume and layout.has_checkpoint(self.source_out)
         splits, train, val, test = load_splits(cfg, self.log)
         self.val_is_test = val[0] is test[0]  # the whole test split validates (no subset, no --val-split)
         if self._compile_cache_said:
@@ -128,19 +172,25 @@ class Trainer:
         self.t = build_training(cfg, splits.num_classes, len(train[0]), self.policy, self.strategy)
         self.model, self.optimizer, self.loop = self.t.model, self.t.optimizer, self.t.loop
         spec = models.get(cfg.model.model)
-        if r.init_from and not r.resume:
+        if r.init_from and not self.restoring:
             self.log(f"weights from {warm_start(self.model, r.init_from)}")
-        elif spec.data_init and cfg.model.data_init and not r.resume:
+        elif spec.data_init and cfg.model.data_init and not self.restoring:
             models.data_init(spec, self.model, train[0], self.t.preprocess)
-        # Only now, with data and model in hand, does --out become a run (a failed start leaves none).
-        cfg.save(os.path.join(r.out, CONFIG_FILE))
-        write_json(os.path.join(r.out, "classes.json"), splits.class_names)
         self.loop.begin()
         self.feature_seconds = None
         self.train_images, self.test_images, self.val_images = len(train[0]), len(test[0]), len(val[0])
         if self.t.feature_cache:
             train, val, test, self.feature_seconds = feature_cache.cache_splits(
                 self.model, self.t.preprocess, train, val, test, self.val_is_test, self.log)
+        # Only now, with data and model in hand, does --out become a run (a failed start leaves none,
+        # and leaves the run that --overwrite replaces as it was).
+        if r.overwrite and not r.resume and self.chief:
+            layout.remove_run(r.out)
+        if r.resume and not self.restoring:
+            self.log(f"{self.source_out} stopped before its first checkpoint: starting it again from step 0 "
+                     f"with its config")
+        cfg.save(os.path.join(r.out, CONFIG_FILE))
+        write_json(os.path.join(r.out, "classes.json"), splits.class_names)
         self.feeds = Feeds(self.strategy, train, val, test, self.val_is_test, cfg.optim.batch_size,
                            self.t.preprocess.size)
         self._open_checkpoints()
@@ -149,11 +199,13 @@ class Trainer:
         r = self.cfg.run
         self.ckpt = Checkpoints(r.out, self.model, self.optimizer, self.loop.trackables(), r.keep_checkpoints,
                                 self.loop.step)
-        if r.resume:  # other workers read the chief's checkpoints
+        if self.restoring:  # other workers read the chief's checkpoints
             self.ckpt.restore(None if self.chief else self.source_out)
         self.global_step = int(self.loop.step.numpy())
         self.start_epoch, self.step_in_epoch = divmod(self.global_step, self.t.length.steps_per_epoch)
-        if r.resume:
+        loss, correct, seen = (float(v) for v in self.ckpt.partial.numpy())
+        self.resumed_stats = (loss, correct, int(seen)) if self.step_in_epoch and seen else None
+        if self.restoring:
             self.history = History.resumed(r.out, self.source_out, self.start_epoch)
             self.log(f"resumed at step {self.global_step} (epoch {self.start_epoch + 1}, "
                      f"step {self.step_in_epoch})")
@@ -186,6 +238,9 @@ class Trainer:
             iterator = iter(self.feeds.train(r.seed, epoch, skip))
         bar = None if r.quiet else keras.utils.Progbar(spe - skip, stateful_metrics=["loss", "accuracy", "img/s"])
         stats, done = EpochStats(), skip
+        if skip and self.resumed_stats:  # the steps of this epoch before the checkpoint it resumed from
+            stats.loss, stats.correct, stats.seen = self.resumed_stats
+        self.resumed_stats = None
         while done < spe:
             n = self._call_size(spe - done)
             self._train_call(iterator, n, stats)
@@ -193,11 +248,12 @@ class Trainer:
             if bar is not None:
                 bar.update(done - skip, values=[("loss", stats.loss / stats.seen), ("accuracy", stats.correct / stats.seen),
                                                 ("img/s", round(stats.img_s, 1))])
+            partial = (stats.loss, stats.correct, stats.seen)
             if done < spe and self.stop.requested():  # (at an epoch end: after the epoch is recorded)
-                self._preempted(self.ckpt.save(self.global_step))
+                self._preempted(self.ckpt.save(self.global_step, partial))
             if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < spe:
                 with self.clock.timed("checkpoints"):
-                    self.ckpt.save(self.global_step)
+                    self.ckpt.save(self.global_step, partial)
         summary = stats.summary()
         with self.clock.timed("input pipeline start/stop"):
             del iterator
@@ -234,8 +290,10 @@ class Trainer:
             self.log(f"profile of {self.cfg.run.profile} train calls: {done} (TensorBoard's Profile tab)")
 
     def _preempted(self, checkpoint: str):
-        raise Preempted(f"SIGTERM: stopped at step {self.global_step} after saving {checkpoint}; continue with "
-                        f"--resume --out {self.source_out}")
+        signame = self.stop.seen or "SIGTERM"
+        error = Interrupted if signame == "SIGINT" else Preempted
+        raise error(f"{signame}: stopped at step {self.global_step} after saving {checkpoint}; continue with "
+                    f"--resume --out {self.source_out}")
 
     def _end_epoch(self, epoch: int, stats: dict):
         with self.clock.timed("evaluation"):
@@ -244,11 +302,14 @@ class Trainer:
                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.optimizer),
                  "img_s": stats["img_s"], "seconds": stats["seconds"]}
         self.ckpt.epoch.assign(epoch + 1)
-        with self.clock.timed("checkpoints"):
-            self.ckpt.save(self.global_step)
-            if self.history.improves(val_acc):
-                self.ckpt.save_best(self.global_step)
+        improves = self.history.improves(val_acc)
+        # The history first: a crash before the checkpoint resumes from the one before, and a resume
+        # keeps only the history up to its checkpoint, so no epoch is missing from either.
         self.history.add(entry)
+        with self.clock.timed("checkpoints"):
+            if improves:
+                self.ckpt.save_best(self.global_step)
+            self.ckpt.save(self.global_step)
         self.log(f"epoch {epoch + 1}/{self.t.length.num_epochs}: loss {entry['loss']:.4f} "
                  f"acc {entry['accuracy']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} "
                  f"lr {entry['lr']:.3g} {entry['img_s']:.1f} img/s {entry['seconds']:.1f}s")

@@ -1,0 +1,91 @@
+"""A run folder, as files on disk, and the rules for `--out`: no TensorFlow, so that every refusal
+comes before TensorFlow is imported.
+
+    config.json  classes.json  history.json  metrics.json  curves.png  checkpoints/  checkpoints/best/  tb/
+
+and, beside them, what `engine export` and `engine evaluate` write there by default (model.onnx,
+model-int8.xml, model.savedmodel/, evaluate-*.json, ...).
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+
+from engine.errors import EngineError
+
+CONFIG_FILE = "config.json"
+RUN_FILES = (CONFIG_FILE, "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
+# What engine export / engine evaluate write into a run folder by default: made from the run's old
+# model, so a run replaced with --overwrite does not keep them.
+EXPORTS = ("model*.onnx", "model*.savedmodel", "model*.xml", "model*.bin", "model*.engine", "timing.cache",
+           "evaluate-*.json")
+
+
+def is_run_dir(path: str) -> bool:
+    """A directory engine.train made a run of (it writes config.json once the run has started)."""
+    return os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def has_checkpoint(out: str) -> bool:
+    """Whether a run folder holds any training checkpoint (not counting checkpoints/best)."""
+    folder = os.path.join(out, "checkpoints")
+    try:
+        return any(name.startswith("ckpt-") and name.endswith(".index") for name in os.listdir(folder))
+    except OSError:
+        return False
+
+
+def check_out(out: str, resume: bool, overwrite: bool) -> None:
+    """What --out holds against --resume/--overwrite, before any work: never lose a run."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise EngineError(f"--out {out} is a file, not a directory")
+    has_run = is_run_dir(out)
+    if resume:
+        if not has_run:
+            raise EngineError(f"nothing to resume: {out} holds no engine run")
+    elif has_run and not overwrite:
+        stuck = "" if has_checkpoint(out) else (" (it stopped before its first checkpoint: --resume starts it "
+                                                "again from its config.json)")
+        raise EngineError(f"{out} already holds a run{stuck}; pass --resume to continue it or --overwrite "
+                          f"to replace it")
+    elif os.path.isdir(out) and os.listdir(out) and not has_run and not overwrite:
+        raise EngineError(f"{out} is not empty and holds no engine run; choose another --out")
+
+
+def replaced_files(out: str) -> list[str]:
+    """The paths in `out` that --overwrite replaces: the run's own files and the exports and reports
+    engine wrote from its model. Anything else of the user's stays."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return []
+    return [os.path.join(out, n) for n in sorted(names)
+            if n in RUN_FILES or any(fnmatch.fnmatch(n, p) for p in EXPORTS)]
+
+
+def remove_run(out: str) -> None:
+    """Remove what `replaced_files` lists (called once the replacing run has started for sure)."""
+    for p in replaced_files(out):
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.remove(p)
+
+
+def protected(path: str) -> str | None:
+    """Why `path` must never be replaced by an export or a report (a run, a folder of runs, a run's
+    own file), or None."""
+    if os.path.isdir(path):
+        if is_run_dir(path):
+            return "a run folder"
+        try:
+            if any(is_run_dir(os.path.join(path, n)) for n in os.listdir(path)):
+                return "a folder holding runs"
+        except OSError:
+            return None
+        return None
+    folder, name = os.path.split(os.path.abspath(path))
+    if is_run_dir(folder) and name in RUN_FILES:
+        return f"a file of the run in {os.path.dirname(path) or '.'}"
+    return None

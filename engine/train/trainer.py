@@ -130,7 +130,6 @@ class Trainer:
                 if isinstance(e, StopNow):
                     self._stopped_at_start(e.signame, created)
                 raise
-            self.stop.training = True
             try:
                 return self._train()
             except StopNow as e:
@@ -190,6 +189,7 @@ class Trainer:
             self.log(f"{self.source_out} stopped before its first checkpoint: starting it again from step 0 "
                      f"with its config")
         cfg.save(os.path.join(r.out, CONFIG_FILE))
+        self.stop.training = True  # from here a signal stops at a step boundary, after a checkpoint
         write_json(os.path.join(r.out, "classes.json"), splits.class_names)
         self.feeds = Feeds(self.strategy, train, val, test, self.val_is_test, cfg.optim.batch_size,
                            self.t.preprocess.size)

@@ -24,7 +24,7 @@ from engine.errors import Diverged, EngineError, Preempted
 from engine.files import write_json
 from engine.train import advice, autotune, compile_cache, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
-from engine.train.clock import Clock, EpochStats, ProfileWindow
+from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
 from engine.train.feeds import Feeds
 from engine.train.loop import MAX_SKIPS
 from engine.train.optim import current_lr
@@ -97,7 +97,7 @@ class Trainer:
         created = prepare_run_dir(r) if self.chief else False
         self.log(self.cfg.summary())
         if self.chief:
-            for w in advice.speed_warnings(r.amp is True, r.xla is True, self.cfg.model.model):
+            for w in advice.run_warnings(self.cfg):
                 print(f"warning: {w}", file=sys.stderr)
         try:
             self._setup()
@@ -140,7 +140,8 @@ class Trainer:
         self.train_images, self.test_images, self.val_images = len(train[0]), len(test[0]), len(val[0])
         if self.t.feature_cache:
             train, val, test, self.feature_seconds = feature_cache.cache_splits(
-                self.model, self.t.preprocess, train, val, test, self.val_is_test, self.log)
+                self.model, self.t.preprocess, train, val, test, self.val_is_test, self.log, r.quiet,
+                cfg.data.limit_test)
         self.feeds = Feeds(self.strategy, train, val, test, self.val_is_test, cfg.optim.batch_size,
                            self.t.preprocess.size)
         self._open_checkpoints()
@@ -164,6 +165,7 @@ class Trainer:
     def _train(self) -> dict:
         o, num_epochs = self.cfg.optim, self.t.length.num_epochs
         self.clock = Clock()
+        self.clock.earlier("feature cache", self.feature_seconds)
         self.profile = ProfileWindow(self.cfg.run.profile, os.path.join(self.cfg.run.out, "tb"))
         stopped_early = False
         for epoch in range(self.start_epoch, num_epochs):
@@ -184,7 +186,7 @@ class Trainer:
         self.loop.begin_epoch(epoch)
         with self.clock.timed("input pipeline start/stop"):
             iterator = iter(self.feeds.train(r.seed, epoch, skip))
-        bar = None if r.quiet else keras.utils.Progbar(spe - skip, stateful_metrics=["loss", "accuracy", "img/s"])
+        bar = progress_bar(spe - skip, r.quiet, header=f"Epoch {epoch + 1}/{self.t.length.num_epochs}")
         stats, done = EpochStats(), skip
         while done < spe:
             n = self._call_size(spe - done)
@@ -192,7 +194,7 @@ class Trainer:
             done += n
             if bar is not None:
                 bar.update(done - skip, values=[("loss", stats.loss / stats.seen), ("accuracy", stats.correct / stats.seen),
-                                                ("img/s", round(stats.img_s, 1))])
+                                                ("img/s", Rate(stats.img_s))])
             if done < spe and self.stop.requested():  # (at an epoch end: after the epoch is recorded)
                 self._preempted(self.ckpt.save(self.global_step))
             if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < spe:

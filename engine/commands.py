@@ -21,7 +21,7 @@ from engine import __version__
 
 SUBCOMMANDS = {
     "train": ("engine.train.cli", "train a model (flags: engine train --help)"),
-    "export": ("engine.export.cli", "export a run to SavedModel, ONNX or TensorRT"),
+    "export": ("engine.export.cli", "export a run to SavedModel, ONNX, TensorRT or OpenVINO"),
     "evaluate": ("engine.evaluate", "accuracy and speed of an export, and agreement between two"),
     "predict": ("engine.predict", "class names and probabilities for PNG/JPEG images"),
     "report": ("engine.report", "one table of runs' metrics, mean ± std over seeds, config differences"),

@@ -6,9 +6,17 @@ import glob
 import os
 
 
-def gpus() -> list:
+def _tensorflow():
+    """TensorFlow, imported without its C++ start-up logs (engine.cli.import_tensorflow_quietly): a
+    command that asks only what the machine has (evaluate's report, gpucheck) must not print them."""
+    from engine.cli import import_tensorflow_quietly
+    import_tensorflow_quietly()
     import tensorflow as tf
-    return tf.config.list_physical_devices("GPU")
+    return tf
+
+
+def gpus() -> list:
+    return _tensorflow().config.list_physical_devices("GPU")
 
 
 BF16_CAPABILITY = (8, 0)  # GPUs from Ampere on (A100, A10, L4, H100, ...) compute in bfloat16 natively
@@ -16,7 +24,7 @@ BF16_CAPABILITY = (8, 0)  # GPUs from Ampere on (A100, A10, L4, H100, ...) compu
 
 def compute_capabilities() -> list[tuple[int, int]]:
     """(major, minor) CUDA compute capability of each visible GPU."""
-    import tensorflow as tf
+    tf = _tensorflow()
     out = []
     for gpu in gpus():
         cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
@@ -41,7 +49,7 @@ def allow_memory_growth() -> None:
     """TensorFlow takes nearly all of a GPU's memory when it first uses it; a process that also
     builds or runs TensorRT engines (export trt, evaluate) must leave it the rest. Call before
     TensorFlow touches the GPUs (it cannot be changed after); a no-op without GPUs."""
-    import tensorflow as tf
+    tf = _tensorflow()
     for gpu in gpus():
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -89,7 +97,6 @@ def device_name() -> str:
     """What a run trained on, for metrics.json and bench reports: '1x NVIDIA A100...' or the CPU model."""
     found = gpus()
     if found:
-        import tensorflow as tf
-        details = tf.config.experimental.get_device_details(found[0])
+        details = _tensorflow().config.experimental.get_device_details(found[0])
         return f"{len(found)}x {details.get('device_name', 'GPU')}"
     return f"{_cpuinfo('model name') or 'CPU'}, {os.cpu_count()} cores"

@@ -163,7 +163,7 @@ class OpenVINOPredictor(Predictor):
         try:
             import openvino as ov
         except ImportError:
-            raise EngineError("the openvino backend needs OpenVINO: pip install -e .[openvino]") from None
+            raise EngineError("the openvino backend needs OpenVINO: pip install -e '.[openvino]'") from None
         onnx_file = path.endswith(".onnx")  # OpenVINO reads our ONNX exports as they are (Q/DQ included)
         weights = path if onnx_file else openvino_weights(path)
         if not os.path.isfile(weights):
@@ -206,7 +206,7 @@ class TRTPredictor(Predictor):
             from polygraphy.backend.common import BytesFromPath
             from polygraphy.backend.trt import EngineFromBytes, TrtRunner
         except ImportError:
-            raise EngineError("the trt backend needs TensorRT and polygraphy: pip install -e .[trt] "
+            raise EngineError("the trt backend needs TensorRT and polygraphy: pip install -e '.[trt]' "
                               "on a machine with an NVIDIA GPU") from None
         self._runner = TrtRunner(EngineFromBytes(BytesFromPath(path)))
         self._runner.activate()

@@ -26,7 +26,7 @@ def require_openvino():
     try:
         import openvino as ov
     except ImportError:
-        raise EngineError("OpenVINO is not installed: pip install -e .[openvino]") from None
+        raise EngineError("OpenVINO is not installed: pip install -e '.[openvino]'") from None
     return ov
 
 

@@ -18,7 +18,7 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
     try:
         import tensorrt as trt
     except ImportError:
-        raise EngineError(f"TensorRT is not installed (pip install -e .[trt] on a machine with an NVIDIA "
+        raise EngineError(f"TensorRT is not installed (pip install -e '.[trt]' on a machine with an NVIDIA "
                           f"GPU); the checked ONNX input is at {onnx_path}") from None
     if not gpus():
         raise EngineError(f"no usable NVIDIA GPU: TensorRT engines are built on the GPU they run on; "

@@ -25,6 +25,13 @@ class Clock:
         finally:
             self.phases[phase] += time.perf_counter() - t
 
+    def earlier(self, phase: str, seconds: float | None) -> None:
+        """Count a phase that ran before the clock started (the feature cache's backbone pass) as part
+        of the run's wall time."""
+        if seconds:
+            self.start -= seconds
+            self.phases[phase] += seconds
+
     def train_call(self, images: int, seconds: float) -> bool:
         """Account one train call; False for the run's first (not timed)."""
         if not self.warm:
@@ -102,3 +109,48 @@ class ProfileWindow:
         tf.profiler.experimental.stop()
         self.active = False
         return self.logdir
+
+
+
+class Rate(float):
+    """A figure that Keras's progress bar shows with one decimal (it formats every value with four:
+    `img/s: 3159.1000`)."""
+
+    def __truediv__(self, other):  # the bar divides each value by its count (1) before formatting it
+        return Rate(float(self) / other)
+
+    def __format__(self, spec):
+        return f"{float(self):.1f}"
+
+
+def progress_bar(target: int, quiet: bool, header: str = "", unit: str = "step", stream=None):
+    """Keras's progress bar (as model.fit shows it) over `target` units, after a `header` line such as
+    fit's "Epoch 3/8". None under --quiet or where stdout is not a terminal: piped to a file, the bar's
+    colour codes and carriage-return frames would fill it (the epoch line says what it would)."""
+    import sys
+    stream = stream or sys.stdout
+    if quiet or not target or not (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    import keras
+    if header:
+        print(header, file=stream, flush=True)
+    return keras.utils.Progbar(target, stateful_metrics=["loss", "accuracy", "img/s"], unit_name=unit)
+
+
+class Ticker:
+    """Progress of a long pass that prints nothing else (the feature cache's pass through a frozen
+    backbone): a Keras progress bar on a terminal, otherwise (piped, or --quiet) a plain line every
+    `every` seconds, so that a log shows the run is alive."""
+
+    def __init__(self, total: int, what: str, quiet: bool = False, log=print, every: float = 30.0):
+        self.total, self.what, self.log, self.every = total, what, log, every
+        self.start = self.last = time.perf_counter()
+        self.bar = progress_bar(total, quiet, unit="image")
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(done, values=[("img/s", Rate(done / max(now - self.start, 1e-9)))])
+        elif now - self.last >= self.every and done < self.total:
+            self.last = now
+            self.log(f"{self.what}: {done}/{self.total} images, {now - self.start:.0f}s")

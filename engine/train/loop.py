@@ -13,6 +13,7 @@ or worker it lands on.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -106,6 +107,16 @@ def _skip_together(grads):
     return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
 
 
+def _own(fn):
+    """`fn` as its own object for tf.function's retracing count. TensorFlow counts the traces of every
+    tf.function made from the same code together (its key is the code object), so each new loop of a
+    process -- the speed probe builds one per candidate setting before the run builds its own, a
+    --seeds run one per seed -- counted as a retrace of the previous ones, and the fifth in ten calls
+    printed "triggered tf.function retracing". A functools.partial has no code object: the count is
+    then this loop's own, and a real retrace (new shapes in one loop) still warns."""
+    return functools.partial(fn)
+
+
 class TrainLoop:
     """The compiled train and eval steps of one model and optimizer. `train_calls(iterator, n)` runs n
     steps in one tf.function call; `evaluate(dataset, tta)` returns (loss, accuracy). It owns the
@@ -135,7 +146,7 @@ class TrainLoop:
     def _trace(self):
         """(Re)create the compiled train functions; they read the trainable set when traced."""
         self._step_fn = tf.function(self._train_step, jit_compile=self.cfg.xla)
-        self.train_calls = tf.function(self._train_calls)
+        self.train_calls = tf.function(_own(self._train_calls))
 
     def set_trainable(self, variable, trainable: bool) -> None:
         """Freeze or unfreeze one variable between calls (the train step is retraced)."""
@@ -162,7 +173,7 @@ class TrainLoop:
     def eval_calls(self, dataset, tta: int = 0):
         if tta not in self._eval_fns:
             step = tf.function(lambda x, y: self._eval_step(x, y, tta), jit_compile=self.cfg.xla)
-            self._eval_fns[tta] = tf.function(lambda ds: self._eval_calls(ds, step))
+            self._eval_fns[tta] = tf.function(_own(lambda ds: self._eval_calls(ds, step)))
         return self._eval_fns[tta](dataset)
 
     # -- per replica ---------------------------------------------------------------------------

@@ -118,8 +118,17 @@ def make_optimizer(o, schedule, horizons=None):
 
 
 def current_lr(optimizer) -> float:
+    """The learning rate at the optimizer's current step, for the epoch line and history.json. Keras
+    evaluates a schedule in float32, where the sum of ramps of a PiecewiseLinear ends a one-cycle
+    at +-3e-8 instead of 0: knots are interpolated here in float64, and a rate is never negative."""
+    import numpy as np
     inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return float(inner.learning_rate)  # Keras evaluates the schedule at the current step
+    schedule = getattr(inner, "_learning_rate", None)
+    if isinstance(schedule, PiecewiseLinear):
+        lr = float(np.interp(float(inner.iterations), schedule.steps, schedule.values))
+    else:
+        lr = float(inner.learning_rate)  # Keras evaluates the schedule at the current step
+    return max(lr, 0.0)
 
 
 @keras.saving.register_keras_serializable(package="engine")

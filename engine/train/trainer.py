@@ -24,7 +24,7 @@ from engine.errors import Diverged, EngineError, Interrupted, Preempted
 from engine.files import write_json
 from engine.train import advice, autotune, compile_cache, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
-from engine.train.clock import Clock, EpochStats, ProfileWindow
+from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
 from engine.train.feeds import Feeds
 from engine.train.loop import MAX_SKIPS
 from engine.train.optim import current_lr
@@ -119,7 +119,7 @@ class Trainer:
         created, self.lock = prepare_run_dir(r) if self.chief else (False, None)
         self.log(self.cfg.summary())
         if self.chief:
-            for w in advice.speed_warnings(r.amp is True, r.xla is True, self.cfg.model.model):
+            for w in advice.run_warnings(self.cfg):
                 print(f"warning: {w}", file=sys.stderr)
         with StopSignal(self.strategy) as self.stop:
             try:
@@ -180,7 +180,8 @@ class Trainer:
         self.train_images, self.test_images, self.val_images = len(train[0]), len(test[0]), len(val[0])
         if self.t.feature_cache:
             train, val, test, self.feature_seconds = feature_cache.cache_splits(
-                self.model, self.t.preprocess, train, val, test, self.val_is_test, self.log)
+                self.model, self.t.preprocess, train, val, test, self.val_is_test, self.log, r.quiet,
+                cfg.data.limit_test)
         # Only now, with data and model in hand, does --out become a run (a failed start leaves none,
         # and leaves the run that --overwrite replaces as it was).
         if r.overwrite and not r.resume and self.chief:
@@ -216,6 +217,7 @@ class Trainer:
     def _train(self) -> dict:
         o, num_epochs = self.cfg.optim, self.t.length.num_epochs
         self.clock = Clock()
+        self.clock.earlier("feature cache", self.feature_seconds)
         self.profile = ProfileWindow(self.cfg.run.profile, os.path.join(self.cfg.run.out, "tb"))
         stopped_early = False
         for epoch in range(self.start_epoch, num_epochs):
@@ -236,7 +238,7 @@ class Trainer:
         self.loop.begin_epoch(epoch)
         with self.clock.timed("input pipeline start/stop"):
             iterator = iter(self.feeds.train(r.seed, epoch, skip))
-        bar = None if r.quiet else keras.utils.Progbar(spe - skip, stateful_metrics=["loss", "accuracy", "img/s"])
+        bar = progress_bar(spe - skip, r.quiet, header=f"Epoch {epoch + 1}/{self.t.length.num_epochs}")
         stats, done = EpochStats(), skip
         if skip and self.resumed_stats:  # the steps of this epoch before the checkpoint it resumed from
             stats.loss, stats.correct, stats.seen = self.resumed_stats
@@ -247,7 +249,7 @@ class Trainer:
             done += n
             if bar is not None:
                 bar.update(done - skip, values=[("loss", stats.loss / stats.seen), ("accuracy", stats.correct / stats.seen),
-                                                ("img/s", round(stats.img_s, 1))])
+                                                ("img/s", Rate(stats.img_s))])
             partial = (stats.loss, stats.correct, stats.seen)
             if done < spe and self.stop.requested():  # (at an epoch end: after the epoch is recorded)
                 self._preempted(self.ckpt.save(self.global_step, partial))

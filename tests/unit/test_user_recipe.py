@@ -17,7 +17,7 @@ def test_a_user_model_gets_the_user_recipe(name):
     o, m = cfg.optim, cfg.model
     assert (o.optimizer, o.lr, o.schedule, o.batch_size, o.label_smoothing, o.weight_decay) == \
         ("adam", 1e-3, "cosine", 32, 0.0, 0.0)
-    assert (m.crop_pad, m.flip, m.tta) == (4, "random", 0)
+    assert (m.crop_pad, m.flip, m.tta) == (0, "none", 0)  # model.fit augments nothing
     assert parse(["--model", name, "--optimizer", "sgd", "--lr", "0.1"]).optim.momentum == 0.9  # flags still win
 
 

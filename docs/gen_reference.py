@@ -57,7 +57,8 @@ def models_page() -> str:
     lines = [HEADER, "# Models\n\n",
              "`engine train --model NAME`. Each brings a training recipe: the defaults of its flags "
              "(`airbench`: airbench94's; `classic`: Page's ResNet-9 recipe; `transfer`: a frozen backbone "
-             "with a small head). Your own model: `--model FILE.keras` or `--model pkg.module:function`.\n\n",
+             "with a small head). Your own model: `--model FILE.keras` or `--model pkg.module:function`, with "
+             "the `user` recipe (Adam at 1e-3, as `model.fit`).\n\n",
              "| model | what it is | input side (default, smallest) | input scaling | recipe |\n",
              "|---|---|---|---|---|\n"]
     for spec in models.specs():

@@ -66,7 +66,7 @@ class DataConfig:
 class ModelConfig:
     model: str = _opt(recipes.DEFAULT, "model name from the registry (see --list-models), each bringing its training "
                                   "recipe as the defaults of the flags below; or your own: path/to/model.keras or "
-                                  "pkg.module:function (returning an uncompiled Keras model), with the classic recipe")
+                                  "pkg.module:function (returning an uncompiled Keras model), with the user recipe")
     weights: str = _opt("none", "backbone models: starting weights, imagenet (downloads), none, or a weights file")
     freeze: str = _opt("all", "backbone models: all (frozen backbone), none, or a backbone layer name: that "
                               "layer and the ones after it train (e.g. block5_conv1)")

@@ -2,11 +2,11 @@
 
 A recipe is {"section.field": value} over the config fields (engine.config). Four families of
 models bring one each (`ModelSpec.recipe` names it): AIRBENCH, AIRBENCH_MUON (the default model's,
-where the config dataclass defaults come from), CLASSIC and TRANSFER. Each sets every
-field that any of them sets, so that no model inherits a value from another model's recipe. The
-named recipes at the end reproduce the seed experiments our users come from: `python -m engine.train
---recipe NAME` starts from the recipe's model's defaults, applies the recipe, then the flags given
-on the command line. `--list-recipes` prints them. A named recipe's values never change under the
+where the config dataclass defaults come from), CLASSIC and TRANSFER, and a model of the user's
+brings USER. Each sets every field that any of them sets, so that no model inherits a value from
+another model's recipe. The named recipes at the end reproduce the seed experiments our users come
+from: `python -m engine.train --recipe NAME` starts from the recipe's model's defaults, applies the
+recipe, then the flags given on the command line. `--list-recipes` prints them. A named recipe's values never change under the
 same version: a changed recipe gets a new version number, and a run records `NAME@vVERSION` in its config.json.
 
 Units are the engine's: the loss is the mean over the global batch, an LR is per step of that loss,
@@ -91,7 +91,7 @@ LOOKAHEAD_DECAY = 0.95    # per step: a pull keeps DECAY ** EVERY * (step / tota
 WHITEN_BIAS_EPOCHS = 3    # epochs the whitening stem's bias trains before it is frozen too
 
 # Page's ResNet-9 recipe (DAWNBench): one-cycle SGD to 0.4, decoupled weight decay, 24 epochs of
-# random 4-px crops and random flips. Models that do not say otherwise train with it.
+# random 4-px crops and random flips. Registered models that do not say otherwise train with it.
 CLASSIC = {
     "model.crop_pad": 4,                 # px: reflect-pad and crop back (random 4-px translation)
     "model.pad_mode": "reflect",
@@ -140,8 +140,41 @@ TRANSFER = {
     **MUON_SGD,
 }
 
+# Your own model (`--model FILE.keras` or `module:function`): a net the engine has never seen, so
+# what model.fit trains it with. Adam at Keras's 1e-3 and Keras's batch of 32 (the batch a model of
+# unknown size was developed with and fits in memory at); a cosine decay to zero, so that the final
+# weights (what the run reports and exports) are annealed; plain cross-entropy, so that losses read
+# as model.fit's; no weight decay. No augmentation, as model.fit: an unknown model may augment
+# itself (Keras tutorials put RandomFlip and RandomTranslation layers in the model, which the
+# engine's crops and flips would double), and flips do not suit every data set; `--crop-pad 4
+# --flip random` turns the classic ones on. No test-time augmentation: the test accuracy is what
+# model.evaluate reports. On a Keras-tutorial CNN (4096 CIFAR-10 images, 3 epochs) crops and flips
+# cost 3-4 points of accuracy against this. The SGD-side values (used once --optimizer sgd or
+# --schedule onecycle is given) are the classic recipe's. Page's SGD at 0.4 was this default before:
+# it diverges on a Keras-tutorial CNN.
+USER = {
+    "model.crop_pad": 0,
+    "model.pad_mode": "reflect",
+    "model.flip": "none",
+    "model.tta": 0,
+    "optim.optimizer": "adam",
+    "optim.lr": 1e-3,                    # Keras's Adam default
+    **{k: CLASSIC[k] for k in ("optim.momentum", "optim.nesterov", "optim.sgd_momentum", "optim.lr_start",
+                                "optim.lr_end")},
+    "optim.weight_decay": 0.0,
+    "optim.weight_decay_mode": "decoupled",
+    "optim.bias_lr_scale": 1.0,
+    "optim.schedule": "cosine",
+    "optim.warmup": 0.0,                 # from 1e-3 at step 0, as model.fit
+    "optim.label_smoothing": 0.0,
+    "optim.epochs": 20,                  # ours
+    "optim.batch_size": 32,              # model.fit's default
+    "optim.lookahead": False,
+    **MUON_SGD,
+}
+
 MODEL_RECIPES = {"airbench": AIRBENCH, "airbench-muon": {k: v for k, v in AIRBENCH_MUON.items() if k != "model.model"},
-                 "classic": CLASSIC, "transfer": TRANSFER}
+                 "classic": CLASSIC, "transfer": TRANSFER, "user": USER}
 DEFAULT = "airbench-muon"  # the default model (and its recipe's name): the config dataclass defaults read it
 
 

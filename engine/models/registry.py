@@ -64,7 +64,7 @@ def is_user_model(name: str) -> bool:
 
 def user_spec(name: str) -> ModelSpec:
     return ModelSpec(name, "user", normalization="cifar10", description="your model (engine.models.user)",
-                     recipe="classic", default_size=0, options=("normalization",))
+                     recipe="user", default_size=0, options=("normalization",))
 
 
 def get(name: str) -> ModelSpec:

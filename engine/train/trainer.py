@@ -29,6 +29,7 @@ from engine.train.feeds import Feeds
 from engine.train.loop import MAX_SKIPS
 from engine.train.optim import current_lr
 from engine.train.run_dir import Checkpoints, History, prepare_run_dir
+from engine.train.stop_rules import check_epoch_loss
 
 
 DIVERGED = {0: "loss became {loss:.3g}", 1: "weights became non-finite",
@@ -298,6 +299,8 @@ class Trainer:
                     f"--resume --out {self.source_out}")
 
     def _end_epoch(self, epoch: int, stats: dict):
+        # a loss that exploded and stayed finite: stop before this epoch is evaluated or checkpointed
+        check_epoch_loss(stats["loss"], epoch + 1, self.loop.cfg.num_classes, self.cfg.optim, self.ckpt.last)
         with self.clock.timed("evaluation"):
             val_loss, val_acc = self.feeds.evaluate(self.loop, "val")
         entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],

@@ -53,8 +53,9 @@ def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
             print(f"{spec.name:{width}s} {spec.description}{default} (input >= {spec.min_size}, "
                   f"default {spec.default_size})")
         raise SystemExit(0)
-    file_values = resolve.read_config_file(ns.config) if getattr(ns, "config", None) else {}
-    cfg = resolve.resolve(resolve.overrides_from(ns), file_values)
+    given = resolve.overrides_from(ns)
+    file_values = resolve.read_config_file(ns.config, given) if getattr(ns, "config", None) else {}
+    cfg = resolve.resolve(given, file_values)
     seeds = _seeds(getattr(ns, "seeds", None), cfg)
     if getattr(ns, "print_config", False):
         resolve.check(cfg)

@@ -39,13 +39,18 @@ class Range:
         high_bad = self.high is not None and (value > self.high or self.high_open and value == self.high)
         if not (low_bad or high_bad):
             return None
+        low, high = _number(self.low), _number(self.high)
         if self.low is not None and self.high is not None:
-            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            text = f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
         elif self.low is not None:
-            text = f"{'above' if self.low_open else 'at least'} {self.low:g}"
+            text = f"{'above' if self.low_open else 'at least'} {low}"
         else:
-            text = f"{'below' if self.high_open else 'at most'} {self.high:g}"
+            text = f"{'below' if self.high_open else 'at most'} {high}"
         return f"must be {text}" + (f" ({self.note})" if self.note else "")
+
+
+def _number(x) -> str:
+    return "" if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 COUNT = Range(0)                                   # 0 or more

@@ -18,6 +18,7 @@ from engine.cli import Parser, Switch
 from engine.contract import NORMALIZATIONS
 from engine.errors import EngineError
 
+
 def recipe(model: str) -> dict:
     """{(section, name): value}: the training recipe the model brings (ModelSpec.recipe)."""
     return recipes.dotted(recipes.model_recipe(models.get(model).recipe))
@@ -67,9 +68,11 @@ def _flag_type(section: str, f):
     """The argparse type of a field's flag: the text parsed, then config.coerce's checks (the same
     as a config file's values get), a refusal naming the rule."""
     parse = {"int": int, "float": float, "str": str}[str(f.type)]
+    if parse is str or f.metadata.get("choices"):
+        return parse  # argparse checks the choices: "invalid choice: 'lion' (choose from ...)"
 
     def value(text: str):
-        v = parse(text)  # ValueError: argparse says "invalid int value"
+        v = parse(text)  # ValueError: argparse says "invalid number value: 'x'"
         try:
             return C.coerce(section, f.name, v)
         except ValueError as e:
@@ -149,7 +152,7 @@ def read_config_file(path: str, given: dict | None = None) -> dict:
         name = _name(key)
         if isinstance(value, dict):
             if name not in C.SECTIONS:
-                raise EngineError(f"--config {path}: {key!r} is not a config section ({', '.join(C.SECTIONS)})"
+                raise EngineError(f"--config {path}: {C.shown(key)} is not a config section ({', '.join(C.SECTIONS)})"
                                   f"{_suggest(name)}")
             for field, v in value.items():
                 if not isinstance(field, str):
@@ -162,13 +165,13 @@ def read_config_file(path: str, given: dict | None = None) -> dict:
         elif name in C.SECTIONS:
             raise EngineError(f"--config {path}: {key} is a config section: give it a mapping of its fields")
         else:
-            raise EngineError(f"--config {path}: {key!r} is not a config field{_suggest(name)}")
+            raise EngineError(f"--config {path}: {C.shown(key)} is not a config field{_suggest(name)}")
     out = {k: _typed(path, k, v) for k, v in out.items() if k not in _NOT_FROM_FILES}
     model = out.get(("model", "model"))
     if model and ":" in model and not model.endswith(".keras") and ("model", "model") not in given:
-        raise EngineError(f"--config {path}: model.model {model!r} names Python code to import and run; a config "
-                          f"file is data only: give --model {model} on the command line (a file may name a "
-                          f"registered model or a .keras file)")
+        raise EngineError(f"--config {path}: model.model {C.shown(model)} names Python code to import and run; a "
+                          f"config file is data only: give --model {C.shown(model)[1:-1]} on the command line (a "
+                          f"file may name a registered model or a .keras file)")
     return out
 
 
@@ -181,8 +184,8 @@ def _name(key: str) -> str:
 # as their meaning differs (warmup is a fraction here, not epochs or steps).
 _OTHER_NAMES = {"learning_rate": "lr", "max_epochs": "epochs", "num_epochs": "epochs", "warmup_epochs": "warmup",
                 "warmup_steps": "warmup", "warmup_ratio": "warmup", "smoothing": "label_smoothing", "opt": "optimizer",
-                "sched": "schedule", "lr_scheduler_type": "schedule", "output": "out", "output_dir": "out",
-                "batch": "batch_size", "per_device_train_batch_size": "batch_size"}
+                "sched": "schedule", "lr_scheduler_type": "schedule", "batch": "batch_size",
+                "per_device_train_batch_size": "batch_size"}
 
 
 def _suggest(name: str) -> str:

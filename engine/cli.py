@@ -42,6 +42,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kw):
         kw.setdefault("formatter_class", DefaultsFormatter)
+        kw.setdefault("allow_abbrev", False)  # --epoch is not --epochs: a misspelt flag is an error
         super().__init__(*args, **kw)
 
     def error(self, message):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import stat
 from dataclasses import dataclass, field
 
 from engine import recipes
@@ -21,13 +23,50 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 _RECIPE = recipes.model_recipe(recipes.DEFAULT)
 
 
-def _opt(default, help, choices=None, **kw):
-    return field(default=default, metadata={"help": help, "choices": choices, **kw})
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field takes, whatever sets it: a flag, a config file or a run's config.json
+    (`coerce` applies it). `low_open`/`high_open`: the bound itself is refused; `note` says what the
+    value means, in the error."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    note: str = ""
+
+    def error(self, value) -> str | None:
+        low_bad = self.low is not None and (value < self.low or self.low_open and value == self.low)
+        high_bad = self.high is not None and (value > self.high or self.high_open and value == self.high)
+        if not (low_bad or high_bad):
+            return None
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'above' if self.low_open else 'at least'} {low}"
+        else:
+            text = f"{'below' if self.high_open else 'at most'} {high}"
+        return f"must be {text}" + (f" ({self.note})" if self.note else "")
 
 
-def _recipe(key: str, help, choices=None):
+def _number(x) -> str:
+    return "" if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+COUNT = Range(0)                                   # 0 or more
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0.0)
+POSITIVE = Range(0.0, low_open=True)
+FRACTION = Range(0.0, 1.0, high_open=True)         # [0, 1)
+
+
+def _opt(default, help, choices=None, range=None, **kw):
+    return field(default=default, metadata={"help": help, "choices": choices, "range": range, **kw})
+
+
+def _recipe(key: str, help, choices=None, range=None):
     """A field whose default is the default model's recipe value (engine.recipes): written once, there."""
-    return _opt(_RECIPE[key], help, choices, recipe=key)
+    return _opt(_RECIPE[key], help, choices, range, recipe=key)
 
 
 CONFIG_FILE = "config.json"
@@ -49,15 +88,15 @@ class DataConfig:
         "cifar10 (Keras download), a train/<class>/ test/<class>/ folder tree, a .tar/.tar.gz of "
         "one, or cifar-10-python.tar.gz; the ENGINE_DATA environment variable sets the default",
         env="ENGINE_DATA")
-    limit: int = _opt(0, "use a class-balanced subset of N training images (0: all)")
-    limit_test: int = _opt(0, "use a class-balanced subset of N test images (0: all)")
+    limit: int = _opt(0, "use a class-balanced subset of N training images (0: all)", range=COUNT)
+    limit_test: int = _opt(0, "use a class-balanced subset of N test images (0: all)", range=COUNT)
     val_split: float = _opt(
         0.0, "hold out this class-balanced fraction of the training images for validation; "
-             "0 validates on the test split, as the Keras examples do")
+             "0 validates on the test split, as the Keras examples do", range=FRACTION)
     val_images: int = _opt(
         2000, "without --val-split: validate each epoch on a fixed class-balanced subset of N test images "
               "(0: all), which keeps the per-epoch curves at a fifth of the cost; the final test accuracy and "
-              "TTA always use the whole test split")
+              "TTA always use the whole test split", range=COUNT)
     cache_dir: str = _opt(
         "", "where decoded uint8 arrays are cached (default: $ENGINE_CACHE or ~/.cache/engine)")
 
@@ -71,14 +110,16 @@ class ModelConfig:
     freeze: str = _opt("all", "backbone models: all (frozen backbone), none, or a backbone layer name: that "
                               "layer and the ones after it train (e.g. block5_conv1)")
     head: str = _opt("seed", "backbone models: the classifier head", choices=["seed", "dense512", "gap"])
-    width: float = _opt(1.0, "airbench: multiply the conv group widths (64, 256, 256) by this")
+    width: float = _opt(1.0, "airbench: multiply the conv group widths (64, 256, 256) by this", range=POSITIVE)
     normalization: str = _opt(
         "", "your --model FILE.keras|module:function: the input scaling it expects (a kernels mode: cifar10, torch, "
             "tf, caffe, unit, raw; default cifar10, required for a .keras file); registered models bring their own",
         choices=["", *NORMALIZATIONS])
-    upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)")
+    upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)",
+                         range=COUNT)
     upsample_method: str = _opt("nearest", "upsampling interpolation", choices=list(UPSAMPLE_METHODS))
-    crop_pad: int = _recipe("model.crop_pad", "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)")
+    crop_pad: int = _recipe("model.crop_pad", "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)",
+                           range=COUNT)
     pad_mode: str = _recipe("model.pad_mode", "padding for random crops", choices=["reflect", "constant"])
     flip: str = _recipe("model.flip", "horizontal flips: random per image and step, or alternate (a fixed "
                                   "random half of the images mirrored on even epochs, the other half on "
@@ -96,8 +137,8 @@ class OptimConfig:
     optimizer: str = _recipe("optim.optimizer", "optimizer; muon: Newton-Schulz-orthogonalised momentum on conv filters "
                              "(--lr, --momentum), SGD with Nesterov momentum on the rest (--aux-lr, --aux-momentum)",
                              choices=["sgd", "adam", "rmsprop", "muon"])
-    lr: float = _recipe("optim.lr", "peak learning rate (the loss is the batch mean)")
-    momentum: float = _recipe("optim.momentum", "momentum (sgd, rmsprop)")
+    lr: float = _recipe("optim.lr", "peak learning rate (the loss is the batch mean)", range=NON_NEGATIVE)
+    momentum: float = _recipe("optim.momentum", "momentum (sgd, rmsprop)", range=FRACTION)
     nesterov: bool = _recipe("optim.nesterov", "Nesterov momentum (sgd)")
     sgd_momentum: str = _recipe(
         "optim.sgd_momentum", "sgd: pytorch keeps a buffer of gradients scaled by the current LR (as PyTorch's SGD); "
@@ -105,29 +146,35 @@ class OptimConfig:
                    "changes", choices=["pytorch", "keras"])
     aux_lr: float = _recipe("optim.aux_lr",
                             "muon: peak SGD learning rate of dense kernels; biases and norm parameters take it "
-                            "x --bias-lr-scale")
-    aux_momentum: float = _recipe("optim.aux_momentum", "muon: SGD momentum of the non-filter variables")
+                            "x --bias-lr-scale", range=NON_NEGATIVE)
+    aux_momentum: float = _recipe("optim.aux_momentum", "muon: SGD momentum of the non-filter variables",
+                                  range=FRACTION)
     weight_decay: float = _recipe("optim.weight_decay", "weight decay (0: off); muon: the per-step shrink of the "
-                                  "non-filter variables at the peak LR (coupled: added to the gradient / their LR)")
+                                  "non-filter variables at the peak LR (coupled: added to the gradient / their LR)",
+                                  range=NON_NEGATIVE)
     weight_decay_mode: str = _recipe(
         "optim.weight_decay_mode", "decoupled: Keras's lr*wd*w step outside the momentum, not on biases or BatchNorm; "
               "l2: wd*w added to every trainable variable's gradient, as PyTorch SGD's weight_decay",
         choices=["decoupled", "l2"])
     bias_lr_scale: float = _recipe("optim.bias_lr_scale", "learning-rate multiplier for BatchNorm biases (sgd, rmsprop; "
-                                   "their weight decay is not scaled); muon: of every bias and norm parameter, on --aux-lr")
+                                   "their weight decay is not scaled); muon: of every bias and norm parameter, on --aux-lr",
+                                   range=NON_NEGATIVE)
     schedule: str = _recipe("optim.schedule", "learning-rate schedule",
                          choices=["constant", "step", "cosine", "onecycle"])
-    warmup: float = _recipe("optim.warmup", "onecycle/cosine: fraction of training spent warming up linearly")
-    lr_start: float = _recipe("optim.lr_start", "onecycle: the LR at step 0, as a fraction of --lr")
-    lr_end: float = _recipe("optim.lr_end", "onecycle: the LR at the last step, as a fraction of --lr")
-    lr_step_epochs: int = _opt(10, "step schedule: multiply the LR by --lr-decay every N epochs")
-    lr_decay: float = _opt(0.1, "step schedule: LR factor at each step")
-    label_smoothing: float = _recipe("optim.label_smoothing", "label smoothing of the cross-entropy loss")
-    epochs: float = _recipe("optim.epochs", "training epochs; a fraction ends the last epoch early")
-    batch_size: int = _recipe("optim.batch_size", "global batch size (split over replicas)")
+    warmup: float = _recipe("optim.warmup", "onecycle/cosine: fraction of training spent warming up linearly "
+                            "(0.2: the first fifth of the steps)",
+                            range=Range(0.0, 1.0, note="a fraction of the training steps, not a number of epochs"))
+    lr_start: float = _recipe("optim.lr_start", "onecycle: the LR at step 0, as a fraction of --lr", range=NON_NEGATIVE)
+    lr_end: float = _recipe("optim.lr_end", "onecycle: the LR at the last step, as a fraction of --lr", range=NON_NEGATIVE)
+    lr_step_epochs: int = _opt(10, "step schedule: multiply the LR by --lr-decay every N epochs", range=AT_LEAST_1)
+    lr_decay: float = _opt(0.1, "step schedule: LR factor at each step", range=NON_NEGATIVE)
+    label_smoothing: float = _recipe("optim.label_smoothing", "label smoothing of the cross-entropy loss",
+                                     range=FRACTION)
+    epochs: float = _recipe("optim.epochs", "training epochs; a fraction ends the last epoch early", range=POSITIVE)
+    batch_size: int = _recipe("optim.batch_size", "global batch size (split over replicas)", range=AT_LEAST_1)
     lookahead: bool = _recipe("optim.lookahead", "every 5 steps pull the weights and BatchNorm statistics back to a slow "
                                  "copy, decay 0.95^5 * (step/total)^3; the slow copy is the final model")
-    early_stop: int = _opt(0, "stop after N epochs without a better validation accuracy (0: off)")
+    early_stop: int = _opt(0, "stop after N epochs without a better validation accuracy (0: off)", range=COUNT)
 
 
 @dataclass
@@ -135,7 +182,7 @@ class RunConfig:
     out: str = _opt("runs/latest", "run directory: config, history, curves, checkpoints, metrics")
     resume: bool = _opt(False, "continue the run in --out from its latest checkpoint")
     overwrite: bool = _opt(False, "replace whatever run is in --out")
-    seed: int = _opt(0, "seed for weights, shuffling and augmentation")
+    seed: int = _opt(0, "seed for weights, shuffling and augmentation", range=Range(0, 2**32 - 1))
     xla: bool | str = _opt(
         "auto", "jit-compile the train step with XLA: --xla, --no-xla, or auto: on GPUs on; on CPUs whichever of "
                 "the two a short timed probe of this model found faster (cached per CPU, model, batch and "
@@ -144,12 +191,13 @@ class RunConfig:
         "auto", "mixed precision: bfloat16 on CPUs and on GPUs of compute capability >= 8.0, float16 + loss "
                 "scaling on older GPUs. --amp, --no-amp, or auto: on GPUs on; on CPUs only where the probe "
                 "measured it faster than float32", auto=True, env="ENGINE_AMP")
-    steps_per_call: int = _opt(10, "train steps run inside one tf.function call")
-    checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
-    keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
+    steps_per_call: int = _opt(10, "train steps run inside one tf.function call", range=AT_LEAST_1)
+    checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)", range=COUNT)
+    keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep", range=AT_LEAST_1)
     deterministic: bool = _opt(False, "enable TensorFlow op determinism (bitwise repeatable on CPU)")
     profile: int = _opt(0, "write a TensorBoard profiler trace of N train calls (after the first, which traces) "
-                           "into OUT/tb; view it in TensorBoard's Profile tab (pip install tensorboard-plugin-profile)")
+                           "into OUT/tb; view it in TensorBoard's Profile tab (pip install tensorboard-plugin-profile)",
+                       range=COUNT)
     compile_cache: bool = _opt(True, "keep XLA's compiled train steps under the cache directory (--cache-dir), "
                                      "so a later run of the same model, batch and precision on this machine "
                                      "loads them instead of compiling again")
@@ -200,16 +248,31 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        cfg = cls()
+    def from_dict(cls, d, source: str = "config") -> "Config":
+        """The config a run saved (`Config.to_dict()`), every value checked as a flag's would be: a
+        one-line error naming `source` and the key. Sections and fields it does not know are skipped
+        (a run saved by another version)."""
+        if not isinstance(d, dict):
+            raise EngineError(f"{source}: expected a JSON object of sections ({', '.join(SECTIONS)}), "
+                              f"got {shown(d)}")
         for (section, name), value in LEGACY.items():
-            if section in d and name not in d[section]:
+            if isinstance(d.get(section), dict) and name not in d[section]:
                 d = {**d, section: {**d[section], name: value}}
+        cfg = cls()
         for section, values in d.items():
             if section not in SECTIONS:
                 continue
-            cfg = cfg.replace(section, **{k: v for k, v in values.items()
-                                          if k in _field_names(SECTIONS[section])})
+            if not isinstance(values, dict):
+                raise EngineError(f"{source}: section {section} is {shown(values)}, expected an object of its fields")
+            known = _field_names(SECTIONS[section])
+            typed = {}
+            for name, value in values.items():
+                if name in known:
+                    try:
+                        typed[name] = coerce(section, name, value)
+                    except ValueError as e:
+                        raise EngineError(f"{source}: {section}.{name} is {shown(value)}, {e}") from None
+            cfg = cfg.replace(section, **typed)
         return cfg
 
     def replace(self, section: str, **kw) -> "Config":
@@ -234,11 +297,47 @@ class Config:
 
     @classmethod
     def load(cls, path: str) -> "Config":
+        """A run's config.json, checked (Config.from_dict)."""
+        raw = read_small(path, "config")
         try:
-            with open(path) as f:
-                return cls.from_dict(json.load(f))
-        except (OSError, ValueError) as e:
-            raise EngineError(f"cannot read config {path}: {e}") from None
+            d = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise EngineError(f"cannot read config {path}: {_one_line(e)}") from None
+        return cls.from_dict(d, source=f"config {path}")
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; anything past this is not one
+
+
+def read_small(path: str, what: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of the regular file `path` of at most `limit` bytes, or a one-line error naming
+    `what` it is: a device, a FIFO (never waited on) or a folder is refused, and nothing larger is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise EngineError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EngineError(f"{what} {path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise EngineError(f"{what} {path} is larger than {limit // 1024} KiB; a config file is a few kilobytes")
+    return raw
+
+
+def _one_line(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return " ".join(str(e).split())[:200]
+
+
+def shown(value) -> str:
+    """A value as an error message shows it: a scalar's repr (cut short), else its kind."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return {dict: "a mapping", list: "a list"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _field_names(dc) -> set:
@@ -253,6 +352,40 @@ def flag(name: str) -> str:
 AUTO = "auto"
 _SWITCH = {"auto": AUTO, "on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False,
            "no": False}
+
+
+# Every config field by section, and the section of each field name (the names are unique).
+FIELDS = {section: {f.name: f for f in dataclasses.fields(dc)} for section, dc in SECTIONS.items()}
+SECTION_OF = {name: section for section, fields in FIELDS.items() for name in fields}
+_KINDS = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def coerce(section: str, name: str, value):
+    """`value` as config field section.name holds it (an int given for a float becomes a float), or
+    ValueError saying what the field takes. The one check of a value, whatever sets it: a flag, a
+    config file, a run's config.json (and engine.train.resolve.check on the config they make)."""
+    f = FIELDS[section][name]
+    if f.metadata.get("auto"):
+        try:
+            return switch(value)
+        except ValueError:
+            raise ValueError("expected true, false or auto") from None
+    kind = _KINDS[str(f.type)]
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, int) and not isinstance(value, bool) if kind is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, str))
+    choices = f.metadata.get("choices")
+    if not ok or (choices and value not in choices):
+        raise ValueError(f"expected one of {', '.join(map(str, choices))}" if choices else
+                         f"expected {'an' if kind is int else 'a'} {kind.__name__}")
+    if kind is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number")
+    problem = f.metadata.get("range") and f.metadata["range"].error(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def switch(text) -> bool | str:

@@ -81,7 +81,7 @@ CASES = {
                               ["refusing pickle", "system"]),
     "train: unknown model": ("engine.train", lambda t, r, d: ["--model", "vgg99"], ["unknown model 'vgg99'", "resnet9"]),
     "train: non-numeric": ("engine.train", lambda t, r, d: ["--epochs", "ten"], ["invalid number value: 'ten'"]),
-    "train: negative": ("engine.train", lambda t, r, d: ["--batch-size", "-4"], ["--batch-size", "invalid integer value"]),
+    "train: negative": ("engine.train", lambda t, r, d: ["--batch-size", "-4"], ["--batch-size", "must be at least 1, got -4"]),
     "train: bad choice": ("engine.train", lambda t, r, d: ["--optimizer", "lion"], ["invalid choice: 'lion'"]),
     "train: unknown flag": ("engine.train", lambda t, r, d: ["--learning-rate", "0.1"], ["unrecognized arguments"]),
     "train: too small input": ("engine.train", lambda t, r, d: ["--upsample", "16"], ["at least 32x32"]),

@@ -67,7 +67,8 @@ def test_your_model_trains_resumes_exports_and_evaluates(nets, tmp_path, model, 
     assert p.returncode == 0, p.stderr
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["model"] == model and cfg["optim"]["epochs"] == 2
-    p = engine("train", "--config", out / "config.json", "--print-config", env=env)  # the run's own config
+    # the run's own config; a module:function model and where a run writes come from the command line only
+    p = engine("train", "--config", out / "config.json", "--model", model, "--out", out, "--print-config", env=env)
     assert p.returncode == 0 and json.loads(p.stdout) == cfg, p.stderr
     p = engine("train", "--resume", "--epochs", 3, "--out", out, "--quiet", env=env)
     assert p.returncode == 0, p.stderr

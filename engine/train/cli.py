@@ -20,8 +20,10 @@ DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loo
 # The command's own flags (not config fields), in the help group where a user looks for them.
 EXTRA_FLAGS = {
     "start from": [
-        ("--config", dict(metavar="FILE", help="start from a YAML, TOML or JSON config file (a run's config.json "
-                          "reruns that run); the flags given override it")),
+        ("--config", dict(metavar="FILE", help="start from a YAML, TOML or JSON file of flag values (keys: flag "
+                          "or field names, the sections --print-config shows, or section.field; a run's "
+                          "config.json reruns that run as a new one); the flags given override it, and --out, "
+                          "--resume, --overwrite and a module:function --model come only from the command line")),
         ("--print-config", dict(action="store_true", help="print the resolved config as JSON and exit")),
         ("--list-models", dict(action="store_true", help="list the registered models and exit")),
         ("--list-recipes", dict(action="store_true", help="list the named recipes and exit")),
@@ -53,8 +55,8 @@ def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
             print(f"{spec.name:{width}s} {spec.description}{default} (input >= {spec.min_size}, "
                   f"default {spec.default_size})")
         raise SystemExit(0)
-    file_values = resolve.read_config_file(ns.config) if getattr(ns, "config", None) else {}
     overrides = resolve.overrides_from(ns)
+    file_values = resolve.read_config_file(ns.config, overrides) if getattr(ns, "config", None) else {}
     sweep = getattr(ns, "seeds", None) is not None
     resume = overrides.get(("run", "resume"))
     if sweep and resume:  # each seed's run is resumed from its own folder (main)

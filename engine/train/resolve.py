@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 
 from engine import config as C
 from engine import models, recipes
-from engine.cli import Parser, Switch, integer, number
+from engine.cli import Parser, Switch
 from engine.contract import NORMALIZATIONS
 from engine.errors import EngineError
-
-_TYPES = {"int": integer, "float": number, "str": str}
 
 
 def recipe(model: str) -> dict:
@@ -58,11 +57,28 @@ def build_parser(prog: str, description: str, model: str | None = None,
             elif f.type in ("bool", bool):
                 group.add_argument(C.flag(f.name), action=argparse.BooleanOptionalAction, **kw)
             else:
-                group.add_argument(C.flag(f.name), type=_TYPES[f.type], choices=meta.get("choices"),
+                group.add_argument(C.flag(f.name), type=_flag_type(section, f), choices=meta.get("choices"),
                                    metavar=None if meta.get("choices") else _metavar(f), **kw)
         for flag, kw in (extra or {}).get(title, []):
             group.add_argument(flag, **kw)
     return parser
+
+
+def _flag_type(section: str, f):
+    """The argparse type of a field's flag: the text parsed, then config.coerce's checks (the same
+    as a config file's values get), a refusal naming the rule."""
+    parse = {"int": int, "float": float, "str": str}[str(f.type)]
+    if parse is str or f.metadata.get("choices"):
+        return parse  # argparse checks the choices: "invalid choice: 'lion' (choose from ...)"
+
+    def value(text: str):
+        v = parse(text)  # ValueError: argparse says "invalid number value: 'x'"
+        try:
+            return C.coerce(section, f.name, v)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e}, got {text}") from None
+    value.__name__ = {"int": "integer", "float": "number"}.get(str(f.type), "str")  # "invalid number value: 'x'"
+    return value
 
 
 def _metavar(f) -> str:
@@ -107,31 +123,77 @@ def resolve(overrides: dict, file_values: dict | None = None) -> C.Config:
 
 
 # A config file describes an experiment; where this launch writes and whether it continues a run
-# are the command line's (so a run's own config.json reruns it as a new run).
-_NOT_FROM_FILES = {("run", "resume"), ("run", "overwrite")}
+# are the command line's (so a run's own config.json reruns it as a new run, in the --out given).
+_NOT_FROM_FILES = {("run", "out"), ("run", "resume"), ("run", "overwrite")}
 
 
-def read_config_file(path: str) -> dict:
-    """{(section, name): value} from a YAML, TOML or JSON file (a run's config.json too), written
-    either as sections ({"optim": {"lr": 0.4}}) or as dotted keys ({"optim.lr": 0.4})."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise EngineError(f"cannot read --config {path}: {e.strerror or e}") from None
-    values = _parse_config(path, raw)
+def read_config_file(path: str, given: dict | None = None) -> dict:
+    """{(section, name): value} from a YAML, TOML or JSON file (a run's config.json too), written as
+    sections ({"optim": {"lr": 0.4}}), dotted keys ({"optim.lr": 0.4}) or plain field or flag names
+    ({"lr": 0.4, "batch-size": 256}). Every value gets the checks its flag gets. `given`: the flags
+    on the command line ({(section, name): value}), which decide what a file may not."""
+    given = given or {}
+    if given.get(("run", "resume")):
+        raise EngineError("--config starts a new run; --resume continues the run in --out from its saved "
+                          "config.json: give the changes as flags, or drop --resume")
+    values = _parse_config(path, C.read_small(path, "--config"))
     if not isinstance(values, dict):
-        raise EngineError(f"--config {path}: expected a mapping of config sections or section.field keys")
+        raise EngineError(f"--config {path}: expected a mapping of config sections or fields, got {C.shown(values)}")
     out = {}
+
+    def put(key: tuple, value, written: str) -> None:
+        if key in out:
+            raise EngineError(f"--config {path}: {key[0]}.{key[1]} is given twice (the second time as {written})")
+        out[key] = value
+
     for key, value in values.items():
-        if isinstance(value, dict) and key in C.SECTIONS:
-            out.update({(key, name): v for name, v in value.items()})
-        elif isinstance(key, str) and "." in key:
-            out[tuple(key.split(".", 1))] = value
+        if not isinstance(key, str):
+            raise EngineError(f"--config {path}: the key {C.shown(key)} is not a config section or field name")
+        name = _name(key)
+        if isinstance(value, dict):
+            if name not in C.SECTIONS:
+                raise EngineError(f"--config {path}: {C.shown(key)} is not a config section ({', '.join(C.SECTIONS)})"
+                                  f"{_suggest(name)}")
+            for field, v in value.items():
+                if not isinstance(field, str):
+                    raise EngineError(f"--config {path}: {name}.{C.shown(field)} is not a config field")
+                put((name, _name(field)), v, f"{name}: {field}")
+        elif "." in name:
+            put(tuple(name.split(".", 1)), value, key)
+        elif name in C.SECTION_OF:
+            put((C.SECTION_OF[name], name), value, key)
+        elif name in C.SECTIONS:
+            raise EngineError(f"--config {path}: {key} is a config section: give it a mapping of its fields")
         else:
-            raise EngineError(f"--config {path}: {key!r} is neither a config section ({', '.join(C.SECTIONS)}) "
-                              f"nor a section.field key")
-    return {k: _typed(path, k, v) for k, v in out.items() if k not in _NOT_FROM_FILES}
+            raise EngineError(f"--config {path}: {C.shown(key)} is not a config field{_suggest(name)}")
+    out = {k: _typed(path, k, v) for k, v in out.items() if k not in _NOT_FROM_FILES}
+    model = out.get(("model", "model"))
+    if model and ":" in model and not model.endswith(".keras") and ("model", "model") not in given:
+        raise EngineError(f"--config {path}: model.model {C.shown(model)} names Python code to import and run; a "
+                          f"config file is data only: give --model {C.shown(model)[1:-1]} on the command line (a "
+                          f"file may name a registered model or a .keras file)")
+    return out
+
+
+def _name(key: str) -> str:
+    """A key as a field name: flag spellings (batch-size, --batch-size) as the field (batch_size)."""
+    return key.strip().lstrip("-").replace("-", "_")
+
+
+# What other trainers' configs call some fields (timm, Lightning, Hugging Face): suggested, not taken,
+# as their meaning differs (warmup is a fraction here, not epochs or steps).
+_OTHER_NAMES = {"learning_rate": "lr", "max_epochs": "epochs", "num_epochs": "epochs", "warmup_epochs": "warmup",
+                "warmup_steps": "warmup", "warmup_ratio": "warmup", "smoothing": "label_smoothing", "opt": "optimizer",
+                "sched": "schedule", "lr_scheduler_type": "schedule", "batch": "batch_size",
+                "per_device_train_batch_size": "batch_size"}
+
+
+def _suggest(name: str) -> str:
+    """'; did you mean lr (optim.lr)?' for the field name closest to `name`, if one is close."""
+    name = name.split(".")[-1]
+    close = [_OTHER_NAMES[name]] if name in _OTHER_NAMES else difflib.get_close_matches(name, list(C.SECTION_OF), n=1)
+    return f"; did you mean {close[0]} ({C.SECTION_OF[close[0]]}.{close[0]})?" if close else \
+        " (engine train --print-config shows every field in its section)"
 
 
 def _parse_config(path: str, raw: bytes):
@@ -146,6 +208,8 @@ def _parse_config(path: str, raw: bytes):
             return yaml.safe_load(raw) or {}
         if path.endswith(".json"):
             return json.loads(raw)
+    except RecursionError:
+        raise EngineError(f"--config {path} is not valid: nested too deeply") from None
     except (ValueError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise EngineError(f"--config {path} is not valid: {' '.join(str(e).split())[:200]}") from None
     raise EngineError(f"--config {path}: expected a .yaml, .yml, .toml or .json file")
@@ -154,24 +218,18 @@ def _parse_config(path: str, raw: bytes):
 def _typed(path: str, key: tuple, value):
     """`value` as the type of config field `key`, or a one-line error naming it."""
     section, name = key
-    fields = {f.name: f for f in dataclasses.fields(C.SECTIONS[section])} if section in C.SECTIONS else {}
-    if name not in fields:
-        raise EngineError(f"--config {path}: {section}.{name} is not a config field (see engine train --help)")
-    f = fields[name]
-    if f.metadata.get("auto"):
-        try:
-            return C.switch(value)
-        except ValueError:
-            raise EngineError(f"--config {path}: {section}.{name} is {value!r}, expected true, false or auto") from None
-    kind = {"bool": bool, "int": int, "float": float, "str": str}[str(f.type)]
-    ok = (isinstance(value, bool) if kind is bool else
-          isinstance(value, int) and not isinstance(value, bool) if kind is int else
-          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, str))
-    choices = f.metadata.get("choices")
-    if not ok or (choices and value not in choices):
-        want = f"one of {', '.join(map(str, choices))}" if choices else f"a {kind.__name__}"
-        raise EngineError(f"--config {path}: {section}.{name} is {value!r}, expected {want}")
-    return float(value) if kind is float else value
+    if section not in C.SECTIONS:
+        raise EngineError(f"--config {path}: {section}.{name} is not a config field: {section} is not a section "
+                          f"({', '.join(C.SECTIONS)}){_suggest(name)}")
+    if name not in C.FIELDS[section]:
+        if name in C.SECTION_OF:
+            raise EngineError(f"--config {path}: {section}.{name} is not a config field: {name} is in section "
+                              f"{C.SECTION_OF[name]} ({C.SECTION_OF[name]}.{name}, or plain {name})")
+        raise EngineError(f"--config {path}: {section}.{name} is not a config field{_suggest(name)}")
+    try:
+        return C.coerce(section, name, value)
+    except ValueError as e:
+        raise EngineError(f"--config {path}: {section}.{name} is {C.shown(value)}, {e}") from None
 
 
 def require_run(out: str) -> None:
@@ -202,6 +260,15 @@ OPTIONS = ("weights", "freeze", "head", "width", "normalization")  # model optio
 def check(cfg: C.Config) -> None:
     """Every rule a config must keep, as one-line errors; run before any training object exists."""
     o, r = cfg.optim, cfg.run
+    if r.strategy not in C.STRATEGIES:
+        raise EngineError(f"unknown --strategy {r.strategy!r}; choose from {', '.join(C.STRATEGIES)}")
+    for section, fields in C.FIELDS.items():  # the ranges of config.coerce, whatever set the values
+        for name in fields:
+            value = getattr(getattr(cfg, section), name)
+            try:
+                C.coerce(section, name, value)
+            except ValueError as e:
+                raise EngineError(f"{C.flag(name)} {e}, got {C.shown(value)}") from None
     spec = models.get(cfg.model.model)
     if not models.is_user_model(spec.name) or cfg.model.upsample:  # (a user's model: its own side, when built)
         models.input_size(spec, cfg.model.upsample)
@@ -209,8 +276,6 @@ def check(cfg: C.Config) -> None:
     if spec.name.endswith(".keras") and not cfg.model.normalization:
         raise EngineError(f"--model {spec.name} needs --normalization, the input scaling it was trained with: "
                           f"one of {', '.join(NORMALIZATIONS)}")
-    if o.batch_size < 1 or r.steps_per_call < 1 or o.epochs <= 0:
-        raise EngineError("--batch-size and --steps-per-call must be at least 1, --epochs above 0")
     if o.bias_lr_scale != 1.0 and o.optimizer == "adam":
         raise EngineError("--bias-lr-scale has no effect with adam (it normalises gradient scale); "
                           "use sgd or rmsprop, or --bias-lr-scale 1")
@@ -221,10 +286,6 @@ def check(cfg: C.Config) -> None:
         _check_init_from(r.init_from, r.out)
     if r.resume and r.overwrite:
         raise EngineError("--resume and --overwrite contradict each other; pass one")
-    if not 0.0 <= cfg.data.val_split < 1.0:
-        raise EngineError(f"--val-split must be in [0, 1), got {cfg.data.val_split}")
-    if r.strategy not in C.STRATEGIES:
-        raise EngineError(f"unknown --strategy {r.strategy!r}; choose from {', '.join(C.STRATEGIES)}")
 
 
 def _check_init_from(source: str, out: str) -> None:

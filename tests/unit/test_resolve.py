@@ -51,7 +51,7 @@ def test_a_run_saved_before_a_field_existed_gets_the_value_it_was_trained_with(t
 @pytest.mark.parametrize("change,message", [
     (("optim", {"batch_size": 0}), "at least 1"),
     (("run", {"steps_per_call": 0}), "at least 1"),
-    (("optim", {"epochs": 0}), "--epochs above 0"),
+    (("optim", {"epochs": 0}), "--epochs must be above 0"),
     (("optim", {"optimizer": "adam"}), "--bias-lr-scale has no effect with adam"),
     (("run", {"deterministic": True, "xla": True}), "cannot be combined with --xla"),
     (("run", {"resume": True, "overwrite": True}), "contradict"),
@@ -96,7 +96,7 @@ def test_the_feature_cache_applies_only_to_a_frozen_backbone_without_augmentatio
     ("c.yaml", "optim: [\n", "is not valid"),
     ("c.toml", "[optim]\nepochs = \n", "is not valid"),
     ("c.yaml", "model:\n  flip: sideways\n", "expected one of none, random, alternate"),
-    ("c.yaml", "speed: 3\n", "neither a config section"),
+    ("c.yaml", "speed: 3\n", "'speed' is not a config field; did you mean seed (run.seed"),
     ("c.ini", "x", "expected a .yaml, .yml, .toml or .json file"),
 ])
 def test_a_bad_config_file_is_one_line(tmp_path, name, text, message):

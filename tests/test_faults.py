@@ -120,3 +120,88 @@ def test_damaged_newest_checkpoint_falls_back_with_a_warning(tmp_path, shared_da
     assert "resumed from" in err and "ckpt-12" in err
     assert resumed.metrics["steps"] == 32
     assert_same_checkpoint(straight, out)
+
+
+# -- Ctrl-C, stuck runs and sweeps, through the `engine` command from the user's own working folder ------------
+
+def engine_cmd(*args, cwd, **kw):
+    """The installed `engine` console script, run from `cwd` (relative paths are the user's)."""
+    exe = shutil.which("engine") or os.path.join(os.path.dirname(sys.executable), "engine")
+    return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_ctrl_c_checkpoints_like_sigterm_and_a_relative_resume_is_exact(tmp_path, shared_data, straight):
+    """Ctrl-C (SIGINT) stops at the next step boundary after a checkpoint, with a resume hint and exit
+    130; `--resume --out runs/x` from the user's folder continues onto the uninterrupted run's exact
+    weights, and the interrupted epoch's history entry covers all of its steps."""
+    exe = shutil.which("engine") or os.path.join(os.path.dirname(sys.executable), "engine")
+    proc = subprocess.Popen([exe, "train", *cli_flags("runs/x", shared_data)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    out = tmp_path / "runs" / "x"
+    wait_for_checkpoint(proc, out, 6)  # epoch 1 done (8 steps an epoch): the stop falls inside a later epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.strip().splitlines() if not x.startswith("warning:")]
+    assert line.startswith("interrupted: SIGINT: stopped at step ") and line.endswith(
+        "continue with --resume --out runs/x"), line
+    stopped = int(line.split("stopped at step ")[1].split()[0])
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{stopped}")
+    resumed = engine_cmd("train", "--resume", "--out", "runs/x", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed at step {stopped} " in resumed.stdout
+    assert_same_checkpoint(straight, out)
+    import json
+    history, expected = (json.loads((d / "history.json").read_text()) for d in (out, straight))
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for h, e in zip(history, expected):  # the interrupted epoch's loss covers its steps before the stop too
+        assert h["loss"] == pytest.approx(e["loss"], rel=1e-9) and h["accuracy"] == pytest.approx(e["accuracy"])
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tmp_path):
+    """A run whose start wrote config.json but no checkpoint (here: the loss diverged at step 2) is not
+    stuck: a new run into it is refused with the way out, and --resume starts it again from its config."""
+    flags = ["--model", "tiny", "--data", "digits", "--epochs", "1", "--quiet", "--no-amp", "--no-xla",
+             "--out", "./runs/d/"]
+    bad = engine_cmd("train", *flags, "--schedule", "constant", "--lr", "1e38", cwd=tmp_path)
+    assert bad.returncode == 3, bad.stderr
+    again = engine_cmd("train", *flags, cwd=tmp_path)
+    assert again.returncode == 2 and "stopped before its first checkpoint: --resume starts it again" in again.stderr
+    resumed = engine_cmd("train", "--resume", "--out", "./runs/d/", "--lr", "0.05", "--schedule", "constant",
+                         cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "stopped before its first checkpoint: starting it again from step 0" in resumed.stdout
+    assert (tmp_path / "runs" / "d" / "metrics.json").is_file()
+
+
+def test_a_preempted_seed_sweep_continues_with_the_hint(tmp_path):
+    """SIGTERM during `--seeds 0,1` says how to continue the sweep; that command finishes it."""
+    flags = ["--model", "tiny", "--data", "digits", "--epochs", "3", "--batch-size", "16", "--steps-per-call", "1",
+             "--quiet", "--no-amp", "--no-xla"]
+    exe = shutil.which("engine") or os.path.join(os.path.dirname(sys.executable), "engine")
+    proc = subprocess.Popen([exe, "train", *flags, "--seeds", "0,1", "--out", "exp"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(proc, tmp_path / "exp" / "seed-0", 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, err
+    assert "continue with --resume --seeds 0,1 --out exp" in err
+    hint = err.strip().splitlines()[-1].split("continue with ")[1].split()
+    done = engine_cmd("train", *flags, *hint, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert all((tmp_path / "exp" / f"seed-{s}" / "metrics.json").is_file() for s in (0, 1))
+
+
+def test_resume_finds_checkpoints_under_a_relative_out(tmp_path, monkeypatch):
+    """TensorFlow returns checkpoint paths already joined with a relative directory: they are used as
+    given, not joined twice (runs/a/checkpoints/runs/a/checkpoints/ckpt-N)."""
+    from engine.train.run_dir import _candidates
+    monkeypatch.chdir(tmp_path)
+    v = tf.Variable(1.0)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=v), os.path.join("runs", "a", "checkpoints"), 3)
+    for step in (1, 2):
+        manager.save(checkpoint_number=step)
+    paths = _candidates(manager)
+    assert paths == [os.path.join("runs", "a", "checkpoints", f"ckpt-{s}") for s in (2, 1)]
+    assert all(os.path.isfile(p + ".index") for p in paths)

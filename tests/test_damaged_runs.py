@@ -153,3 +153,31 @@ def test_our_own_onnx_export_keeps_the_contract_checks(copy, capsys, tmp_path):
     _succeeds(capsys, "engine.export", "onnx", copy, "--out", tmp_path / "m.onnx")
     out, _ = _succeeds(capsys, "engine.predict", tmp_path / "x.png", "--model", tmp_path / "m.onnx")
     assert out.startswith(str(tmp_path / "x.png"))
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 3 MB tmpfs with 8 KB free (needs root to mount)."""
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(full)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        st = os.statvfs(full)
+        (full / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 8 * 1024))
+        yield full
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
+
+
+@pytest.mark.parametrize("fmt,name", [("onnx", "m.onnx"), ("savedmodel", "m.savedmodel"), ("openvino", "m.xml")])
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(run, full_disk, capsys, fmt, name):
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    out = full_disk / name
+    p = run_in_process(capsys, "engine.export", fmt, run, "--out", out)
+    assert_one_line_error(p, f"no space left on device writing {out}")
+    assert sorted(os.listdir(full_disk)) == ["filler"]

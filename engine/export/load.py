@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import gc
 import glob
 import json
@@ -46,6 +47,31 @@ class Exportable:
         def serve(images):
             return {OUTPUT: tf.identity(model(preprocess(images), training=False), name=OUTPUT)}
         return serve
+
+
+@contextlib.contextmanager
+def writing(out: str):
+    """Around an exporter's write of `out`: a full disk or an unwritable folder is one line (the
+    writes are atomic, so nothing is left under `out`)."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except (OSError, tf.errors.OpError, RuntimeError) as e:  # OpenVINO: "basic_ios::clear: iostream error"
+        message = " ".join(str(getattr(e, "message", None) or e).split())
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in message or _disk_full(out):
+            raise EngineError(f"no space left on device writing {out}; nothing was written") from None
+        if isinstance(e, RuntimeError) and not isinstance(e, tf.errors.OpError) and "iostream" not in message:
+            raise  # not a write error
+        raise EngineError(f"cannot write {out}: {getattr(e, 'strerror', None) or message[:160]}") from None
+
+
+def _disk_full(out: str, below: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(out)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < below
 
 
 def load_run(path: str, checkpoint: str = "best") -> Exportable:

@@ -126,8 +126,8 @@ def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: st
     key = cache_key(setting)
     cache = read_json(cache_path, {}) if cache_path else {}
     if not isinstance(cache, dict):  # e.g. null or a list: not one of ours; measured again and replaced
-        print(f"warning: ignoring {cache_path}: it holds {type(cache).__name__}, not the speed choices' JSON "
-              f"object; measuring again", file=sys.stderr)
+        print(f"warning: ignoring {cache_path}: it holds {json.dumps(cache)[:30]}, not the speed choices' "
+              f"JSON object; measuring again", file=sys.stderr)
         cache = {}
     entry = _usable_entry(cache.get(key), setting)
     new = False

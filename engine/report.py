@@ -6,13 +6,13 @@ differ only by seed, and the config fields that differ between runs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 
 from engine.cli import Parser
 from engine.config import CONFIG_FILE, is_run_dir
 from engine.errors import EngineError, cli
-from engine.files import read_json
 
 COLUMNS = [("test top-1", "test_accuracy", "{:.4f}"), ("TTA", "test_accuracy_tta", "{:.4f}"),
            ("best epoch", "best_epoch", "{}"), ("img/s", "train_img_s", "{:,.0f}"),
@@ -21,22 +21,44 @@ COLUMNS = [("test top-1", "test_accuracy", "{:.4f}"), ("TTA", "test_accuracy_tta
 PER_LAUNCH = {"run.out", "run.seed", "run.resume", "run.overwrite", "run.quiet"}  # not the experiment
 
 
+def _read_object(path: str) -> dict:
+    """The JSON object in `path`; a one-line error saying the file is unreadable otherwise."""
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+    except OSError as e:
+        raise EngineError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # not JSON (truncated, empty) or not UTF-8
+        raise EngineError(f"{path} is unreadable (damaged: {str(e).splitlines()[0][:80]})") from None
+    if not isinstance(obj, dict):
+        raise EngineError(f"{path} is unreadable (damaged: it holds {json.dumps(obj)[:40]}, not a JSON object)")
+    return obj
+
+
 def load(run: str) -> dict:
     if not is_run_dir(run):
         raise EngineError(f"{run} is not a run directory (no {CONFIG_FILE})")
-    metrics = read_json(os.path.join(run, "metrics.json"), None)
-    if metrics is None:
+    path = os.path.join(run, "metrics.json")
+    if not os.path.lexists(path):
         raise EngineError(f"{run} has no metrics.json: it has not finished (resume it with --resume)")
-    config = read_json(os.path.join(run, CONFIG_FILE), {})
+    metrics = _read_object(path)
+    config = _read_object(os.path.join(run, CONFIG_FILE))
     flat = {f"{s}.{k}": v for s, fields in config.items() if isinstance(fields, dict) for k, v in fields.items()}
     return {"run": run, "metrics": metrics, "config": flat}
 
 
 def _cell(metrics: dict, key: str, fmt: str) -> str:
+    """A metric as its column shows it; "-" where it is missing, "unreadable" where it is of the wrong type."""
     value = metrics.get(key)
     if value is None:
         return "-"
+    if fmt != "{}" and not _finite(value):
+        return "unreadable" if not isinstance(value, float) else str(value)
     return fmt.format(value / 60 if key == "train_seconds" else value)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def differing(runs: list) -> dict:
@@ -55,7 +77,7 @@ def seed_groups(runs: list) -> list:
 
 
 def _mean_std(values: list) -> str:
-    values = [v for v in values if v is not None]
+    values = [v for v in values if _finite(v)]  # a missing, damaged or non-finite value is left out
     if not values:
         return "-"
     std = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -17,7 +17,7 @@ import numpy as np
 from engine.cli import import_tensorflow_quietly
 from engine.config import is_run_dir
 from engine import devices
-from engine.contract import INPUT, OPENVINO_RT_INFO, OUTPUT, check_images, inference_batch
+from engine.contract import CONTRACT, IMAGE_SHAPE, INPUT, OPENVINO_RT_INFO, OUTPUT, check_images, inference_batch
 from engine.errors import EngineError
 from engine.export import openvino_weights
 
@@ -87,6 +87,43 @@ class TFPredictor(Predictor):
 ORT_LEVELS = ("all", "basic")
 
 
+def _describe(args) -> str:
+    return ", ".join(f"{a.name!r} {a.type.removeprefix('tensor(').removesuffix(')')} {a.shape}" for a in args) or "none"
+
+
+def check_onnx_contract(path: str, inputs, outputs) -> int | None:
+    """A one-line error unless an ONNX model's inputs and outputs (onnxruntime's NodeArgs) are the
+    exported contract: one input `images` uint8 [N,32,32,3], an output `logits` float [N,classes].
+    Returns the number of classes where the graph fixes it."""
+    expects = f"the engine runs models of its export contract ({CONTRACT}; input {INPUT!r}, output {OUTPUT!r})"
+    ok = len(inputs) == 1 and inputs[0].name == INPUT and inputs[0].type == "tensor(uint8)" \
+        and len(inputs[0].shape) == 4 and all(not isinstance(d, int) or d == want
+                                              for d, want in zip(inputs[0].shape[1:], IMAGE_SHAPE))
+    if not ok:
+        raise EngineError(f"{path}: {expects}; its inputs are {_describe(inputs)}")
+    logits = [o for o in outputs if o.name == OUTPUT]
+    if not logits or logits[0].type != "tensor(float)" or len(logits[0].shape) != 2:
+        raise EngineError(f"{path}: {expects}; its outputs are {_describe(outputs)}")
+    classes = logits[0].shape[1]
+    return classes if isinstance(classes, int) else None
+
+
+def check_class_names(path: str, metadata: dict, classes: int | None) -> None:
+    """A one-line error unless an export's `class_names` metadata (where it has one) is a JSON list
+    of names, one per output."""
+    if "class_names" not in metadata:
+        return
+    try:
+        names = json.loads(metadata["class_names"])
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
+            or (classes is not None and len(names) != classes):
+        want = f"{classes} names, one per output" if classes is not None else "names, one per output"
+        got = f"{len(names)} names" if isinstance(names, list) else "not a JSON list"
+        raise EngineError(f"{path}: its class_names metadata should be a JSON list of {want}; it is {got}")
+
+
 def onnx_metadata(path: str) -> dict:
     """An ONNX file's metadata_props (our exports record precision, input side, class names there)."""
     import onnx
@@ -119,7 +156,9 @@ class ONNXPredictor(Predictor):
             self._session = ort.InferenceSession(path, opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise EngineError(f"cannot load ONNX model {path}: {str(e).splitlines()[0][:160]}") from None
+        classes = check_onnx_contract(path, self._session.get_inputs(), self._session.get_outputs())
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        check_class_names(path, self.metadata, classes)
         side = self.metadata.get("input_side", "")
         self._default_batch(batch_size, int(side) if side.isdigit() else None)
         self.optimization, self.threads = optimization, threads
@@ -181,9 +220,30 @@ class OpenVINOPredictor(Predictor):
         else:
             self.metadata = {k: v.astype(str) for k, v in model.get_rt_info()[OPENVINO_RT_INFO].items()} \
                 if model.has_rt_info(OPENVINO_RT_INFO) else {}
+        check_class_names(path, self.metadata, self._check_contract(path))
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         side = self.metadata.get("input_side", "")
         self._default_batch(batch_size, int(side) if side.isdigit() else None)
+
+    def _check_contract(self, path: str) -> int | None:
+        """A one-line error unless the compiled model takes one uint8 [N,32,32,3] input and gives float32
+        [N,classes] first; returns the number of classes where the model fixes it."""
+        def describe(ports):
+            return ", ".join(f"{p.get_element_type().get_type_name()} {p.get_partial_shape()}" for p in ports) or "none"
+        inputs, outputs = self._compiled.inputs, self._compiled.outputs
+        shape = inputs[0].get_partial_shape() if len(inputs) == 1 else None
+        if shape is None or inputs[0].get_element_type().get_type_name() != "u8" or shape.rank.is_dynamic \
+                or shape.rank.get_length() != 4 \
+                or any(d.is_static and d.get_length() != want for d, want in zip(list(shape)[1:], IMAGE_SHAPE)):
+            raise EngineError(f"{path}: the engine runs models of its export contract ({CONTRACT}); its inputs "
+                              f"are {describe(inputs)}")
+        out = outputs[0].get_partial_shape() if outputs else None
+        if out is None or outputs[0].get_element_type().get_type_name() != "f32" or out.rank.is_dynamic \
+                or out.rank.get_length() != 2:
+            raise EngineError(f"{path}: the engine runs models of its export contract ({CONTRACT}); its outputs "
+                              f"are {describe(outputs)}")
+        last = list(out)[1]
+        return last.get_length() if last.is_static else None
 
     def _run(self, batch):
         return self._compiled(batch)[0]

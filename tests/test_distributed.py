@@ -102,3 +102,41 @@ def test_launch_fails_fast_with_the_workers_one_line_error(tmp_path, shared_data
     p = run_cli("engine.launch", "--workers", "2", "--", *TRAIN, "--data", shared_data, "--out", target)
     assert_one_line_error(p, "worker 0", "is a file", "other workers were stopped")
     assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("n,pipelines,local,eval_batch", [(360, 2, 1, 256), (361, 2, 1, 256), (7, 3, 1, 256),
+                                                          (1000, 2, 2, 256), (5, 1, 2, 256), (300, 4, 1, 64)])
+def test_each_replica_gets_as_many_eval_batches_and_every_image_once(n, pipelines, local, eval_batch):
+    """Under several workers a replica that runs out of evaluation batches while another still has one
+    breaks the step (the digits test split, 360 images in batches of 128, over 2 workers did)."""
+    import types
+
+    import tensorflow as tf
+
+    from engine.train.feeds import Feeds
+    strategy = types.SimpleNamespace(num_replicas_in_sync=pipelines * local)
+    x = np.zeros((n, 32, 32, 3), np.uint8)
+    y = np.arange(n)
+    feeds = Feeds.__new__(Feeds)
+    feeds.strategy, feeds.eval_batch = strategy, eval_batch
+    pipe = Pipeline(x, y)
+    seen, counts = [], []
+    for pid in range(pipelines):
+        ctx = types.SimpleNamespace(num_input_pipelines=pipelines, input_pipeline_id=pid,
+                                    num_replicas_in_sync=pipelines * local)
+        batches = [b.numpy() for _, b in feeds._eval_part(pipe, ctx)]
+        assert all(len(b) > 0 for b in batches) and len(batches) % local == 0
+        counts.append(len(batches))
+        seen += [int(i) for b in batches for i in b]
+    assert len(set(counts)) == 1  # the same number of steps on every worker
+    assert sorted(seen) == list(range(n))
+    assert tf.is_tensor(pipe.x)
+
+
+def test_two_workers_evaluate_a_split_that_does_not_divide_evenly(tmp_path):
+    """The digits test split (360 images) is 3 evaluation batches of 128: one worker had 2, the other 1."""
+    p = run_cli("engine.launch", "--workers", "2", "--", "--model", "tiny", "--data", "digits", "--epochs", "1",
+                "--batch-size", "64", "--quiet", "--no-amp", "--no-xla", "--out", tmp_path / "run")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_accuracy"] is not None

@@ -40,6 +40,21 @@ NETS = textwrap.dedent("""
     def five_classes():
         inputs = keras.Input((32, 32, 3))
         return keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Flatten()(inputs)))
+
+    def two_inputs():
+        a, b = keras.Input((32, 32, 3)), keras.Input((32, 32, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([a, b]))
+        return keras.Model([a, b], keras.layers.Dense(10)(x))
+
+    def two_outputs():
+        a = keras.Input((32, 32, 3))
+        x = keras.layers.GlobalAveragePooling2D()(a)
+        return keras.Model(a, [keras.layers.Dense(10)(x), keras.layers.Dense(10)(x)])
+
+    def int_outputs():
+        a = keras.Input((32, 32, 3))
+        x = keras.layers.GlobalAveragePooling2D()(a)
+        return keras.Model(a, keras.ops.cast(keras.layers.Dense(10)(x), "int32"))
 """)
 SHORT = ["--data", "digits", "--batch-size", "64", "--quiet"]
 
@@ -48,9 +63,12 @@ SHORT = ["--data", "digits", "--batch-size", "64", "--quiet"]
 def nets(tmp_path_factory):
     d = tmp_path_factory.mktemp("nets")
     (d / "mynets.py").write_text(NETS)
+    (d / "broken_syntax.py").write_text("def f(:\n    pass\n")
+    (d / "fails_at_import.py").write_text("raise RuntimeError('import-time failure')\n")
     env = {"PYTHONPATH": f"{d}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     subprocess.run([sys.executable, "-c", "import mynets; mynets.upsampled().save('up.keras')"], cwd=d, check=True,
                    env={**os.environ, **env}, capture_output=True, timeout=300)
+    (d / "truncated.keras").write_bytes((d / "up.keras").read_bytes()[:2000])
     return d, env
 
 
@@ -91,7 +109,15 @@ def test_your_model_trains_resumes_exports_and_evaluates(nets, tmp_path, model, 
     ("mynets:missing", [], "cannot import 'missing'"),
     ("nomodule:fn", [], "cannot import 'fn' from 'nomodule'"),
     ("up.keras", [], "needs --normalization"),
-    ("broken.keras", ["--normalization", "unit"], "cannot load it"),
+    ("broken.keras", ["--normalization", "unit"], "not a .keras file"),
+    ("truncated.keras", ["--normalization", "unit"], "not a .keras file (a .keras model is a zip archive"),
+    ("mynets:two_inputs", [], "expected a model with one input (square RGB images), got 2 inputs"),
+    ("mynets:two_outputs", [], "expected a model with one output (a vector of logits per image), got 2 outputs"),
+    ("mynets:int_outputs", [], "expected float logits (or probabilities), got output dtype int32"),
+    ("broken_syntax:f", [], "importing 'broken_syntax' raised SyntaxError: invalid syntax"),
+    ("fails_at_import:f", [], "importing 'fails_at_import' raised RuntimeError: import-time failure"),
+    (":f", [], "expected pkg.module:function"),
+    (".mynets:small_cnn", [], "expected pkg.module:function, an importable module (no leading dot)"),
     ("absent.keras", ["--normalization", "unit"], "no such file"),
 ])
 def test_a_bad_model_is_one_line(nets, tmp_path, model, extra, message, capsys, monkeypatch):

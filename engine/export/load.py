@@ -2,9 +2,17 @@
 run directory (its best or latest checkpoint) or from a saved `.keras` model."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import errno
+import gc
+import glob
 import json
+import logging
 import os
+import re
+import sys
 
 import keras
 import tensorflow as tf
@@ -14,7 +22,8 @@ from engine.config import CONFIG_FILE, Config, data_default, is_run_dir
 from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT
 from engine.errors import EngineError
 from engine.kernels import Preprocess
-from engine.models.user import ends_in_softmax
+from engine.models.user import check as check_model
+from engine.models.user import ends_in_softmax, load_keras_file
 
 
 class Exportable:
@@ -40,32 +49,141 @@ class Exportable:
         return serve
 
 
+@contextlib.contextmanager
+def writing(out: str):
+    """Around an exporter's write of `out`: a full disk or an unwritable folder is one line (the
+    writes are atomic, so nothing is left under `out`)."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except (OSError, tf.errors.OpError, RuntimeError) as e:  # OpenVINO: "basic_ios::clear: iostream error"
+        message = " ".join(str(getattr(e, "message", None) or e).split())
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in message or _disk_full(out):
+            raise EngineError(f"no space left on device writing {out}; nothing was written") from None
+        if isinstance(e, RuntimeError) and not isinstance(e, tf.errors.OpError) and "iostream" not in message:
+            raise  # not a write error
+        raise EngineError(f"cannot write {out}: {getattr(e, 'strerror', None) or message[:160]}") from None
+
+
+def _disk_full(out: str, below: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(out)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < below
+
+
 def load_run(path: str, checkpoint: str = "best") -> Exportable:
     """Rebuild a run's model in float32 and restore its best (or latest) checkpoint."""
     if not is_run_dir(path):
         raise EngineError(f"{path} is not a run directory (no {CONFIG_FILE})")
     cfg = Config.load(os.path.join(path, CONFIG_FILE))
+    classes_file = os.path.join(path, "classes.json")
     try:
-        with open(os.path.join(path, "classes.json")) as f:
+        with open(classes_file) as f:
             class_names = json.load(f)
     except (OSError, ValueError) as e:
         raise EngineError(f"cannot read the class names of {path}: {e}") from None
+    if not isinstance(class_names, list) or not class_names or not all(isinstance(n, str) for n in class_names):
+        raise EngineError(f"{classes_file} is damaged: expected a JSON list of class names, got "
+                          f"{json.dumps(class_names)[:60]}")
     ckpt_dir = os.path.join(path, "checkpoints", "best" if checkpoint == "best" else "")
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if latest is None:
-        raise EngineError(f"no {checkpoint} checkpoint in {path}")
+    latest = find_checkpoint(ckpt_dir, f"no {checkpoint} checkpoint in {path}")
     keras.mixed_precision.set_global_policy("float32")
     spec = models.get(cfg.model.model)
     preprocess = models.preprocess_for(spec, cfg.model)
     # The checkpoint holds every weight: never download or read the run's starting weights again.
     model = models.build(spec.name, preprocess.size, len(class_names), dataclasses.replace(cfg.model, weights="none"))
-    try:
-        tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-        raise EngineError(f"cannot restore {latest}: {type(e).__name__}") from None
+    restore_model(model, latest, class_names, cfg.model.model)
     meta = {"engine_version": __version__, "source_run": os.path.abspath(path), "checkpoint": latest,
             "class_names": class_names, "config": cfg.to_dict(), "contract": CONTRACT, "input_side": preprocess.size}
     return Exportable(model, preprocess, class_names, meta, cfg.data.data)
+
+
+@contextlib.contextmanager
+def tf_logs_off():
+    """TensorFlow's Python warnings (an unparsable checkpoint state file, the values a failed restore
+    left unread) kept off stderr: the one-line error says what went wrong."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        gc.collect()  # a failed restore's status object warns when it is collected: here, while quiet
+        logger.setLevel(level)
+
+
+def find_checkpoint(ckpt_dir: str, missing: str) -> str:
+    """The checkpoint `ckpt_dir`'s state file names; where that file is unreadable, the newest
+    `ckpt-N` beside it (with a warning). `missing`: the error where there is none."""
+    with tf_logs_off():
+        latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        return latest
+    numbered = []
+    for index in glob.glob(os.path.join(glob.escape(ckpt_dir), "ckpt-*.index")):
+        m = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+        if m:
+            numbered.append((int(m.group(1)), index[:-len(".index")]))
+    state = os.path.join(ckpt_dir, "checkpoint")
+    if not numbered:
+        raise EngineError(missing)
+    newest = max(numbered)[1]
+    why = "unreadable" if os.path.exists(state) else "missing"
+    print(f"warning: the checkpoint state file {state} is {why}; using {newest}, the newest checkpoint beside it",
+          file=sys.stderr)
+    return newest
+
+
+def restore_model(model, path: str, class_names: list, model_name: str) -> None:
+    """Restore `model`'s weights from the checkpoint `path` (every variable must match), or one line
+    saying which file is damaged or how the checkpoint differs from the model."""
+    try:
+        saved = tf.train.list_variables(path)  # reads the .index file only
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise EngineError(f"cannot restore {path}: its index file {path}.index is unreadable or truncated "
+                          f"({type(e).__name__})") from None
+    theirs = collections.Counter(tuple(shape) for name, shape in saved
+                                 if name.startswith("model/") and name.endswith("VARIABLE_VALUE"))
+    ours = collections.Counter(tuple(v.shape) for v in model.weights)
+    if ours - theirs:  # a weight of the model with no counterpart of its shape: restoring cannot succeed
+        raise EngineError(f"cannot restore {path}: {_mismatch(ours, theirs, class_names, model_name)}")
+    data = ", ".join(sorted(glob.glob(glob.escape(path) + ".data-*"))) or f"{path}.data-*"
+    with tf_logs_off():
+        try:
+            tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        except (ValueError, AssertionError):
+            why = _mismatch(ours, theirs, class_names, model_name)
+        except (tf.errors.OpError, IndexError) as e:  # IndexError: "Read less bytes than requested"
+            why = f"its data file {data} is unreadable or truncated ({type(e).__name__})"
+        else:
+            return
+    raise EngineError(f"cannot restore {path}: {why}")
+
+
+def _mismatch(ours: collections.Counter, theirs: collections.Counter, class_names: list, model_name: str) -> str:
+    """How the checkpoint's weights (`theirs`: a Counter of shapes) differ from the model's (`ours`), in words."""
+    only_ours, only_theirs = ours - theirs, theirs - ours
+    n = len(class_names)
+    outputs = set()
+    for shape in only_ours:
+        match = {t[-1] for t in only_theirs if t and shape and len(t) == len(shape) and t[:-1] == shape[:-1]}
+        if not shape or shape[-1] != n or len(match) != 1:
+            break
+        outputs |= match
+    else:
+        if len(outputs) == 1:
+            return (f"its model has {outputs.pop()} outputs but classes.json names {n} classes "
+                    f"(classes.json does not belong to this run)")
+    differ = (f"{sum(only_ours.values())} of its {sum(ours.values())} weights have no counterpart of that shape"
+              if only_ours else "the same shapes, in other layers")
+    if models.is_user_model(model_name):
+        return (f"its weights do not fit the model --model {model_name} builds now ({differ}): was that file or "
+                f"function changed since the run trained?")
+    return (f"its weights do not fit the model config.json describes ({model_name}: {differ}); config.json does not "
+            f"belong to this run")
 
 
 def load_keras(path: str, normalization: str | None, upsample_method: str = "nearest",
@@ -80,14 +198,11 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
         raise EngineError(f"a .keras model needs --normalization, the input scaling it was trained with: "
                           f"one of {', '.join(NORMALIZATIONS)}")
     keras.mixed_precision.set_global_policy("float32")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - a corrupt zip, a missing custom layer, a wrong format
-        raise EngineError(f"cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}") \
-            from None
-    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    if shape is None or len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3 or (shape[0] or 0) < 32:
-        raise EngineError(f"{path}: expected a model taking square RGB images of side >= 32, got input {shape}")
+    model = load_keras_file(path, path)
+    if not isinstance(model, keras.Model):
+        raise EngineError(f"{path}: expected a Keras model, got {type(model).__name__}")
+    check_model(model, path)
+    shape = tuple(model.inputs[0].shape[1:])
     outputs = int(model.outputs[0].shape[-1])
     names = class_names or (list(CIFAR10_CLASSES) if outputs == 10 else [str(i) for i in range(outputs)])
     if len(names) != outputs:

@@ -18,7 +18,7 @@ from engine.contract import IMAGE_SHAPE, INPUT, OUTPUT
 from engine.errors import EngineError
 from engine import devices
 from engine.export import INT8_TARGETS, OPSET, PRECISIONS, cpu_int8_weights
-from engine.export.load import Exportable
+from engine.export.load import Exportable, writing
 
 PARITY = 1e-3  # max |dlogit| an exported graph may differ from TensorFlow by
 
@@ -166,5 +166,6 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: s
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
-    files.write_bytes(out, proto.SerializeToString())
+    with writing(out):
+        files.write_bytes(out, proto.SerializeToString())
     return out

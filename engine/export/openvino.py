@@ -17,7 +17,7 @@ from engine import files
 from engine.contract import IMAGE_SHAPE, OPENVINO_RT_INFO, OUTPUT
 from engine.errors import EngineError
 from engine.export import OPENVINO_PRECISIONS, openvino_weights
-from engine.export.load import Exportable
+from engine.export.load import Exportable, writing
 from engine.export.onnx import PARITY, _fp32_onnx
 
 
@@ -60,7 +60,8 @@ def export_openvino(exp: Exportable, out: str, overwrite: bool = False, precisio
                           f"{logits.shape}); not written")
     for k, v in meta.items():
         model.set_rt_info(v if isinstance(v, str) else json.dumps(v), [OPENVINO_RT_INFO, k])
-    _save(ov, model, out)
+    with writing(out):
+        _save(ov, model, out)
     return out
 
 

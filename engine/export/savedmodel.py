@@ -7,7 +7,7 @@ import os
 import tensorflow as tf
 
 from engine import files
-from engine.export.load import Exportable
+from engine.export.load import Exportable, writing
 
 
 def export_savedmodel(exp: Exportable, out: str, overwrite: bool = False) -> str:
@@ -16,7 +16,7 @@ def export_savedmodel(exp: Exportable, out: str, overwrite: bool = False) -> str
     module = tf.Module()
     module.model = exp.model
     module.serve = exp.serve_fn()
-    with files.atomic_dir(out) as tmp:
+    with writing(out), files.atomic_dir(out) as tmp:
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
         with open(os.path.join(tmp, "assets.extra.engine.json"), "w") as f:
             json.dump(exp.metadata, f, indent=2)

@@ -7,6 +7,7 @@ from engine import files
 from engine.contract import IMAGE_SHAPE, INPUT
 from engine.devices import gpus
 from engine.errors import EngineError
+from engine.export.load import writing
 
 
 def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, max_batch: int,
@@ -46,6 +47,8 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
     if serialized is None:
         raise EngineError(f"TensorRT could not build an engine from {onnx_path} (see its log above)")
     if timing_cache:
-        files.write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
-    files.write_bytes(out, bytes(serialized))
+        with writing(timing_cache):
+            files.write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    with writing(out):
+        files.write_bytes(out, bytes(serialized))
     return out

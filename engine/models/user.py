@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -19,25 +20,56 @@ def load(name: str):
     model = _load_file(name) if name.endswith(".keras") else _call(name)
     if not isinstance(model, keras.Model):
         raise EngineError(f"--model {name}: expected a Keras model, got {type(model).__name__}")
-    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
-    if shape is None or len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3 or (shape[0] or 0) < 32:
-        raise EngineError(f"--model {name}: expected a model taking square RGB images of side >= 32, got input {shape}")
-    out = tuple(model.outputs[0].shape[1:])
-    if len(out) != 1:
-        raise EngineError(f"--model {name}: expected one vector of logits per image, got output shape {out}")
+    check(model, f"--model {name}")
     return model
 
 
+def check(model, what: str) -> None:
+    """A one-line error unless `model` is what the engine trains and exports: one float input of square
+    RGB images of side >= 32, one float output of one vector of logits (or probabilities) per image.
+    Checked on the model's declared inputs and outputs, before it is built into a run."""
+    inputs, outputs = list(getattr(model, "inputs", None) or []), list(getattr(model, "outputs", None) or [])
+    if len(inputs) > 1:
+        raise EngineError(f"{what}: expected a model with one input (square RGB images), got {len(inputs)} inputs")
+    shape = tuple(inputs[0].shape[1:]) if inputs else None
+    if shape is None or len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3 or (shape[0] or 0) < 32:
+        raise EngineError(f"{what}: expected a model taking square RGB images of side >= 32, got input {shape}")
+    if not keras.backend.is_float_dtype(inputs[0].dtype):
+        raise EngineError(f"{what}: expected a model taking float images, got input dtype {inputs[0].dtype}")
+    if len(outputs) != 1:
+        raise EngineError(f"{what}: expected a model with one output (a vector of logits per image), "
+                          f"got {len(outputs)} outputs")
+    out = tuple(outputs[0].shape[1:])
+    if len(out) != 1:
+        raise EngineError(f"{what}: expected one vector of logits per image, got output shape {out}")
+    if not keras.backend.is_float_dtype(outputs[0].dtype):
+        raise EngineError(f"{what}: expected float logits (or probabilities), got output dtype {outputs[0].dtype}")
+
+
 def _load_file(path: str):
-    from engine.models import airbench, layers  # noqa: F401 - register the engine's layers and initializers
     if not os.path.isfile(path):
         raise EngineError(f"--model {path}: no such file")
+    model = load_keras_file(path, f"--model {path}")
+    return in_global_policy(model) if isinstance(model, keras.Model) else model
+
+
+def load_keras_file(path: str, what: str):
+    """`keras.saving.load_model` of an existing file, uncompiled; a one-line error naming the cause
+    otherwise. Keras says "File not found" for any file that is not a readable zip: a `.keras` model is
+    a zip archive, and one that is truncated or of another format is said to be so here."""
+    from engine.models import airbench, layers  # noqa: F401 - register the engine's layers and initializers
     try:
-        model = keras.saving.load_model(path, compile=False)
+        readable = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise EngineError(f"{what}: cannot read it: {e.strerror or e}") from None
+    if not readable:
+        raise EngineError(f"{what}: cannot load it: not a .keras file (a .keras model is a zip archive; this file "
+                          f"is not one, or is truncated)")
+    try:
+        return keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - a corrupt zip, a missing custom layer, a wrong format
         first = str(e).splitlines()[0][:150] if str(e) else ""
-        raise EngineError(f"--model {path}: cannot load it: {type(e).__name__}: {first}") from None
-    return in_global_policy(model) if isinstance(model, keras.Model) else model
+        raise EngineError(f"{what}: cannot load it: {type(e).__name__}: {first}") from None
 
 
 def in_global_policy(model):
@@ -68,9 +100,20 @@ def _all_layers(model):
 
 def _call(name: str):
     module_name, _, attr = name.partition(":")
+    if not module_name or module_name.startswith(".") or not attr:
+        raise EngineError(f"--model {name}: expected pkg.module:function, an importable module (no leading dot) "
+                          f"and the function in it that returns the model")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise EngineError(f"--model {name}: cannot import {attr!r} from {module_name!r} ({e}); is its folder on "
+                          f"PYTHONPATH?") from None
+    except Exception as e:  # noqa: BLE001 - the user's module: a SyntaxError, or whatever its import raises
+        raise EngineError(f"--model {name}: importing {module_name!r} raised {type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:150]}") from None
+    try:
+        fn = getattr(module, attr)
+    except AttributeError as e:
         raise EngineError(f"--model {name}: cannot import {attr!r} from {module_name!r} ({e}); is its folder on "
                           f"PYTHONPATH?") from None
     try:

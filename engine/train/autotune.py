@@ -125,7 +125,11 @@ def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: st
     t0 = time.perf_counter()
     key = cache_key(setting)
     cache = read_json(cache_path, {}) if cache_path else {}
-    entry = cache.get(key, {"setting": setting, "img_s": {}})
+    if not isinstance(cache, dict):  # e.g. null or a list: not one of ours; measured again and replaced
+        print(f"warning: ignoring {cache_path}: it holds {json.dumps(cache)[:30]}, not the speed choices' "
+              f"JSON object; measuring again", file=sys.stderr)
+        cache = {}
+    entry = _usable_entry(cache.get(key), setting)
     new = False
     if amp == AUTO and bf16_ratio is not None:
         if "bf16_conv_ratio" not in entry:
@@ -151,6 +155,22 @@ def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: st
     return Choice(a, x, "measured" if new else "cached", {label(*p): v for p, v in img_s.items()},
                   round(time.perf_counter() - t0, 2) if new else 0.0, setting.get("batch", 0),
                   entry.get("bf16_conv_ratio"))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value >= 0
+
+
+def _usable_entry(entry, setting: dict) -> dict:
+    """A cache entry with only what can be trusted: measured rates (and a bfloat16 ratio) that are
+    numbers. Anything else in it is measured again."""
+    if not isinstance(entry, dict):
+        return {"setting": setting, "img_s": {}}
+    rates = entry.get("img_s") if isinstance(entry.get("img_s"), dict) else {}
+    out = {"setting": setting, "img_s": {k: float(v) for k, v in rates.items() if _number(v) and v > 0}}
+    if _number(entry.get("bf16_conv_ratio")):
+        out["bf16_conv_ratio"] = float(entry["bf16_conv_ratio"])
+    return out
 
 
 def _worth_combining(img_s: dict, ref) -> bool:

@@ -2,9 +2,12 @@
 splits for evaluation, placed for the strategy (one device, several replicas, several workers)."""
 from __future__ import annotations
 
+import numpy as np
+
 from engine import devices
 from engine.contract import inference_batch
 from engine.data.pipeline import Pipeline
+from engine.errors import EngineError
 from engine.train import distribute
 
 
@@ -25,6 +28,11 @@ class Feeds:
         self.pipes = {"train": Pipeline(*train), "val": Pipeline(*val)}
         self.pipes["test"] = self.pipes["val"] if val_is_test else Pipeline(*test)
         self.stage_on = staging_device(strategy, bool(devices.gpus()))
+        replicas = strategy.num_replicas_in_sync
+        for split in ("val", "test"):
+            if self.pipes[split].n < replicas:
+                raise EngineError(f"the {split} split has {self.pipes[split].n} images, fewer than the {replicas} "
+                                  f"replicas that evaluate it; use more images or fewer workers")
 
     def train(self, seed: int, epoch: int, skip: int):
         """One epoch of training batches, the first `skip` left out (a resume mid-epoch)."""
@@ -41,6 +49,22 @@ class Feeds:
         s, pipe = self.strategy, self.pipes[split]
         if s.num_replicas_in_sync == 1:
             return loop.evaluate(s.experimental_distribute_dataset(pipe.eval(self.eval_batch)), tta)
-        per_replica = -(-self.eval_batch // s.num_replicas_in_sync)
-        return loop.evaluate(s.distribute_datasets_from_function(
-            lambda ctx: pipe.eval(per_replica, (ctx.input_pipeline_id, ctx.num_input_pipelines))), tta)
+        return loop.evaluate(s.distribute_datasets_from_function(lambda ctx: self._eval_part(pipe, ctx)), tta)
+
+    def _eval_part(self, pipe, ctx):
+        """One input pipeline's part of a split for evaluation over several replicas: every replica
+        gets the same number of batches (none runs out while another still evaluates: under several
+        workers a replica without a batch breaks the step), each of about eval_batch / replicas
+        images. The pipelines take near-equal contiguous parts of the split, all of it once."""
+        import tensorflow as tf
+        parts, local = ctx.num_input_pipelines, ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        per_replica = -(-self.eval_batch // ctx.num_replicas_in_sync)
+        bounds = np.linspace(0, pipe.n, parts + 1).astype(np.int64)
+        smallest = int(np.diff(bounds).min())
+        batches = local * max(1, -(-smallest // (per_replica * local)))  # <= smallest: no empty batch
+        chunks = np.array_split(np.arange(bounds[ctx.input_pipeline_id], bounds[ctx.input_pipeline_id + 1]), batches)
+        starts = np.array([c[0] for c in chunks], np.int64)
+        sizes = np.array([len(c) for c in chunks], np.int64)
+        x, y = pipe.x, pipe.y
+        ds = tf.data.Dataset.from_tensor_slices((starts, sizes)).map(lambda i, k: (x[i:i + k], y[i:i + k]))
+        return ds.prefetch(2)

@@ -97,3 +97,28 @@ def test_a_given_choice_is_not_measured():
 def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deterministic, expected):
     c = autotune.gpu_rule(amp, xla, capabilities, replicas, deterministic)
     assert (c.amp, c.xla) == expected and c.source == "GPU rule"
+
+
+@pytest.mark.parametrize("text", ["null", "[1, 2]", '"x"', "7"])
+def test_a_cache_file_that_is_not_an_object_is_measured_again_with_one_warning(tmp_path, capsys, text):
+    cache = tmp_path / autotune.CACHE_FILE
+    cache.write_text(text)
+    timer = Timer({FP32: 100, XLA: 150, BF16: 120, BF16_XLA: 200})
+    d = decide(AUTO, AUTO, False, SETTING, timer, str(cache))
+    assert (d.amp, d.xla, d.source) == (True, True, "measured") and len(timer.calls) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ignoring ") and "measuring again" in err[0]
+    again = decide(AUTO, AUTO, False, SETTING, timer, str(cache))  # replaced by a good cache
+    assert again.source == "cached" and capsys.readouterr().err == ""
+
+
+def test_a_cache_entry_of_the_wrong_shape_is_measured_again(tmp_path):
+    import json
+    cache = tmp_path / autotune.CACHE_FILE
+    key = autotune.cache_key(SETTING)
+    for entry in ([1], {"img_s": None}, {"img_s": {"float32": "fast", "float32 + XLA": None}},
+                  {"img_s": {}, "bf16_conv_ratio": "x"}):
+        cache.write_text(json.dumps({key: entry}))
+        timer = Timer({FP32: 100, XLA: 150, BF16: 120, BF16_XLA: 200})
+        d = decide(AUTO, AUTO, False, SETTING, timer, str(cache), bf16_ratio=lambda: 1.2)
+        assert (d.amp, d.xla, d.source) == (True, True, "measured") and len(timer.calls) == 4, entry

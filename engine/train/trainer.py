@@ -7,6 +7,9 @@ Everything it steps is assembled elsewhere (build.py), every config rule is chec
 """
 from __future__ import annotations
 
+import collections
+import gc
+import logging
 import os
 import shutil
 import signal
@@ -14,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 
 import keras
 import tensorflow as tf
@@ -389,7 +393,9 @@ def warm_start(model, source: str) -> str:
     what was read. Only the model: the optimizer and the schedule start anew."""
     if source.endswith(".h5"):
         try:
-            model.load_weights(source)
+            with warnings.catch_warnings():  # Keras warns for each layer it skips before it raises
+                warnings.simplefilter("ignore")
+                model.load_weights(source)
         except (OSError, ValueError) as e:
             raise EngineError(f"--init-from {source}: cannot load it into {model.name}: "
                               f"{' '.join(str(e).split())[:200]}") from None
@@ -397,14 +403,29 @@ def warm_start(model, source: str) -> str:
     run, _, which = source.rpartition(":") if source.endswith((":best", ":latest")) else (source, "", "best")
     if not is_run_dir(run):
         raise EngineError(f"--init-from {source}: {run} is not a run directory (or pass a .weights.h5 file)")
-    path = tf.train.latest_checkpoint(os.path.join(run, "checkpoints", "best" if which == "best" else ""))
-    if path is None:
-        raise EngineError(f"--init-from {source}: {run} has no {which} checkpoint")
+    not_this = (f"--init-from {source}: its model is not this one (same --model, --upsample and --head "
+                f"are needed)")
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # TensorFlow's warnings on a failed restore: the error says it in one line
     try:
-        tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError):
-        raise EngineError(f"--init-from {source}: its model is not this one (same --model, --upsample and --head "
-                          f"are needed)") from None
+        path = tf.train.latest_checkpoint(os.path.join(run, "checkpoints", "best" if which == "best" else ""))
+        if path is None:
+            raise EngineError(f"--init-from {source}: {run} has no {which} checkpoint")
+        try:
+            saved = collections.Counter(tuple(shape) for name, shape in tf.train.list_variables(path)
+                                        if name.startswith("model/") and name.endswith("VARIABLE_VALUE"))
+            if collections.Counter(tuple(v.shape) for v in model.weights) - saved:
+                raise EngineError(not_this)
+            tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError):
+            raise EngineError(not_this) from None
+        except (tf.errors.OpError, IndexError) as e:  # IndexError: a truncated data file
+            raise EngineError(f"--init-from {source}: cannot read {path}: it is damaged or truncated "
+                              f"({type(e).__name__})") from None
+    finally:
+        gc.collect()  # a failed restore warns when its status is collected: here, while quiet
+        logger.setLevel(level)
     return path
 
 

@@ -205,3 +205,18 @@ def test_resume_finds_checkpoints_under_a_relative_out(tmp_path, monkeypatch):
     paths = _candidates(manager)
     assert paths == [os.path.join("runs", "a", "checkpoints", f"ckpt-{s}") for s in (2, 1)]
     assert all(os.path.isfile(p + ".index") for p in paths)
+
+
+def test_a_garbage_checkpoint_state_file_does_not_hide_the_checkpoints(tmp_path, shared_data, straight, capsys):
+    """`checkpoints/checkpoint` (TensorFlow's index of the checkpoints) overwritten with garbage: the
+    resume finds the newest ckpt-N on disk instead of saying there is nothing to resume."""
+    out = tmp_path / "run"
+    shutil.copytree(straight, out)
+    (out / "checkpoints" / "checkpoint").write_bytes(b"\x00garbage{{{")
+    newest = max(int(p.name.split("-")[1].split(".")[0]) for p in (out / "checkpoints").glob("ckpt-*.index"))
+    from engine.train.run_dir import _candidates
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(), str(out / "checkpoints"), 3)
+    assert _candidates(manager)[0] == str(out / "checkpoints" / f"ckpt-{newest}")
+    capsys.readouterr()
+    train(config(out, shared_data, resume=True, **FLAGS))
+    assert "WARNING" not in capsys.readouterr().err

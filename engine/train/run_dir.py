@@ -8,7 +8,9 @@ one before it.
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
 import tempfile
 
@@ -116,13 +118,32 @@ class Checkpoints:
 
 
 def _candidates(manager) -> list[str]:
-    """Checkpoint paths of a manager's directory, newest first."""
-    state = tf.train.get_checkpoint_state(manager.directory)
-    paths = [manager.latest_checkpoint] if manager.latest_checkpoint else []
+    """Checkpoint paths of a manager's directory, newest first: those its `checkpoint` state file
+    lists, then any other ckpt-N on disk (a damaged state file does not hide the checkpoints)."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # a damaged state file: the checkpoints on disk say enough
+    try:
+        state = tf.train.get_checkpoint_state(manager.directory)
+        latest = manager.latest_checkpoint
+    except (tf.errors.OpError, ValueError):
+        state, latest = None, None
+    finally:
+        logger.setLevel(level)
+    paths = [latest] if latest else []
     if state is not None:
         paths += [p for p in reversed(state.all_model_checkpoint_paths) if p not in paths]
     # TensorFlow gives these paths already joined with the (possibly relative) directory
-    return [p if os.path.isabs(p) or os.path.dirname(p) else os.path.join(manager.directory, p) for p in paths]
+    paths = [p if os.path.isabs(p) or os.path.dirname(p) else os.path.join(manager.directory, p) for p in paths]
+    try:
+        names = os.listdir(manager.directory)
+    except OSError:
+        names = []
+    on_disk = sorted((int(m.group(1)) for m in map(re.compile(r"ckpt-(\d+)\.index$").match, names) if m),
+                     reverse=True)
+    paths += [p for p in (os.path.join(manager.directory, f"ckpt-{n}") for n in on_disk)
+              if os.path.normpath(p) not in map(os.path.normpath, paths)]
+    return paths
 
 
 class History:

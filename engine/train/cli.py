@@ -42,7 +42,8 @@ def parse(argv=None) -> C.Config:
 def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
     """The resolved config, and the seeds of --seeds (empty without it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = resolve.build_parser("engine train", DESCRIPTION, _model_named(argv), extra=EXTRA_FLAGS)
+    parser = resolve.build_parser("engine train", DESCRIPTION, _named(argv, "--model"), extra=EXTRA_FLAGS,
+                                  recipe=_named(argv, "--recipe"))
     ns = parser.parse_args(argv)
     if getattr(ns, "list_recipes", False):
         print(recipes.table())
@@ -97,12 +98,12 @@ def _without_seeds(argv: list) -> list:
     return out
 
 
-def _model_named(argv: list) -> str | None:
-    """The --model given, so that --help shows that model's defaults."""
+def _named(argv: list, flag: str) -> str | None:
+    """The --model (or --recipe) given, so that --help shows that model's (recipe's) defaults."""
     for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv):
+        if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--model="):
+        if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
     return None
 

@@ -33,14 +33,19 @@ def defaults(model: str | None = None) -> C.Config:
 
 
 def build_parser(prog: str, description: str, model: str | None = None,
-                 extra: dict | None = None) -> argparse.ArgumentParser:
+                 extra: dict | None = None, recipe: str | None = None) -> argparse.ArgumentParser:
     """A parser with one flag per config field, grouped by task (config.HELP_GROUPS). Defaults are
     SUPPRESSed so that the parsed namespace holds exactly the flags the user gave; `--help` shows
-    `model`'s defaults (the default model's). `extra` adds the command's own flags to a group:
+    `model`'s defaults (the default model's), or those of named `recipe`. `extra` adds the command's own flags to a group:
     {group title: [(flag, add_argument keywords), ...]}."""
     parser = Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS,
                     usage=f"{prog} [options]")
     base = defaults(model)
+    name = recipes.ALIASES.get(recipe.split("@")[0], recipe.split("@")[0]) if recipe else None
+    named = recipes.RECIPES.get(name) if name else None  # (an unknown one is refused when parsed)
+    if named is not None:  # --recipe X --help: the recipe's values (and its model's, unless --model says)
+        given = recipes.overrides(named)
+        base = defaults(model or given.get(("model", "model"))).with_overrides(given)
     fields = {f.name: (section, f) for section, dc in C.SECTIONS.items() for f in dataclasses.fields(dc)}
     for title, names in C.HELP_GROUPS.items():
         group = parser.add_argument_group(title)

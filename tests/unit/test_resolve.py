@@ -165,3 +165,15 @@ def test_the_recipes_first_names_still_work():
     old, new = flags("--recipe", "seed-vgg16-frozen"), flags("--recipe", "vgg16-frozen-64")
     assert old == new and new.run.recipe == "vgg16-frozen-64@v1"
     assert flags("--recipe", "seed-inception-frozen").model.model == "inception_v3"
+
+
+def test_recipe_help_shows_the_recipes_defaults(capsys):
+    """`engine train --recipe X --help` shows X's values (and its model's), not the default model's."""
+    from engine.train import cli
+    with pytest.raises(SystemExit):
+        cli.parse(["--recipe", "vgg16-frozen-64", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 3.226e-05)" in text and "(default: imagenet)" in text
+    with pytest.raises(SystemExit):
+        cli.parse(["--help"])
+    assert "(default: 3.226e-05)" not in " ".join(capsys.readouterr().out.split())

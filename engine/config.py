@@ -179,7 +179,8 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    out: str = _opt("runs/latest", "run directory: config, history, curves, checkpoints, metrics")
+    out: str = _opt("", "run directory: config, history, curves, checkpoints, metrics (default: a new folder "
+                    "per run, runs/MODEL-DATE-TIME)")
     resume: bool = _opt(False, "continue the run in --out from its latest checkpoint")
     overwrite: bool = _opt(False, "replace whatever run is in --out")
     seed: int = _opt(0, "seed for weights, shuffling and augmentation", range=Range(0, 2**32 - 1))

@@ -122,6 +122,10 @@ def resolve(overrides: dict, file_values: dict | None = None) -> C.Config:
     cfg = defaults(model).with_overrides(base).with_overrides(file_values).with_overrides(overrides)
     if cfg.model.model.endswith(".keras"):  # the run records where the file is, wherever it is resumed from
         cfg = cfg.replace("model", model=os.path.abspath(os.path.expanduser(cfg.model.model)))
+    if not cfg.run.out:
+        if cfg.run.resume:
+            raise EngineError("--resume needs --out DIR: the run to continue")
+        cfg = cfg.replace("run", out=auto_out(cfg.model.model))
     if cfg.run.resume:
         cfg = _resumed(cfg.run.out, overrides)
     return cfg
@@ -130,6 +134,16 @@ def resolve(overrides: dict, file_values: dict | None = None) -> C.Config:
 # A config file describes an experiment; where this launch writes and whether it continues a run
 # are the command line's (so a run's own config.json reruns it as a new run, in the --out given).
 _NOT_FROM_FILES = {("run", "out"), ("run", "resume"), ("run", "overwrite")}
+
+
+def auto_out(model: str) -> str:
+    """Where a run goes without --out: a new folder per run, as timm and Lightning make one,
+    runs/<model>-<date>-<time> (-2, -3, ... if two start in the same second)."""
+    import time
+    from engine.files import free_name
+    name = os.path.basename(model)
+    name = os.path.splitext(name)[0] if name.endswith(".keras") else name.rsplit(":", 1)[-1]
+    return free_name(os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
 def read_config_file(path: str, given: dict | None = None) -> dict:

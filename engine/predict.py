@@ -35,8 +35,8 @@ def parse(argv=None):
     p.add_argument("--topk", type=integer, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
     p.add_argument("--resize", action="store_true",
-                   help="scale images of another size to 32x32 (up to 8192x8192; other modes than RGB are "
-                        "converted without it)")
+                   help="scale images of another size to 32x32 (up to 67 megapixels; grey, palette and RGBA "
+                        "images are converted to RGB without it)")
     a = p.parse_args(argv)
     if a.topk < 1:
         raise EngineError("--topk must be at least 1")

@@ -58,7 +58,8 @@ def shape_of(img) -> str:
 
 
 def open_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS):
-    """A lazily opened PIL image (header parsed, no pixel decoded) of at most `max_pixels` pixels."""
+    """A lazily opened PIL image (header parsed, no pixel decoded) of at most `max_pixels` pixels.
+    Call it on one thread (it sets the warning filters for a moment)."""
     from PIL import Image, UnidentifiedImageError
     try:
         with warnings.catch_warnings():
@@ -80,12 +81,10 @@ def open_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS):
 
 
 def decode(img, name: str):
-    """Decode the pixels of an image from open_image (a one-line error if they are damaged)."""
-    from PIL import Image
+    """Decode the pixels of an image from open_image (a one-line error if they are damaged). Safe on
+    worker threads: unlike open_image, it does not touch the warning filters."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
+        img.load()
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise EngineError(f"cannot decode image {name}: {e}") from None
     return img
@@ -103,7 +102,7 @@ def to_rgb(img):
         return img
     if img.mode in HIGH_BIT_MODES:
         a = np.asarray(img).astype(np.float64)
-        return Image.fromarray(np.round(np.clip(a, 0, 65535) / 257.0).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.round(np.clip(a, 0, 65535) / 257.0).astype(np.uint8)).convert("RGB")
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")
     return img.convert("RGB")

@@ -19,7 +19,8 @@ import numpy as np
 
 from engine.cli import Parser, integer
 from engine.contract import IMAGE_SHAPE
-from engine.data.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image, read_regular, shape_of, to_rgb
+from engine.data.images import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image, read_regular, shape_of,
+                                size_checked_here, to_rgb)
 from engine.data.images import decode as decode_pixels
 from engine.errors import EngineError, cli
 
@@ -131,7 +132,8 @@ def main(argv=None):
     from engine.runtime import backend_of, open_predictor
     backend = backend_of(a.model)
     files = image_files(a.images)
-    decoded = [decode(f, a.resize) for f in files]
+    with size_checked_here():
+        decoded = [decode(f, a.resize) for f in files]
     images = np.stack([arr for arr, _ in decoded])
     modes = sorted({m for _, m in decoded if m})
     if modes and not a.resize:

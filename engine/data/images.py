@@ -3,6 +3,7 @@ opened for reading), the declared size checked from the header before any pixel 
 conversions to 8-bit RGB that keep 16-bit images' range."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -57,15 +58,22 @@ def shape_of(img) -> str:
         return f"{h}x{w} {img.mode}"
 
 
+@contextlib.contextmanager
+def size_checked_here():
+    """Silences PIL's DecompressionBombWarning (from 89 MP) while images are opened through
+    open_image, which checks sizes against a lower limit itself. Enter it once, on the main thread,
+    around all the opening (threads included): the warning filters are the process's."""
+    from PIL import Image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def open_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS):
-    """A lazily opened PIL image (header parsed, no pixel decoded) of at most `max_pixels` pixels.
-    Call it on one thread (it sets the warning filters for a moment)."""
+    """A lazily opened PIL image (header parsed, no pixel decoded) of at most `max_pixels` pixels."""
     from PIL import Image, UnidentifiedImageError
     try:
-        with warnings.catch_warnings():
-            # PIL warns from 89 MP; the size is checked here, against a lower limit, before decoding
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         m = re.search(r"\((\d+) pixels\)", str(e))
         declared = f"{int(m.group(1)):,} pixels" if m else "more pixels than allowed"
@@ -75,14 +83,14 @@ def open_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS):
         raise EngineError(f"cannot decode image {name}: {e}") from None
     w, h = img.size
     if w * h > max_pixels:
+        img.close()
         raise EngineError(f"refusing image {name}: it declares {w}x{h} = {w * h:,} pixels, over the limit of "
                           f"{max_pixels:,}")
     return img
 
 
 def decode(img, name: str):
-    """Decode the pixels of an image from open_image (a one-line error if they are damaged). Safe on
-    worker threads: unlike open_image, it does not touch the warning filters."""
+    """Decode the pixels of an image from open_image (a one-line error if they are damaged)."""
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -26,7 +26,7 @@ import numpy as np
 from engine.contract import CIFAR10_CLASSES, IMAGE_SIDE
 from engine.data.cache import cache_path, read_cache, write_cache
 from engine.data.cifar_batches import MAX_BATCH_BYTES, restricted_unpickle, splits_from_batches
-from engine.data.images import MAX_IMAGE_BYTES, decode, open_image, read_regular, shape_of
+from engine.data.images import MAX_IMAGE_BYTES, decode, open_image, read_regular, shape_of, size_checked_here
 from engine.data.splits import Splits, balanced_subset
 from engine.errors import EngineError
 
@@ -135,56 +135,95 @@ def _read_member(f, m, path, limit):
 _BATCH_RE = re.compile(r"^(data_batch_\d+|test_batch|batches\.meta)$")
 
 
+class _Decoder:
+    """Decodes images on a few threads, in chunks, while the source is still being read: at most
+    2 chunks per thread (each of at most CHUNK_IMAGES images or about CHUNK_BYTES) are held
+    undecoded; what stays is the decoded 32x32 arrays. A decoding error surfaces soon after."""
+
+    CHUNK_IMAGES = 256
+    CHUNK_BYTES = 8 << 20
+
+    def __init__(self):
+        self.workers = os.cpu_count() or 2
+        self.pool = ThreadPoolExecutor(max_workers=self.workers)
+        self.chunks = []           # futures of lists of arrays
+        self.in_flight = deque()   # those not yet known to be done
+        self.pending, self.pending_bytes = [], 0
+
+    def add(self, data: bytes, name: str) -> tuple[int, int]:
+        """Queue an image file's bytes; returns the reference `get` takes once `finish` has run."""
+        self.pending.append((data, name))
+        self.pending_bytes += len(data)
+        ref = (len(self.chunks), len(self.pending) - 1)
+        if len(self.pending) >= self.CHUNK_IMAGES or self.pending_bytes >= self.CHUNK_BYTES:
+            self._submit()
+        return ref
+
+    def _submit(self):
+        if self.pending:
+            fut = self.pool.submit(_pixels_of, self.pending)
+            self.chunks.append(fut)
+            self.in_flight.append(fut)
+            self.pending, self.pending_bytes = [], 0
+        while self.in_flight and (len(self.in_flight) > 2 * self.workers or self.in_flight[0].done()):
+            self.in_flight.popleft().result()  # raises a decoding error
+
+    def finish(self):
+        self._submit()
+        while self.in_flight:
+            self.in_flight.popleft().result()
+
+    def get(self, ref) -> np.ndarray:
+        return self.chunks[ref[0]].result()[ref[1]]
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _read_tree(path: str) -> Splits:
-    """Read and decode a folder tree or archive in one pass. Images are decoded as they are read (on
-    a few threads, with at most a few undecoded images held at a time), so memory holds the decoded
-    32x32 arrays, not the files; the bytes read and the number of images are capped."""
-    images = {"train": [], "test": []}   # (class, relpath, future of the decoded array)
+    """Read and decode a folder tree or archive in one pass. Images are decoded as they are read
+    (_Decoder), so memory holds the decoded 32x32 arrays, not the files; the bytes read and the
+    number of images are capped."""
+    images = {"train": [], "test": []}   # (class, relpath, _Decoder reference)
     batches = {}                          # basename -> unpickled dict
-    workers = os.cpu_count() or 2
-    in_flight = deque()
-    total = count = 0
-    pool = ThreadPoolExecutor(max_workers=workers)
+    decoder = _Decoder()
     try:
-        for rel, read in _entries(path):
-            parts = rel.split("/")
-            base = parts[-1]
-            if base.startswith("."):
-                continue
-            is_batch = bool(_BATCH_RE.match(base))
-            if not is_batch and not (len(parts) >= 3 and parts[-3] in images and base.lower().endswith(IMAGE_EXTS)):
-                continue
-            data = read(MAX_BATCH_BYTES if is_batch else MAX_IMAGE_BYTES)
-            total += len(data)
-            if total > MAX_TOTAL_BYTES:
-                raise EngineError(f"refusing {path}: it holds more than {MAX_TOTAL_BYTES >> 30} GiB of data")
-            if is_batch:
-                batches[base] = restricted_unpickle(data, f"{path}:{rel}")
-                continue
-            count += 1
-            if count > MAX_IMAGES:
-                raise EngineError(f"refusing {path}: it holds more than {MAX_IMAGES:,} images")
-            name = f"{path}:{rel}"
-            img = open_image(data, name)   # the header only: the size is checked before decoding
-            if img.size != (IMAGE_SIDE, IMAGE_SIDE):
-                raise EngineError(f"image {name} is {shape_of(img)}, expected 32x32x3 uint8 RGB")
-            fut = pool.submit(_pixels, img, name)
-            images[parts[-3]].append((parts[-2], rel, fut))
-            in_flight.append(fut)
-            while in_flight and (len(in_flight) > 2 * workers or in_flight[0].done()):
-                in_flight.popleft().result()  # raises a decoding error as soon as it happens
-        for fut in in_flight:
-            fut.result()
+        with size_checked_here():
+            _read_entries(path, images, batches, decoder)
+            decoder.finish()
+        if batches and (images["train"] or images["test"]):
+            raise EngineError(f"{path} holds both pickled CIFAR batches and image folders; use one")
+        if batches:
+            return splits_from_batches(batches, path)
+        return _splits_from_images(images, path, decoder)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    if batches and (images["train"] or images["test"]):
-        raise EngineError(f"{path} holds both pickled CIFAR batches and image folders; use one")
-    if batches:
-        return splits_from_batches(batches, path)
-    return _splits_from_images(images, path)
+        decoder.close()
 
 
-def _splits_from_images(images: dict, path: str) -> Splits:
+def _read_entries(path: str, images: dict, batches: dict, decoder: _Decoder) -> None:
+    total = count = 0
+    for rel, read in _entries(path):
+        parts = rel.split("/")
+        base = parts[-1]
+        if base.startswith("."):
+            continue
+        is_batch = bool(_BATCH_RE.match(base))
+        if not is_batch and not (len(parts) >= 3 and parts[-3] in images and base.lower().endswith(IMAGE_EXTS)):
+            continue
+        data = read(MAX_BATCH_BYTES if is_batch else MAX_IMAGE_BYTES)
+        total += len(data)
+        if total > MAX_TOTAL_BYTES:
+            raise EngineError(f"refusing {path}: it holds more than {MAX_TOTAL_BYTES >> 30} GiB of data")
+        if is_batch:
+            batches[base] = restricted_unpickle(data, f"{path}:{rel}")
+            continue
+        count += 1
+        if count > MAX_IMAGES:
+            raise EngineError(f"refusing {path}: it holds more than {MAX_IMAGES:,} images")
+        images[parts[-3]].append((parts[-2], rel, decoder.add(data, f"{path}:{rel}")))
+
+
+def _splits_from_images(images: dict, path: str, decoder: _Decoder) -> Splits:
     if not images["train"]:
         raise EngineError(f"no training images in {path}: expected train/<class>/*.jpg|png "
                           f"and test/<class>/*.jpg|png")
@@ -201,15 +240,23 @@ def _splits_from_images(images: dict, path: str) -> Splits:
     out = []
     for split in ("train", "test"):
         items = sorted(images[split], key=lambda t: (t[0], t[1]))
-        out += [np.stack([fut.result() for _, _, fut in items]),
+        out += [np.stack([decoder.get(ref) for _, _, ref in items]),
                 np.array([index[c] for c, _, _ in items], dtype=np.int32)]
     return Splits(*out, class_names=classes)
 
 
-def _pixels(img, name: str) -> np.ndarray:
-    with img:
-        arr = np.asarray(decode(img, name))
-    if arr.shape != (IMAGE_SIDE, IMAGE_SIDE, 3) or arr.dtype != np.uint8:
-        shape = "x".join(map(str, arr.shape))
-        raise EngineError(f"image {name} is {shape} {arr.dtype}, expected 32x32x3 uint8 RGB")
-    return arr
+def _pixels_of(images: list) -> list:
+    out = []
+    for data, name in images:
+        img = open_image(data, name)   # the header only: the size is checked before decoding
+        if img.size != (IMAGE_SIDE, IMAGE_SIDE):
+            shape = shape_of(img)
+            img.close()
+            raise EngineError(f"image {name} is {shape}, expected 32x32x3 uint8 RGB")
+        with img:
+            arr = np.asarray(decode(img, name))
+        if arr.shape != (IMAGE_SIDE, IMAGE_SIDE, 3) or arr.dtype != np.uint8:
+            shape = "x".join(map(str, arr.shape))
+            raise EngineError(f"image {name} is {shape} {arr.dtype}, expected 32x32x3 uint8 RGB")
+        out.append(arr)
+    return out

@@ -4,20 +4,28 @@ and probabilities for PNG/JPEG images, from any export (the backend follows from
     engine predict cat.png --model runs/airbench
     engine predict photos/ --model runs/airbench/model.onnx --topk 3 --json
 
-Images must be 32x32 RGB (the exported contract); `--resize` converts any other size or mode first.
+Images must be 32x32 (the exported contract); `--resize` scales other sizes first. Grey, 16-bit,
+palette, RGBA and CMYK images are converted to RGB (said once on stderr). A folder is read with its
+subfolders.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
+import sys
 
 import numpy as np
 
 from engine.cli import Parser, integer
 from engine.contract import IMAGE_SHAPE
+from engine.data.images import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image, read_regular, shape_of,
+                                size_checked_here, to_rgb)
+from engine.data.images import decode as decode_pixels
 from engine.errors import EngineError, cli
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+SIZE = (IMAGE_SHAPE[1], IMAGE_SHAPE[0])  # PIL's (width, height)
 
 
 def parse(argv=None):
@@ -27,7 +35,9 @@ def parse(argv=None):
                    help="a run directory, or an export: .onnx, .savedmodel folder, OpenVINO .xml, TensorRT .engine")
     p.add_argument("--topk", type=integer, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
-    p.add_argument("--resize", action="store_true", help="convert images of another size or mode to 32x32 RGB")
+    p.add_argument("--resize", action="store_true",
+                   help="scale images of another size to 32x32 (up to 67 megapixels; grey, palette and RGBA "
+                        "images are converted to RGB without it)")
     a = p.parse_args(argv)
     if a.topk < 1:
         raise EngineError("--topk must be at least 1")
@@ -55,33 +65,58 @@ def class_names(path: str, backend: str, predictor=None) -> list | None:
 
 
 def image_files(paths: list) -> list:
+    """The image files named, and those in the folders named and their subfolders (a folder of class
+    folders, such as a data set's test/, is read whole), in sorted order."""
     out = []
     for p in paths:
         if os.path.isdir(p):
-            out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_EXTS))
-        elif os.path.isfile(p):
-            out.append(p)
+            for root, dirs, files in os.walk(p):  # does not follow links to folders
+                dirs.sort()
+                out += [_regular(os.path.join(root, f)) for f in sorted(files) if f.lower().endswith(IMAGE_EXTS)]
+        elif os.path.exists(p):
+            out.append(_regular(p))
         else:
-            raise EngineError(f"image not found: {p}")
+            raise EngineError(f"image not found: {printable(p)}")
     if not out:
-        raise EngineError(f"no PNG or JPEG images in {', '.join(paths)}")
+        raise EngineError(f"no PNG or JPEG images in {printable(', '.join(paths))}")
     return out
 
 
-def decode(path: str, resize: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _regular(path: str) -> str:
+    """`path`, unless it is a FIFO, socket or device (reading one could block forever)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if resize:
-                img = img.convert("RGB").resize(IMAGE_SHAPE[:2], Image.BILINEAR)
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise EngineError(f"cannot decode image {path}: {e}") from None
-    if arr.shape != IMAGE_SHAPE or arr.dtype != np.uint8:
-        got = "x".join(map(str, arr.shape))
-        raise EngineError(f"image {path} is {got}, the model takes 32x32x3 RGB; pass --resize to convert it")
-    return arr
+        st = os.stat(path)
+    except OSError:
+        return path  # a dangling link: decoding names it
+    if not stat.S_ISREG(st.st_mode):
+        raise EngineError(f"refusing image {printable(path)}: not a regular file")
+    return path
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (newlines, escapes, bidi overrides, undecodable bytes) shown as
+    escapes, so a class or file name prints as one line of what it is."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape", "backslashreplace").decode()
+                   for c in text)
+
+
+def decode(path: str, resize: bool) -> tuple[np.ndarray, str | None]:
+    """A 32x32x3 uint8 image and the mode it was converted from (None for RGB). The size is checked
+    from the header before any pixel is decoded; other modes (grey, 16-bit grey, palette, RGBA,
+    CMYK) are converted to RGB; other sizes are scaled only with `resize`."""
+    from PIL import Image
+    name = printable(path)
+    img = open_image(read_regular(path, MAX_IMAGE_BYTES, "image", name), name, MAX_IMAGE_PIXELS)
+    with img:
+        if img.size != SIZE and not resize:
+            raise EngineError(f"image {name} is {shape_of(img).split()[0]}, the model takes 32x32x3 RGB; "
+                              f"pass --resize to scale it")
+        mode = img.mode
+        rgb = to_rgb(decode_pixels(img, name))
+        if rgb.size != SIZE:
+            rgb = rgb.resize(SIZE, Image.BILINEAR)
+        arr = np.asarray(rgb)
+    return arr, (None if mode == "RGB" else mode)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -97,7 +132,14 @@ def main(argv=None):
     from engine.runtime import backend_of, open_predictor
     backend = backend_of(a.model)
     files = image_files(a.images)
-    images = np.stack([decode(f, a.resize) for f in files])
+    with size_checked_here():
+        decoded = [decode(f, a.resize) for f in files]
+    images = np.stack([arr for arr, _ in decoded])
+    modes = sorted({m for _, m in decoded if m})
+    if modes and not a.resize:
+        n = sum(m is not None for _, m in decoded)
+        alpha = " (transparency ignored)" if any("A" in m or "a" in m for m in modes) else ""
+        print(f"note: converted {n} image{'s' * (n > 1)} from mode {', '.join(modes)} to RGB{alpha}", file=sys.stderr)
     predictor = open_predictor(backend, a.model)
     probs = softmax(predictor.predict(images).astype(np.float64))
     names = class_names(a.model, backend, predictor) or [str(i) for i in range(probs.shape[1])]
@@ -110,7 +152,8 @@ def main(argv=None):
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
+            print(f"{printable(r['image'])}: " + ", ".join(f"{printable(str(t['class']))} {t['probability']:.3f}"
+                                                         for t in r["top"]))
 
 
 if __name__ == "__main__":

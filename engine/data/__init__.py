@@ -3,6 +3,7 @@ pipelines of uint8 batches (engine.data.pipeline, which imports TensorFlow when 
 
     sources.py        --data: the Keras download, digits, folder trees, tar archives, CIFAR batches
     cifar_batches.py  the official python batches, through a restricted unpickler
+    images.py         opening untrusted image files: regular files only, sizes checked from the header
     cache.py          decoded arrays cached on disk, keyed by the source's path, size and mtime
     splits.py         Splits, class-balanced subsets, the train/val/test split of a run
     pipeline.py       Pipeline: epochs of batches by index, sharded for distributed runs

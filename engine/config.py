@@ -69,12 +69,7 @@ def _recipe(key: str, help, choices=None, range=None):
     return _opt(_RECIPE[key], help, choices, range, recipe=key)
 
 
-CONFIG_FILE = "config.json"
-
-
-def is_run_dir(path: str) -> bool:
-    """A directory engine.train made a run of (it writes config.json once the run has started)."""
-    return os.path.isfile(os.path.join(path, CONFIG_FILE))
+from engine.layout import CONFIG_FILE, is_run_dir  # noqa: E402,F401 (the run folder's names: engine.layout)
 
 
 def default_cache_dir() -> str:
@@ -293,8 +288,8 @@ class Config:
         return "config:\n" + "\n".join(lines)
 
     def save(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
+        from engine.files import write_json
+        write_json(path, self.to_dict())  # whole or not at all, like every run file
 
     @classmethod
     def load(cls, path: str) -> "Config":

@@ -4,6 +4,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from engine.files import atomic_open  # noqa: E402
+
 
 def curves(history: list, path: str, title: str = "") -> None:
     if not history:
@@ -20,5 +22,8 @@ def curves(history: list, path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_open(path) as f:
+            fig.savefig(f, dpi=100, format="png")
+    finally:
+        plt.close(fig)

@@ -84,5 +84,6 @@ def _save(ov, model, out: str) -> None:
     with tempfile.TemporaryDirectory(prefix=".engine-ov-", dir=folder) as d:
         tmp = os.path.join(d, "model.xml")
         ov.save_model(model, tmp, compress_to_fp16=False)
-        os.replace(openvino_weights(tmp), openvino_weights(out))
-        os.replace(tmp, out)
+        for made, final in ((openvino_weights(tmp), openvino_weights(out)), (tmp, out)):
+            files.apply_umask(made)
+            files.replace(made, final)

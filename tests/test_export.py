@@ -142,9 +142,12 @@ def test_trt_export_without_tensorrt_checks_what_it_can(runs, tmp_path):
     except ImportError:
         pass
     p = run_cli("engine.export", "trt", runs["fp32"], "--out", tmp_path / "m.engine")
+    assert_one_line_error(p, "TensorRT is not installed", "nothing was exported", "engine export onnx")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.engine").exists()  # checked before any work
+    (tmp_path / "m.onnx").write_bytes(b"the user's own export")  # and with --overwrite, an ONNX file is kept
+    p = run_cli("engine.export", "trt", runs["fp32"], "--out", tmp_path / "m.engine", "--overwrite")
     assert_one_line_error(p, "TensorRT is not installed")
-    assert (tmp_path / "m.onnx").exists()  # the ONNX input was built and checked first
-    assert not (tmp_path / "m.engine").exists()
+    assert (tmp_path / "m.onnx").read_bytes() == b"the user's own export"
 
 
 def _gpu():

@@ -123,7 +123,8 @@ def claim_outputs(a) -> None:
     if a.format == "trt":
         if importlib.util.find_spec("tensorrt") is None:  # before anything is written, the ONNX input too
             raise EngineError(f"TensorRT is not installed (pip install -e \".[trt]\" on a machine with an NVIDIA "
-                              f"GPU); nothing was exported")
+                              f"GPU); nothing was exported (engine export onnx makes and checks the ONNX graph "
+                              f"TensorRT builds from)")
         if not a.onnx:
             files.claim_output(trt_onnx(a), a.overwrite, flag="the ONNX input", **claim)
 

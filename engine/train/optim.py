@@ -125,7 +125,9 @@ def current_lr(optimizer) -> float:
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     schedule = getattr(inner, "_learning_rate", None)
     if isinstance(schedule, PiecewiseLinear):
-        lr = float(np.interp(float(inner.iterations), schedule.steps, schedule.values))
+        import tensorflow as tf  # (a distributed optimizer's step is a MirroredVariable: no float() of it)
+        step = float(tf.convert_to_tensor(getattr(inner.iterations, "value", inner.iterations)))
+        lr = float(np.interp(step, schedule.steps, schedule.values))
     else:
         lr = float(inner.learning_rate)  # Keras evaluates the schedule at the current step
     return max(lr, 0.0)

@@ -30,7 +30,7 @@ def prepare_run_dir(run) -> tuple[bool, files.Lock]:
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
-        raise EngineError(f"cannot make --out {out}: {e.strerror or e}") from None
+        raise EngineError(f"cannot write to --out {out}: {e.strerror or e}") from None
     lock = files.Lock(out, "a run writes there")
     try:
         layout.check_out(out, run.resume, run.overwrite)  # again, now that no other process can start a run

@@ -28,12 +28,15 @@ def test_the_tutorial_cnn_trains_out_of_the_box(engine, tmp_path, base_run):
     made = subprocess.run([sys.executable, "-c", TUTORIAL_CNN], cwd=tmp_path, env=engine.env, capture_output=True,
                           text=True, timeout=300)
     assert made.returncode == 0, made.stderr
-    p = engine.run("train", "--model", "my.keras", "--normalization", "unit", *SUBSET, "--epochs", "2",
-                   "--out", "runs/mine", cwd=tmp_path)
+    # 4096 images for 3 epochs (384 steps at the user recipe's batch 32): fewer steps leave the
+    # tutorial's BatchNormalization moving statistics (momentum 0.99) mostly at their initial values,
+    # and the test accuracy then lags far behind the training accuracy, under model.fit as here.
+    p = engine.run("train", "--model", "my.keras", "--normalization", "unit", "--limit", "4096", "--limit-test",
+                   "512", "--epochs", "3", "--out", "runs/mine", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     history = json.loads((tmp_path / "runs/mine/history.json").read_text())
     losses = [h["loss"] for h in history] + [h["val_loss"] for h in history]
-    assert len(history) == 2 and all(math.isfinite(x) for x in losses), history
+    assert len(history) == 3 and all(math.isfinite(x) for x in losses), history
     assert history[-1]["loss"] < history[0]["loss"], f"the training loss went up: {history}"
     assert history[-1]["loss"] < math.log(10) * 1.5, f"the loss is far above chance's: {history}"
     accuracy = json.loads((tmp_path / "runs/mine/metrics.json").read_text())["test_accuracy"]

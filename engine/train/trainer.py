@@ -121,13 +121,14 @@ class Trainer:
 
     def _run(self) -> dict:
         r = self.cfg.run
-        created, self.lock = prepare_run_dir(r) if self.chief else (False, None)
-        self.log(self.cfg.summary())
-        if self.chief:
-            for w in advice.run_warnings(self.cfg):
-                print(f"warning: {w}", file=sys.stderr)
-        with StopSignal(self.strategy) as self.stop:
+        with StopSignal(self.strategy) as self.stop:  # from the first step that makes anything
+            created = False
             try:
+                created, self.lock = prepare_run_dir(r) if self.chief else (False, None)
+                self.log(self.cfg.summary())
+                if self.chief:
+                    for w in advice.run_warnings(self.cfg):
+                        print(f"warning: {w}", file=sys.stderr)
                 self._setup()
             except BaseException as e:
                 if created:  # a start that failed leaves nothing behind

@@ -161,7 +161,16 @@ class Engine:
 
     def start(self, *args, cwd, umask: int = 0o022, env: dict | None = None) -> Running:
         return Running(subprocess.Popen([self.script, *map(str, args)], cwd=cwd, env=self._env(env), umask=umask,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        preexec_fn=_shell_signals))
+
+
+def _shell_signals() -> None:
+    """Ctrl-C and SIGTERM as a shell leaves them to a command it starts: default. A pytest-xdist
+    worker ignores SIGINT, and an ignored signal stays ignored in its children."""
+    import signal
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import gc
 import logging
+import math
 import os
 import shutil
 import signal
@@ -176,6 +177,8 @@ class Trainer:
         resolve.check_replicas(cfg, self.policy, self.strategy.num_replicas_in_sync)
         self.t = build_training(cfg, splits.num_classes, len(train[0]), self.policy, self.strategy)
         self.model, self.optimizer, self.loop = self.t.model, self.t.optimizer, self.t.loop
+        trainable = sum(math.prod(v.shape) for v in self.model.trainable_weights)
+        self.log(f"model: {self.model.name}, {self.model.count_params():,} parameters ({trainable:,} trainable)")
         spec = models.get(cfg.model.model)
         if r.init_from and not self.restoring:
             self.log(f"weights from {warm_start(self.model, r.init_from)}")

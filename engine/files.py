@@ -113,8 +113,8 @@ def atomic_dir(path: str):
 
 def disk_full(path: str) -> EngineError:
     """The one line for a full disk (or quota) while writing `path`."""
-    return EngineError(f"no space left on the device writing {path}; nothing was written there: free some "
-                       f"space and run the command again")
+    return EngineError(f"no space left on device writing {path}; nothing was written there: free some space "
+                       f"and run the command again")
 
 
 def write_json(path: str, obj) -> None:

@@ -133,7 +133,8 @@ def main(argv=None):
     n, args = parse(argv)
     if not any(a == "--out" or a.startswith("--out=") for a in args):  # one folder for all the workers
         from engine.train import cli as train_cli
-        args = [*args, "--out", train_cli.parse(list(args)).run.out]
+        from engine.train import resolve
+        args = [*args, "--out", resolve.with_out(train_cli.parse(list(args))).run.out]
     threads = max(1, (os.cpu_count() or 1) // n)
     configs, shares = tf_configs(free_ports(n)), gpu_shares(visible_gpus(), n)
     procs = [subprocess.Popen([sys.executable, "-m", "engine.train", *args, "--strategy", "multiworker"],

@@ -145,8 +145,9 @@ def restore_model(model, path: str, class_names: list, model_name: str) -> None:
     except (tf.errors.OpError, ValueError, IndexError) as e:
         raise EngineError(f"cannot restore {path}: its index file {path}.index is unreadable or truncated "
                           f"({type(e).__name__})") from None
-    theirs = collections.Counter(tuple(shape) for name, shape in saved
-                                 if name.startswith("model/") and name.endswith("VARIABLE_VALUE"))
+    # Every variable's shape: a training checkpoint stores a model weight under the first path to it,
+    # which may be the optimizer's ("optimizer/_trainable_variables/..."), not "model/..."
+    theirs = collections.Counter(tuple(shape) for name, shape in saved if name.endswith("VARIABLE_VALUE"))
     ours = collections.Counter(tuple(v.shape) for v in model.weights)
     if ours - theirs:  # a weight of the model with no counterpart of its shape: restoring cannot succeed
         raise EngineError(f"cannot restore {path}: {_mismatch(ours, theirs, class_names, model_name)}")

@@ -134,6 +134,7 @@ def precheck(cfg: C.Config, seeds: list[int]) -> None:
 def main(argv=None):
     cfg, seeds = parse_with_seeds(argv)
     resolve.check(cfg)
+    cfg = resolve.with_out(cfg)
     precheck(cfg, seeds)
     from engine.cli import import_tensorflow_quietly
     import_tensorflow_quietly()

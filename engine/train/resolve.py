@@ -122,10 +122,8 @@ def resolve(overrides: dict, file_values: dict | None = None) -> C.Config:
     cfg = defaults(model).with_overrides(base).with_overrides(file_values).with_overrides(overrides)
     if cfg.model.model.endswith(".keras"):  # the run records where the file is, wherever it is resumed from
         cfg = cfg.replace("model", model=os.path.abspath(os.path.expanduser(cfg.model.model)))
-    if not cfg.run.out:
-        if cfg.run.resume:
-            raise EngineError("--resume needs --out DIR: the run to continue")
-        cfg = cfg.replace("run", out=auto_out(cfg.model.model))
+    if not cfg.run.out and cfg.run.resume:
+        raise EngineError("--resume needs --out DIR: the run to continue")
     if cfg.run.resume:
         cfg = _resumed(cfg.run.out, overrides)
     return cfg
@@ -134,6 +132,12 @@ def resolve(overrides: dict, file_values: dict | None = None) -> C.Config:
 # A config file describes an experiment; where this launch writes and whether it continues a run
 # are the command line's (so a run's own config.json reruns it as a new run, in the --out given).
 _NOT_FROM_FILES = {("run", "out"), ("run", "resume"), ("run", "overwrite")}
+
+
+def with_out(cfg: C.Config) -> C.Config:
+    """`cfg` with its run folder decided: --out, else a new folder for this run (auto_out). Decided
+    when the run starts, not when the config is resolved (--print-config shows out as given)."""
+    return cfg if cfg.run.out else cfg.replace("run", out=auto_out(cfg.model.model))
 
 
 def auto_out(model: str) -> str:

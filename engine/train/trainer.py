@@ -98,6 +98,7 @@ class Trainer:
 
     def run(self) -> dict:
         resolve.check(self.cfg)
+        self.cfg = resolve.with_out(self.cfg)  # (a config made in Python, without an out)
         # TensorFlow reads TF_XLA_FLAGS when its runtime starts: the compile cache before anything else.
         self.compile_cache, self._compile_cache_said = None, None
         if self.cfg.run.compile_cache and self.cfg.run.xla is not False:
@@ -418,7 +419,7 @@ def warm_start(model, source: str) -> str:
             raise EngineError(f"--init-from {source}: {run} has no {which} checkpoint")
         try:
             saved = collections.Counter(tuple(shape) for name, shape in tf.train.list_variables(path)
-                                        if name.startswith("model/") and name.endswith("VARIABLE_VALUE"))
+                                        if name.endswith("VARIABLE_VALUE"))  # (weights may sit under optimizer/)
             if collections.Counter(tuple(v.shape) for v in model.weights) - saved:
                 raise EngineError(not_this)
             tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()

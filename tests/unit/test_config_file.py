@@ -161,10 +161,10 @@ def test_a_run_config_json_never_decides_where_a_rerun_writes(tmp_path, monkeypa
     values = resolve.read_config_file("runs/a/config.json")
     assert not {("run", "out"), ("run", "overwrite"), ("run", "resume")} & set(values)
     cfg = flags("--config", "runs/a/config.json", "--overwrite")
-    assert cfg.run.out.startswith("runs/tiny-") and cfg.run.overwrite and cfg.run.seed == 3  # a new folder
+    assert cfg.run.out == "" and cfg.run.overwrite and cfg.run.seed == 3  # a new folder when it starts
     assert flags("--config", "runs/a/config.json", "--out", "runs/b").run.out == "runs/b"
-    assert flags("--config", write(tmp_path, "o.yaml", "out: runs/a\n")).run.out.startswith("runs/")
-    assert flags("--config", write(tmp_path, "p.yaml", "out: runs/a\n")).run.out != "runs/a"
+    assert flags("--config", write(tmp_path, "o.yaml", "out: runs/a\n")).run.out == ""
+    assert resolve.with_out(cfg).run.out.startswith("runs/tiny-")
 
 
 def test_config_with_resume_is_refused(tmp_path):

@@ -236,9 +236,12 @@ def test_tar_bomb_memory_stays_bounded(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
-    probe = ("import resource, sys\nfrom engine import data\nfrom engine.errors import EngineError\n"
+    # The peak of this process's own memory: VmHWM, not ru_maxrss, which on Linux also counts the
+    # memory of the (forked) parent up to the exec, a pytest process that may have imported TensorFlow.
+    probe = ("import sys\nfrom engine import data\nfrom engine.errors import EngineError\n"
              "try:\n    data.load(sys.argv[1], None, log=lambda *a: None)\nexcept EngineError as e:\n"
-             "    print('error:', e)\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+             "    print('error:', e)\n"
+             "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=root), cwd=tmp_path)

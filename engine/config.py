@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import os
 import stat
 from dataclasses import dataclass, field
@@ -367,6 +368,8 @@ def coerce(section: str, name: str, value):
         except ValueError:
             raise ValueError("expected true, false or auto") from None
     kind = _KINDS[str(f.type)]
+    if kind is float and isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
+        value = float(value)  # YAML reads 1e-3 (no dot) as text; it is the number the user wrote
     ok = (isinstance(value, bool) if kind is bool else
           isinstance(value, int) and not isinstance(value, bool) if kind is int else
           isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, str))

@@ -49,8 +49,12 @@ def check_out(out: str, resume: bool, overwrite: bool) -> None:
                                                 "again from its config.json)")
         raise EngineError(f"{out} already holds a run{stuck}; pass --resume to continue it or --overwrite "
                           f"to replace it")
-    elif os.path.isdir(out) and os.listdir(out) and not has_run and not overwrite:
-        raise EngineError(f"{out} is not empty and holds no engine run; choose another --out")
+    elif os.path.isdir(out) and os.listdir(out) and not has_run:  # (--overwrite replaces a run, nothing else)
+        reason = protected(out)
+        raise EngineError(f"{out} is {reason or 'not empty and holds no engine run'}; choose another --out")
+    reason = None if has_run else protected(out)
+    if reason:  # e.g. a new run inside another run's checkpoints/
+        raise EngineError(f"--out {out} is {reason}; choose another --out")
 
 
 def replaced_files(out: str) -> list[str]:
@@ -74,8 +78,9 @@ def remove_run(out: str) -> None:
 
 
 def protected(path: str) -> str | None:
-    """Why `path` must never be replaced by an export or a report (a run, a folder of runs, a run's
-    own file), or None."""
+    """Why `path` must never be replaced by an export or a report, or a run be made there: a run
+    folder, a folder holding runs, a run's own file, or anything inside a run's checkpoints/ or tb/.
+    None if nothing forbids it."""
     if os.path.isdir(path):
         if is_run_dir(path):
             return "a run folder"
@@ -83,9 +88,12 @@ def protected(path: str) -> str | None:
             if any(is_run_dir(os.path.join(path, n)) for n in os.listdir(path)):
                 return "a folder holding runs"
         except OSError:
-            return None
-        return None
-    folder, name = os.path.split(os.path.abspath(path))
-    if is_run_dir(folder) and name in RUN_FILES:
-        return f"a file of the run in {os.path.dirname(path) or '.'}"
+            pass
+    child = os.path.abspath(path)
+    parent = os.path.dirname(child)
+    while parent != child:
+        if is_run_dir(parent) and os.path.basename(child) in RUN_FILES:
+            shown = os.path.relpath(parent)
+            return f"part of the run in {parent if shown.startswith('..') else shown}"
+        child, parent = parent, os.path.dirname(parent)
     return None

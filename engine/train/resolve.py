@@ -219,6 +219,34 @@ def _suggest(name: str) -> str:
         " (engine train --print-config shows every field in its section)"
 
 
+def _unique_pairs(pairs):
+    """A JSON object that names no key twice (json keeps the last silently)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} is given twice")
+        seen[key] = value
+    return seen
+
+
+def _yaml_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """YAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            keys = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in keys:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                keys.add(key)
+            return super().construct_mapping(node, deep)
+    return Loader
+
+
 def _parse_config(path: str, raw: bytes):
     import json
     import tomllib
@@ -228,9 +256,9 @@ def _parse_config(path: str, raw: bytes):
         if path.endswith(".toml"):
             return tomllib.loads(raw.decode())
         if path.endswith((".yaml", ".yml")):
-            return yaml.safe_load(raw) or {}
+            return yaml.load(raw, Loader=_yaml_loader()) or {}
         if path.endswith(".json"):
-            return json.loads(raw)
+            return json.loads(raw, object_pairs_hook=_unique_pairs)
     except RecursionError:
         raise EngineError(f"--config {path} is not valid: nested too deeply") from None
     except (ValueError, UnicodeDecodeError, yaml.YAMLError) as e:

@@ -83,8 +83,10 @@ def _run(folder):
 @pytest.mark.parametrize("target,kind,message", [
     ("runs", dict(), "is a folder holding runs"),
     ("runs/a", dict(), "is a run folder"),
-    ("runs/a/config.json", dict(), "is a file of the run"),
-    ("runs/a/history.json", dict(), "is a file of the run"),
+    ("runs/a/config.json", dict(), "is part of the run in runs/a"),
+    ("runs/a/history.json", dict(), "is part of the run in runs/a"),
+    ("runs/a/checkpoints/checkpoint", dict(), "is part of the run in runs/a"),
+    ("runs/a/checkpoints/best/ckpt-3.index", dict(), "is part of the run in runs/a"),
     ("notes", dict(), "is a folder; give a file path"),
     ("notes", dict(folder=True, replaceable=lambda p: False), "not an export of this kind"),
     ("notes.txt", dict(folder=True), "is a file; give a folder path"),
@@ -94,6 +96,9 @@ def test_overwrite_never_replaces_what_is_not_the_outputs_own_kind(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     _run(tmp_path / "runs" / "a")
     (tmp_path / "runs" / "a" / "history.json").write_text("[]")
+    (tmp_path / "runs" / "a" / "checkpoints" / "best").mkdir(parents=True)
+    for name in ("checkpoint", "best/ckpt-3.index"):
+        (tmp_path / "runs" / "a" / "checkpoints" / name).write_text("precious")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "n.txt").write_text("mine")
     (tmp_path / "notes.txt").write_text("mine")
@@ -135,3 +140,16 @@ def test_overwrite_replaces_a_runs_own_files_and_its_old_exports_only(tmp_path):
     (run / "model.savedmodel").mkdir()
     layout.remove_run(str(run))
     assert sorted(os.listdir(run)) == ["my.onnx", "notes.txt"]
+
+
+@pytest.mark.parametrize("out,message", [("runs", "a folder holding runs"), (".", "holds no engine run"), ("notes", "holds no engine run"),
+                                         ("runs/a/checkpoints", "part of the run in runs/a")])
+def test_a_run_is_made_only_where_a_run_or_nothing_is_even_with_overwrite(tmp_path, monkeypatch, out, message):
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path / "runs" / "a")
+    (tmp_path / "runs" / "a" / "checkpoints").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "n.txt").write_text("mine")
+    with pytest.raises(EngineError, match=message):
+        layout.check_out(out, False, True)
+    layout.check_out("runs/a", False, True)  # a run: --overwrite replaces it

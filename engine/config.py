@@ -112,10 +112,10 @@ class ModelConfig:
             "tf, caffe, unit, raw; default cifar10, required for a .keras file); registered models bring their own",
         choices=["", *NORMALIZATIONS])
     upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)",
-                         range=COUNT)
+                         range=Range(0, 1024, note="a side in pixels, at most 1024"))
     upsample_method: str = _opt("nearest", "upsampling interpolation", choices=list(UPSAMPLE_METHODS))
     crop_pad: int = _recipe("model.crop_pad", "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)",
-                           range=COUNT)
+                           range=Range(0, 31, note="a padding below the 32-pixel image side"))
     pad_mode: str = _recipe("model.pad_mode", "padding for random crops", choices=["reflect", "constant"])
     flip: str = _recipe("model.flip", "horizontal flips: random per image and step, or alternate (a fixed "
                                   "random half of the images mirrored on even epochs, the other half on "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import tempfile
 
 from engine.errors import EngineError
 
@@ -69,12 +70,36 @@ def replaced_files(out: str) -> list[str]:
 
 
 def remove_run(out: str) -> None:
-    """Remove what `replaced_files` lists (called once the replacing run has started for sure)."""
+    """Remove what `replaced_files` lists."""
     for p in replaced_files(out):
         if os.path.isdir(p) and not os.path.islink(p):
             shutil.rmtree(p)
         else:
             os.remove(p)
+
+
+def move_aside(out: str) -> str | None:
+    """Move what --overwrite replaces into a hidden folder inside `out` (.replaced-*), to be dropped
+    once the new run has its first checkpoint, or put back if it fails before. None if nothing was there."""
+    items = replaced_files(out)
+    if not items:
+        return None
+    aside = tempfile.mkdtemp(dir=out, prefix=".replaced-")
+    for p in items:
+        os.replace(p, os.path.join(aside, os.path.basename(p)))
+    return aside
+
+
+def put_back(out: str, aside: str) -> None:
+    """Undo `move_aside`: the new run's files go, the old run's come back."""
+    remove_run(out)
+    for name in os.listdir(aside):
+        os.replace(os.path.join(aside, name), os.path.join(out, name))
+    os.rmdir(aside)
+
+
+def drop_aside(aside: str) -> None:
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def protected(path: str) -> str | None:

@@ -212,11 +212,48 @@ def test_a_garbage_checkpoint_state_file_does_not_hide_the_checkpoints(tmp_path,
     resume finds the newest ckpt-N on disk instead of saying there is nothing to resume."""
     out = tmp_path / "run"
     shutil.copytree(straight, out)
-    (out / "checkpoints" / "checkpoint").write_bytes(b"\x00garbage{{{")
+    (out / "checkpoints" / "checkpoint").write_bytes(b"\x82\xff\x00garbage{{{")  # not even text
     newest = max(int(p.name.split("-")[1].split(".")[0]) for p in (out / "checkpoints").glob("ckpt-*.index"))
+    capsys.readouterr()
+    train(config(out, shared_data, resume=True, **FLAGS))
+    err = capsys.readouterr().err
+    assert "WARNING" not in err and "checkpoint.damaged" in err
+    assert (out / "checkpoints" / "checkpoint.damaged").read_bytes().startswith(b"\x82")  # kept, not deleted
     from engine.train.run_dir import _candidates
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(), str(out / "checkpoints"), 3)
     assert _candidates(manager)[0] == str(out / "checkpoints" / f"ckpt-{newest}")
-    capsys.readouterr()
-    train(config(out, shared_data, resume=True, **FLAGS))
-    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_checkpoint(tmp_path):
+    """`train --overwrite` moves the old run aside and drops it only once the new run has a checkpoint:
+    a replacing run that fails in its first steps (here it diverges) leaves the old run as it was."""
+    flags = ["--model", "tiny", "--data", "digits", "--epochs", "1", "--quiet", "--no-amp", "--no-xla", "--out", "runs/a"]
+    first = engine_cmd("train", *flags, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs" / "a"
+    (run / "model.onnx").write_bytes(b"an export of the old model")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    bad = engine_cmd("train", *flags, "--overwrite", "--schedule", "constant", "--lr", "1e38", cwd=tmp_path)
+    assert bad.returncode == 3, bad.stderr
+    assert "the run that --overwrite was to replace is kept" in bad.stderr
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    good = engine_cmd("train", *flags, "--overwrite", "--seed", "1", cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert not (run / "model.onnx").exists() and not list(run.glob(".replaced-*"))  # the old run and its export go
+    import json
+    assert json.loads((run / "config.json").read_text())["run"]["seed"] == 1
+
+
+def test_a_resumed_sweep_starts_its_unstarted_seeds_with_the_sweeps_config(tmp_path):
+    """`--resume --seeds 0,1 --out exp` names no experiment: a seed that had not started takes the
+    config of the seeds that had, not the default recipe."""
+    flags = ["--model", "tiny", "--data", "digits", "--epochs", "1", "--batch-size", "16", "--quiet", "--no-amp",
+             "--no-xla"]
+    one = engine_cmd("train", *flags, "--seeds", "0", "--out", "exp", cwd=tmp_path)  # as if stopped before seed 1
+    assert one.returncode == 0, one.stderr
+    done = engine_cmd("train", "--resume", "--seeds", "0,1", "--out", "exp", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    import json
+    cfgs = [json.loads((tmp_path / "exp" / f"seed-{s}" / "config.json").read_text()) for s in (0, 1)]
+    assert cfgs[1]["model"]["model"] == "tiny" and cfgs[1]["optim"]["batch_size"] == 16
+    assert cfgs[1]["run"]["seed"] == 1 and cfgs[1]["data"] == cfgs[0]["data"]

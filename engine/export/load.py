@@ -119,7 +119,10 @@ def find_checkpoint(ckpt_dir: str, missing: str) -> str:
     """The checkpoint `ckpt_dir`'s state file names; where that file is unreadable, the newest
     `ckpt-N` beside it (with a warning). `missing`: the error where there is none."""
     with tf_logs_off():
-        latest = tf.train.latest_checkpoint(ckpt_dir)
+        try:
+            latest = tf.train.latest_checkpoint(ckpt_dir)
+        except (ValueError, tf.errors.OpError):  # a state file that is not even text (UnicodeDecodeError)
+            latest = None
     if latest is not None:
         return latest
     numbered = []

@@ -80,9 +80,23 @@ def _seeds(text: str | None, cfg) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise EngineError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    for seed in seeds:
+        try:
+            C.coerce("run", "seed", seed)
+        except ValueError as e:
+            raise EngineError(f"--seeds: {seed}: {e}") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise EngineError("--seeds needs distinct seeds")
     return seeds
+
+
+def _sweep_config(outs: list) -> C.Config:
+    """The experiment of a sweep being resumed: the saved config of its first started seed (the
+    command line of a resume names only --resume, --seeds and --out)."""
+    for out in outs:
+        if layout.is_run_dir(out):
+            return C.Config.load(os.path.join(out, C.CONFIG_FILE))
+    raise EngineError(f"nothing to resume: no seed of the sweep in {os.path.dirname(outs[0]) or '.'} has started")
 
 
 def _without_seeds(argv: list) -> list:
@@ -118,9 +132,9 @@ def precheck(cfg: C.Config, seeds: list[int]) -> None:
     if "TF_CONFIG" in os.environ:  # a worker of a cluster: the chief checks --out when it starts
         return
     if not seeds:
-        layout.check_out(cfg.run.out, cfg.run.resume, cfg.run.overwrite)
-        if os.path.isdir(cfg.run.out):  # a run in progress there: say so now (the run locks it again)
+        if os.path.isdir(cfg.run.out):  # a run in progress there: say so first (the run locks it again)
             files.Lock(cfg.run.out, "a run writes there").release()
+        layout.check_out(cfg.run.out, cfg.run.resume, cfg.run.overwrite)
         return
     if os.path.lexists(cfg.run.out) and not os.path.isdir(cfg.run.out):
         raise EngineError(f"--out {cfg.run.out} is a file, not a directory")
@@ -143,14 +157,15 @@ def main(argv=None):
         Trainer(cfg).run()
         return
     outs = [os.path.join(cfg.run.out, f"seed-{seed}") for seed in seeds]
-    os.makedirs(cfg.run.out, exist_ok=True)
     for seed, out in zip(seeds, outs):
         if cfg.run.resume and os.path.isfile(os.path.join(out, "metrics.json")):
             print(f"{out}: finished; not trained again")
             continue
         if cfg.run.resume and layout.is_run_dir(out):  # its own saved config, as for one run
             seed_cfg = parse(_without_seeds(argv if argv is not None else sys.argv[1:]) + ["--out", out])
-        else:  # (with --resume, a seed not started yet starts now)
+        elif cfg.run.resume:  # a seed not started yet starts now, as the sweep's started seeds did
+            seed_cfg = _sweep_config(outs).replace("run", seed=seed, out=out, resume=False, overwrite=False)
+        else:
             seed_cfg = cfg.replace("run", seed=seed, out=out, resume=False)
         try:
             Trainer(seed_cfg).run()

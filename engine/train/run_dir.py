@@ -69,12 +69,11 @@ class Checkpoints:
         # the optimizer's, which then counted every step (no loss scaling skipped any on CPUs).
         self._iterations = optimizer.iterations
         self._latest = self._manager(out)
-        self._best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
-                                                os.path.join(out, "checkpoints", "best"), max_to_keep=1)
+        self._best = _manager(tf.train.Checkpoint(model=model), os.path.join(out, "checkpoints", "best"), max_to_keep=1)
 
     def _manager(self, out: str):
-        return tf.train.CheckpointManager(self._ckpt, os.path.join(out, "checkpoints"), max_to_keep=self._keep,
-                                          step_counter=self._step_counter)
+        return _manager(self._ckpt, os.path.join(out, "checkpoints"), max_to_keep=self._keep,
+                        step_counter=self._step_counter)
 
     @property
     def last(self) -> str | None:
@@ -115,6 +114,19 @@ class Checkpoints:
         tf.train.Checkpoint(**objects).restore(path).assert_existing_objects_matched()
         if "step" not in saved:
             self._step_counter.assign(tf.cast(self._iterations, tf.int64))
+
+
+def _manager(checkpoint, directory: str, **kw):
+    """A CheckpointManager; where its state file (`checkpoint`) is damaged beyond reading, the file is
+    kept aside as checkpoint.damaged (with a warning) and the checkpoints beside it are found by name."""
+    try:
+        return tf.train.CheckpointManager(checkpoint, directory, **kw)
+    except (ValueError, tf.errors.OpError) as e:  # UnicodeDecodeError: random bytes
+        state = os.path.join(directory, "checkpoint")
+        os.replace(state, state + ".damaged")
+        print(f"warning: the checkpoint state file {state} is unreadable ({type(e).__name__}); kept as "
+              f"{state}.damaged, the checkpoints beside it are used", file=sys.stderr)
+        return tf.train.CheckpointManager(checkpoint, directory, **kw)
 
 
 def _candidates(manager) -> list[str]:

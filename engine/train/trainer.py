@@ -123,6 +123,7 @@ class Trainer:
 
     def _run(self) -> dict:
         r = self.cfg.run
+        self.replaced = None  # the run that --overwrite replaces, moved aside (layout.move_aside)
         with StopSignal(self.strategy) as self.stop:  # from the first step that makes anything
             created = False
             try:
@@ -133,6 +134,7 @@ class Trainer:
                         print(f"warning: {w}", file=sys.stderr)
                 self._setup()
             except BaseException as e:
+                self._keep_replaced_run()
                 if created:  # a start that failed leaves nothing behind
                     shutil.rmtree(r.out, ignore_errors=True)
                 if isinstance(e, StopNow):
@@ -141,7 +143,23 @@ class Trainer:
             try:
                 return self._train()
             except StopNow as e:
+                self._keep_replaced_run()
                 self._stopped_at_once(e.signame)
+            except BaseException:
+                self._keep_replaced_run()
+                raise
+
+    def _keep_replaced_run(self):
+        """A run that --overwrite was to replace comes back if the new one failed before its first
+        checkpoint (and is dropped once it has one)."""
+        if self.replaced is None:
+            return
+        if layout.has_checkpoint(self.cfg.run.out):
+            layout.drop_aside(self.replaced)
+        else:
+            layout.put_back(self.cfg.run.out, self.replaced)
+            print(f"{self.cfg.run.out}: the run that --overwrite was to replace is kept, as it was", file=sys.stderr)
+        self.replaced = None
 
     def _stopped_at_start(self, signame: str, created: bool):
         kept = "" if created else f"; {self.cfg.run.out} is as it was"
@@ -194,8 +212,8 @@ class Trainer:
                 cfg.data.limit_test)
         # Only now, with data and model in hand, does --out become a run (a failed start leaves none,
         # and leaves the run that --overwrite replaces as it was).
-        if r.overwrite and not r.resume and self.chief:
-            layout.remove_run(r.out)
+        if r.overwrite and not r.resume and self.chief:  # kept aside until the new run's first checkpoint
+            self.replaced = layout.move_aside(r.out)
         if r.resume and not self.restoring:
             self.log(f"{self.source_out} stopped before its first checkpoint: starting it again from step 0 "
                      f"with its config")
@@ -324,6 +342,8 @@ class Trainer:
             if improves:
                 self.ckpt.save_best(self.global_step)
             self.ckpt.save(self.global_step)
+        if self.replaced is not None:  # the new run has a checkpoint: the old one goes
+            self._keep_replaced_run()
         self.log(f"epoch {epoch + 1}/{self.t.length.num_epochs}: loss {entry['loss']:.4f} "
                  f"acc {entry['accuracy']:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f} "
                  f"lr {entry['lr']:.3g} {entry['img_s']:.1f} img/s {entry['seconds']:.1f}s")
@@ -414,7 +434,11 @@ def warm_start(model, source: str) -> str:
     level = logger.level
     logger.setLevel(logging.ERROR)  # TensorFlow's warnings on a failed restore: the error says it in one line
     try:
-        path = tf.train.latest_checkpoint(os.path.join(run, "checkpoints", "best" if which == "best" else ""))
+        try:
+            path = tf.train.latest_checkpoint(os.path.join(run, "checkpoints", "best" if which == "best" else ""))
+        except (ValueError, tf.errors.OpError):  # a state file that is not even text
+            raise EngineError(f"--init-from {source}: the checkpoint state file of {run} is damaged; name a "
+                              f".weights.h5 file, or the other checkpoint (:best or :latest)") from None
         if path is None:
             raise EngineError(f"--init-from {source}: {run} has no {which} checkpoint")
         try:

@@ -149,11 +149,11 @@ def claim_output(out: str, overwrite: bool, *, folder: bool = False,
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise EngineError(f"the folder of {flag} does not exist: {os.path.dirname(out) or '.'}")
-    if not os.path.lexists(out):
-        return
     reason = protected(out) if protected else None
     if reason:
-        raise EngineError(f"{flag} {out} is {reason}; it is never replaced: choose another {flag}")
+        raise EngineError(f"{flag} {out} is {reason}; it is never written there: choose another {flag}")
+    if not os.path.lexists(out):
+        return
     is_dir = os.path.isdir(out) and not os.path.islink(out)
     if is_dir and not folder:
         raise EngineError(f"{flag} {out} is a folder; give a file path (a folder is never replaced by a file)")

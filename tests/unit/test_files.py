@@ -87,6 +87,7 @@ def _run(folder):
     ("runs/a/history.json", dict(), "is part of the run in runs/a"),
     ("runs/a/checkpoints/checkpoint", dict(), "is part of the run in runs/a"),
     ("runs/a/checkpoints/best/ckpt-3.index", dict(), "is part of the run in runs/a"),
+    ("runs/a/tb/new.json", dict(), "is part of the run in runs/a"),  # not even a new file there
     ("notes", dict(), "is a folder; give a file path"),
     ("notes", dict(folder=True, replaceable=lambda p: False), "not an export of this kind"),
     ("notes.txt", dict(folder=True), "is a file; give a folder path"),

@@ -146,12 +146,12 @@ def claim_output(out: str, overwrite: bool, *, folder: bool = False,
     `folder`: the output is a folder (an export folder), else a file. `protected(path)`: a reason why
     `path` must never be replaced (a run, a run's own file), or None. `replaceable(path)`: whether an
     existing folder is one this output may replace (e.g. a SavedModel)."""
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise EngineError(f"the folder of {flag} does not exist: {os.path.dirname(out) or '.'}")
     reason = protected(out) if protected else None
     if reason:
         raise EngineError(f"{flag} {out} is {reason}; it is never written there: choose another {flag}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise EngineError(f"the folder of {flag} does not exist: {os.path.dirname(out) or '.'}")
     if not os.path.lexists(out):
         return
     is_dir = os.path.isdir(out) and not os.path.islink(out)

@@ -25,8 +25,11 @@ def prepare_run_dir(run) -> tuple[bool, files.Lock]:
     process (a second process on the same --out is refused). Returns (whether --out was created here,
     so that a start that fails removes it again; the lock, held until the run ends)."""
     out = run.out
-    layout.check_out(out, run.resume, run.overwrite)
-    created = not os.path.exists(out)
+    created = not os.path.lexists(out)
+    if created:  # (an existing folder is locked first: a run in progress there is "in use", whatever it holds)
+        layout.check_out(out, run.resume, run.overwrite)
+    elif not os.path.isdir(out):
+        raise EngineError(f"--out {out} is a file, not a directory")
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:

@@ -37,17 +37,26 @@ OFFLINE_HINT = ("pass --data PATH (or set ENGINE_DATA) to a train/<class>/ test/
                 "a .tar/.tar.gz of one, or cifar-10-python.tar.gz")
 
 
+def check_source(source: str) -> str | None:
+    """The absolute path of a path source, or a one-line error if nothing readable as one is there
+    (a quick check: no file is opened); None for the named sources (cifar10, digits)."""
+    if source in ("cifar10", "digits"):
+        return None
+    path = os.path.abspath(os.path.expanduser(source))
+    if not os.path.exists(path):
+        raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
+    if os.path.isfile(path) and not _is_tar_name(path):
+        raise EngineError(f"unsupported data file {source}: expected a folder, .tar, .tar.gz or .tgz")
+    return path
+
+
 def load(source: str, cache_dir: str | None = None, log=print) -> Splits:
     """Load a data source (see module doc) into uint8 arrays, through the on-disk cache."""
     if source == "cifar10":
         return _load_keras_cifar10()
     if source == "digits":
         return load_digits()
-    path = os.path.abspath(os.path.expanduser(source))
-    if not os.path.exists(path):
-        raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
-    if os.path.isfile(path) and not _is_tar_name(path):
-        raise EngineError(f"unsupported data file {source}: expected a folder, .tar, .tar.gz or .tgz")
+    path = check_source(source)
     cache_file = None
     if cache_dir:
         cache_file = cache_path(path, cache_dir)

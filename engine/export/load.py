@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import errno
 import gc
 import glob
 import json
@@ -17,10 +16,10 @@ import sys
 import keras
 import tensorflow as tf
 
-from engine import __version__, models
+from engine import __version__, files, models
 from engine.config import CONFIG_FILE, Config, data_default, is_run_dir
 from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT
-from engine.errors import EngineError
+from engine.errors import EngineError, is_disk_full
 from engine.kernels import Preprocess
 from engine.models.user import check as check_model
 from engine.models.user import ends_in_softmax, load_keras_file
@@ -59,8 +58,8 @@ def writing(out: str):
         raise
     except (OSError, tf.errors.OpError, RuntimeError) as e:  # OpenVINO: "basic_ios::clear: iostream error"
         message = " ".join(str(getattr(e, "message", None) or e).split())
-        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in message or _disk_full(out):
-            raise EngineError(f"no space left on device writing {out}; nothing was written") from None
+        if is_disk_full(e) or _disk_full(out):  # (OpenVINO says only "iostream error": the space is looked at)
+            raise files.disk_full(out) from None
         if isinstance(e, RuntimeError) and not isinstance(e, tf.errors.OpError) and "iostream" not in message:
             raise  # not a write error
         raise EngineError(f"cannot write {out}: {getattr(e, 'strerror', None) or message[:160]}") from None

@@ -125,10 +125,8 @@ def _named(argv: list, flag: str) -> str | None:
 def precheck(cfg: C.Config, seeds: list[int]) -> None:
     """The refusals that need no TensorFlow (what --out holds, a --data path that is not there), made
     before TensorFlow's import, so that they answer in a second."""
-    from engine.data.sources import OFFLINE_HINT
-    source = cfg.data.data
-    if source not in ("cifar10", "digits") and not os.path.exists(os.path.expanduser(source)):
-        raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
+    from engine.data.sources import check_source
+    check_source(cfg.data.data)
     if "TF_CONFIG" in os.environ:  # a worker of a cluster: the chief checks --out when it starts
         return
     if not seeds:

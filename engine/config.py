@@ -82,7 +82,7 @@ class DataConfig:
     data: str = _opt(
         "cifar10",
         "cifar10 (Keras download), a train/<class>/ test/<class>/ folder tree, a .tar/.tar.gz of "
-        "one, or cifar-10-python.tar.gz; the ENGINE_DATA environment variable sets the default",
+        "one, cifar-10-python.tar.gz, or digits (scikit-learn's 8x8 digits at 32x32); the ENGINE_DATA environment variable sets the default",
         env="ENGINE_DATA")
     limit: int = _opt(0, "use a class-balanced subset of N training images (0: all)", range=COUNT)
     limit_test: int = _opt(0, "use a class-balanced subset of N test images (0: all)", range=COUNT)

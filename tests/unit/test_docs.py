@@ -85,3 +85,17 @@ def test_the_command_list_names_every_export_format():
     line = next(x for x in usage().splitlines() if x.strip().startswith("export"))
     for fmt in ("SavedModel", "ONNX", "TensorRT", "OpenVINO"):
         assert fmt in line
+
+
+def test_the_design_page_maps_every_module():
+    """docs/design.md is the map of the package: a module it does not name is one a reader cannot find
+    there (and a name it keeps after a module is gone is a wrong map)."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    named = set(re.findall(r"`([a-z_0-9]+)`", text))
+    package = ROOT / "engine"
+    modules = {p.stem for p in package.rglob("*.py") if not p.stem.startswith("__")}
+    folders = {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    missing = sorted(m for m in modules if m not in named and f"engine/{m}.py" not in text)
+    assert not missing, f"docs/design.md does not name: {missing}"
+    for folder in folders:
+        assert f"engine/{folder}/" in text, folder

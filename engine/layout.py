@@ -8,19 +8,49 @@ model-int8.xml, model.savedmodel/, evaluate-*.json, ...).
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import json
 import os
 import shutil
 import tempfile
 
 from engine.errors import EngineError
 
-CONFIG_FILE = "config.json"
-RUN_FILES = (CONFIG_FILE, "classes.json", "history.json", "metrics.json", "curves.png", "checkpoints", "tb")
+CONFIG_FILE = "config.json"      # the run's resolved config; its presence marks a run folder
+CLASSES_FILE = "classes.json"    # the class names, in label order
+HISTORY_FILE = "history.json"    # one entry per epoch
+METRICS_FILE = "metrics.json"    # the final figures (Metrics below), written when the run ends
+CURVES_FILE = "curves.png"
+CHECKPOINTS = "checkpoints"      # the latest checkpoints; the best epoch's in checkpoints/best
+BEST_DIR = "best"
+TB_DIR = "tb"                    # TensorBoard scalars and profiles
+RUN_FILES = (CONFIG_FILE, CLASSES_FILE, HISTORY_FILE, METRICS_FILE, CURVES_FILE, CHECKPOINTS, TB_DIR)
+WHICH = ("best", "latest")       # the checkpoints a run offers: RUN:best, RUN:latest
 # What engine export / engine evaluate write into a run folder by default: made from the run's old
 # model, so a run replaced with --overwrite does not keep them.
 EXPORTS = ("model*.onnx", "model*.savedmodel", "model*.xml", "model*.bin", "model*.engine", "timing.cache",
            "evaluate-*.json")
+
+
+def run_file(run: str, name: str) -> str:
+    """A file of the run folder `run` (one of RUN_FILES)."""
+    assert name in RUN_FILES, name
+    return os.path.join(run, name)
+
+
+def checkpoint_dir(run: str, which: str = "latest") -> str:
+    """Where the run's best or latest checkpoints are."""
+    if which not in WHICH:
+        raise ValueError(f"which checkpoint: {which!r}, not one of {WHICH}")
+    folder = os.path.join(run, CHECKPOINTS)
+    return os.path.join(folder, BEST_DIR) if which == "best" else folder
+
+
+def parse_source(source: str, default: str = "best") -> tuple[str, str]:
+    """"RUN", "RUN:best" or "RUN:latest" -> (RUN, which)."""
+    run, sep, which = source.rpartition(":")
+    return (run, which) if sep and which in WHICH else (source, default)
 
 
 def is_run_dir(path: str) -> bool:
@@ -30,7 +60,7 @@ def is_run_dir(path: str) -> bool:
 
 def has_checkpoint(out: str) -> bool:
     """Whether a run folder holds any training checkpoint (not counting checkpoints/best)."""
-    folder = os.path.join(out, "checkpoints")
+    folder = checkpoint_dir(out)
     try:
         return any(name.startswith("ckpt-") and name.endswith(".index") for name in os.listdir(folder))
     except OSError:
@@ -122,3 +152,71 @@ def protected(path: str) -> str | None:
             return f"part of the run in {parent if shown.startswith('..') else shown}"
         child, parent = parent, os.path.dirname(parent)
     return None
+
+
+@dataclasses.dataclass
+class Metrics:
+    """metrics.json: what a finished run measured. The trainer writes it once, at the end; `engine
+    report`, the self-check and the reference comparison read it through `read_metrics`. A key an
+    older run did not write reads as None."""
+
+    test_accuracy: float | None = None       # top-1 on the whole test split
+    test_loss: float | None = None
+    tta: int | None = None                   # the test-time augmentation level used for the next field
+    test_accuracy_tta: float | None = None
+    best_epoch: int | None = None            # the epoch checkpoints/best holds
+    best_val_accuracy: float | None = None
+    epochs_run: int | None = None
+    stopped_early: bool | None = None
+    steps: int | None = None
+    train_img_s: float | None = None         # training images per second of training time
+    train_seconds: float | None = None       # the training loop alone
+    wall_seconds: float | None = None        # start to end
+    wall_breakdown: dict | None = None       # {phase: seconds}
+    train_images: int | None = None
+    test_images: int | None = None
+    val_is_test: bool | None = None
+    val_images: int | None = None
+    policy: str | None = None                # the Keras mixed-precision policy trained in
+    xla: bool | None = None
+    steps_per_call: int | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    tensorflow: str | None = None
+    feature_cache: bool | None = None
+    feature_seconds: float | None = None
+    speed_choice: dict | None = None         # the automatic choice: what was chosen and why
+    compile_cache: dict | None = None        # the XLA compile cache used, or None
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Metrics":
+        """The known keys of a metrics.json object, as written (values are not coerced: a damaged file
+        shows as such where it is read)."""
+        return cls(**{f.name: raw.get(f.name) for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def read_metrics(run: str) -> Metrics:
+    """The run's metrics.json; a one-line error where it is missing or unreadable."""
+    if not is_run_dir(run):
+        raise EngineError(f"{run} is not a run directory (no {CONFIG_FILE})")
+    path = run_file(run, METRICS_FILE)
+    if not os.path.lexists(path):
+        raise EngineError(f"{run} has no {METRICS_FILE}: it has not finished (resume it with --resume)")
+    return Metrics.from_dict(read_object(path))
+
+
+def read_object(path: str) -> dict:
+    """The JSON object in `path`; a one-line error saying the file is unreadable otherwise."""
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+    except OSError as e:
+        raise EngineError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # not JSON (truncated, empty) or not UTF-8
+        raise EngineError(f"{path} is unreadable (damaged: {str(e).splitlines()[0][:80]})") from None
+    if not isinstance(obj, dict):
+        raise EngineError(f"{path} is unreadable (damaged: it holds {json.dumps(obj)[:40]}, not a JSON object)")
+    return obj

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from engine import layout
 from engine.cli import Parser, integer
 from engine.contract import IMAGE_SHAPE
 from engine.data.images import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, open_image, read_regular, shape_of,
@@ -52,7 +53,7 @@ def class_names(path: str, backend: str, predictor=None) -> list | None:
     if names:
         return json.loads(names)
     if backend == "tf":
-        names = read_json(os.path.join(path, "classes.json"), None)
+        names = read_json(layout.run_file(path, layout.CLASSES_FILE), None)
         return names or read_json(os.path.join(path, "assets.extra.engine.json"), {}).get("class_names")
     if backend == "openvino":
         return None

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 
+from engine import layout
 from engine.cli import Parser
-from engine.config import CONFIG_FILE, is_run_dir
-from engine.errors import EngineError, cli
+from engine.errors import cli
 
 COLUMNS = [("test top-1", "test_accuracy", "{:.4f}"), ("TTA", "test_accuracy_tta", "{:.4f}"),
            ("best epoch", "best_epoch", "{}"), ("img/s", "train_img_s", "{:,.0f}"),
@@ -21,35 +20,16 @@ COLUMNS = [("test top-1", "test_accuracy", "{:.4f}"), ("TTA", "test_accuracy_tta
 PER_LAUNCH = {"run.out", "run.seed", "run.resume", "run.overwrite", "run.quiet"}  # not the experiment
 
 
-def _read_object(path: str) -> dict:
-    """The JSON object in `path`; a one-line error saying the file is unreadable otherwise."""
-    try:
-        with open(path, "rb") as f:
-            obj = json.loads(f.read())
-    except OSError as e:
-        raise EngineError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError as e:  # not JSON (truncated, empty) or not UTF-8
-        raise EngineError(f"{path} is unreadable (damaged: {str(e).splitlines()[0][:80]})") from None
-    if not isinstance(obj, dict):
-        raise EngineError(f"{path} is unreadable (damaged: it holds {json.dumps(obj)[:40]}, not a JSON object)")
-    return obj
-
-
 def load(run: str) -> dict:
-    if not is_run_dir(run):
-        raise EngineError(f"{run} is not a run directory (no {CONFIG_FILE})")
-    path = os.path.join(run, "metrics.json")
-    if not os.path.lexists(path):
-        raise EngineError(f"{run} has no metrics.json: it has not finished (resume it with --resume)")
-    metrics = _read_object(path)
-    config = _read_object(os.path.join(run, CONFIG_FILE))
+    metrics = layout.read_metrics(run)
+    config = layout.read_object(layout.run_file(run, layout.CONFIG_FILE))
     flat = {f"{s}.{k}": v for s, fields in config.items() if isinstance(fields, dict) for k, v in fields.items()}
     return {"run": run, "metrics": metrics, "config": flat}
 
 
-def _cell(metrics: dict, key: str, fmt: str) -> str:
+def _cell(metrics: layout.Metrics, key: str, fmt: str) -> str:
     """A metric as its column shows it; "-" where it is missing, "unreadable" where it is of the wrong type."""
-    value = metrics.get(key)
+    value = getattr(metrics, key)
     if value is None:
         return "-"
     if fmt != "{}" and not _finite(value):
@@ -93,8 +73,8 @@ def table(runs: list) -> str:
         if len(group) > 1:
             seeds = ", ".join(str(r["config"].get("run.seed")) for r in group)
             lines.append(f"\nseeds {seeds} ({len(group)} runs): test top-1 "
-                         f"{_mean_std([r['metrics'].get('test_accuracy') for r in group])}, TTA "
-                         f"{_mean_std([r['metrics'].get('test_accuracy_tta') for r in group])}")
+                         f"{_mean_std([r['metrics'].test_accuracy for r in group])}, TTA "
+                         f"{_mean_std([r['metrics'].test_accuracy_tta for r in group])}")
     diff = {k: v for k, v in differing(runs).items() if k not in ("run.out", "run.quiet")}
     if diff:
         lines.append("\nconfig fields that differ: " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in diff.items()))
@@ -109,7 +89,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     runs = [load(r) for r in a.runs]
     if a.json:
-        print(json.dumps({"runs": [{"run": r["run"], **r["metrics"]} for r in runs], "differ": differing(runs)},
+        print(json.dumps({"runs": [{"run": r["run"], **r["metrics"].to_dict()} for r in runs], "differ": differing(runs)},
                          indent=2))
     else:
         print(table(runs))

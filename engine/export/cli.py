@@ -34,7 +34,7 @@ def _parser() -> Parser:
     io.add_argument("--out", metavar="PATH",
                     help="output path (default: in the run directory, model.savedmodel, model.onnx or model.engine, "
                          "with -fp16/-int8 for those precisions; beside a .keras file, its name with that ending)")
-    io.add_argument("--checkpoint", choices=["best", "latest"], default="best",
+    io.add_argument("--checkpoint", choices=layout.WHICH, default="best",
                     help="which checkpoint of the run: best validation epoch, or the last one")
     io.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     k = common.add_argument_group(".keras input (a run directory knows its own)")

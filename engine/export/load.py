@@ -16,7 +16,7 @@ import sys
 import keras
 import tensorflow as tf
 
-from engine import __version__, files, models
+from engine import __version__, files, layout, models
 from engine.config import CONFIG_FILE, Config, data_default, is_run_dir
 from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT
 from engine.errors import EngineError, is_disk_full
@@ -77,8 +77,8 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     """Rebuild a run's model in float32 and restore its best (or latest) checkpoint."""
     if not is_run_dir(path):
         raise EngineError(f"{path} is not a run directory (no {CONFIG_FILE})")
-    cfg = Config.load(os.path.join(path, CONFIG_FILE))
-    classes_file = os.path.join(path, "classes.json")
+    cfg = Config.load(layout.run_file(path, CONFIG_FILE))
+    classes_file = layout.run_file(path, layout.CLASSES_FILE)
     try:
         with open(classes_file) as f:
             class_names = json.load(f)
@@ -87,7 +87,7 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     if not isinstance(class_names, list) or not class_names or not all(isinstance(n, str) for n in class_names):
         raise EngineError(f"{classes_file} is damaged: expected a JSON list of class names, got "
                           f"{json.dumps(class_names)[:60]}")
-    ckpt_dir = os.path.join(path, "checkpoints", "best" if checkpoint == "best" else "")
+    ckpt_dir = layout.checkpoint_dir(path, checkpoint)
     latest = find_checkpoint(ckpt_dir, f"no {checkpoint} checkpoint in {path}")
     keras.mixed_precision.set_global_policy("float32")
     spec = models.get(cfg.model.model)

@@ -156,7 +156,7 @@ def main(argv=None):
         return
     outs = [os.path.join(cfg.run.out, f"seed-{seed}") for seed in seeds]
     for seed, out in zip(seeds, outs):
-        if cfg.run.resume and os.path.isfile(os.path.join(out, "metrics.json")):
+        if cfg.run.resume and os.path.isfile(layout.run_file(out, layout.METRICS_FILE)):
             print(f"{out}: finished; not trained again")
             continue
         if cfg.run.resume and layout.is_run_dir(out):  # its own saved config, as for one run

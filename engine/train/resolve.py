@@ -13,7 +13,7 @@ import difflib
 import os
 
 from engine import config as C
-from engine import models, recipes
+from engine import layout, models, recipes
 from engine.cli import Parser, Switch
 from engine.contract import NORMALIZATIONS
 from engine.errors import EngineError
@@ -344,8 +344,8 @@ def _check_init_from(source: str, out: str) -> None:
         if not os.path.isfile(source):
             raise EngineError(f"--init-from {source}: no such weights file")
         return
-    run = source.rsplit(":", 1)[0] if source.endswith((":best", ":latest")) else source
-    if not C.is_run_dir(run):
+    run, _ = layout.parse_source(source)
+    if not layout.is_run_dir(run):
         raise EngineError(f"--init-from {source}: {run} is not a run directory (or pass a .weights.h5 file)")
     if os.path.abspath(run) == os.path.abspath(out):
         raise EngineError("--init-from names the run in --out itself; to continue it use --resume")

@@ -72,10 +72,10 @@ class Checkpoints:
         # the optimizer's, which then counted every step (no loss scaling skipped any on CPUs).
         self._iterations = optimizer.iterations
         self._latest = self._manager(out)
-        self._best = _manager(tf.train.Checkpoint(model=model), os.path.join(out, "checkpoints", "best"), max_to_keep=1)
+        self._best = _manager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(out, "best"), max_to_keep=1)
 
     def _manager(self, out: str):
-        return _manager(self._ckpt, os.path.join(out, "checkpoints"), max_to_keep=self._keep,
+        return _manager(self._ckpt, layout.checkpoint_dir(out), max_to_keep=self._keep,
                         step_counter=self._step_counter)
 
     @property
@@ -167,17 +167,17 @@ class History:
     SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "img_s")
 
     def __init__(self, out: str, entries: list):
-        self.path = os.path.join(out, "history.json")
+        self.path = layout.run_file(out, layout.HISTORY_FILE)
         self.entries = entries
         best = max(entries, key=lambda h: h["val_accuracy"]) if entries else None
         self.best_acc = best["val_accuracy"] if best else -1.0
         self.best_epoch = best["epoch"] if best else 0
-        self._writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
+        self._writer = tf.summary.create_file_writer(layout.run_file(out, layout.TB_DIR))
 
     @classmethod
     def resumed(cls, out: str, source_out: str, start_epoch: int) -> "History":
         """The history of the run in `source_out` up to `start_epoch`."""
-        entries = read_json(os.path.join(source_out, "history.json"), [])
+        entries = read_json(layout.run_file(source_out, layout.HISTORY_FILE), [])
         return cls(out, [h for h in entries if h["epoch"] <= start_epoch])
 
     @property

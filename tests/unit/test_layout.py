@@ -1,0 +1,49 @@
+"""engine.layout: the one module that knows a run folder's names, its checkpoint folders, how
+RUN[:best|latest] reads, and metrics.json's keys."""
+import dataclasses
+import json
+import pathlib
+import re
+
+import pytest
+
+from engine import layout, report
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("source,want", [
+    ("runs/a", ("runs/a", "best")), ("runs/a:best", ("runs/a", "best")), ("runs/a:latest", ("runs/a", "latest")),
+    ("runs/a:b", ("runs/a:b", "best")),  # a colon in a folder name is part of the name
+    ("C:latest", ("C", "latest")),
+])
+def test_a_source_names_a_run_and_one_of_its_checkpoints(source, want):
+    assert layout.parse_source(source) == want
+
+
+def test_checkpoint_folders_and_run_files(tmp_path):
+    assert layout.checkpoint_dir("r", "best") == "r/checkpoints/best"
+    assert layout.checkpoint_dir("r") == layout.checkpoint_dir("r", "latest") == "r/checkpoints"
+    with pytest.raises(ValueError):
+        layout.checkpoint_dir("r", "newest")
+    with pytest.raises(AssertionError):
+        layout.run_file("r", "model.onnx")  # an export, not a run file
+
+
+def test_metrics_round_trip_and_older_runs_read_missing_keys_as_none():
+    full = {f.name: i for i, f in enumerate(dataclasses.fields(layout.Metrics))}
+    assert layout.Metrics.from_dict(full).to_dict() == full
+    old = layout.Metrics.from_dict({"test_accuracy": 0.9, "a_key_no_longer_written": 1})
+    assert old.test_accuracy == 0.9 and old.speed_choice is None
+
+
+def test_every_report_column_is_a_metrics_field():
+    fields = {f.name for f in dataclasses.fields(layout.Metrics)}
+    assert {key for _, key, _ in report.COLUMNS} <= fields
+
+
+def test_read_metrics_reads_what_the_trainer_writes(tmp_path):
+    (tmp_path / layout.CONFIG_FILE).write_text("{}")
+    (tmp_path / layout.METRICS_FILE).write_text(json.dumps({"test_accuracy": 0.5, "policy": "float32"}))
+    m = layout.read_metrics(str(tmp_path))
+    assert (m.test_accuracy, m.policy, m.xla) == (0.5, "float32", None)

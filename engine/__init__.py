@@ -4,4 +4,4 @@ Importing the package imports no TensorFlow: the command-line tools answer `--he
 load TensorFlow only when they need it (engine.cli.import_tensorflow_quietly).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"

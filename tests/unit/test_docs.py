@@ -7,7 +7,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -99,3 +99,29 @@ def test_the_design_page_maps_every_module():
     assert not missing, f"docs/design.md does not name: {missing}"
     for folder in folders:
         assert f"engine/{folder}/" in text, folder
+
+
+def test_the_version_is_one_and_the_changelog_has_its_heading():
+    """engine.__version__ is pyproject's version. A release X.Y.Z has its `## X.Y.Z (date)` heading in
+    CHANGELOG.md; a version in the making, X.Y.Z.devN, has `## Unreleased` on top and no `## X.Y.Z` yet.
+    The released versions follow (under `## Unreleased`, if any), newest first, each with its date."""
+    import tomllib
+
+    import engine
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert engine.__version__ == version
+    m = re.fullmatch(r"(\d+\.\d+\.\d+)(\.dev\d+)?", version)
+    assert m, f"{version}: not X.Y.Z or X.Y.Z.devN"
+    headings = re.findall(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    unreleased = headings[:1] == ["Unreleased"]
+    released = [re.fullmatch(r"(\d+)\.(\d+)\.(\d+) \(\d{4}-\d{2}-\d{2}\)", h) for h in headings[unreleased:]]
+    assert released and all(released), headings
+    numbers = [tuple(map(int, r.groups())) for r in released]
+    assert numbers == sorted(numbers, reverse=True) and len(set(numbers)) == len(numbers), headings
+    shown = [h.split()[0] for h in headings[unreleased:]]
+    if m.group(2):
+        assert unreleased, f"{version} is in the making: CHANGELOG.md needs ## Unreleased on top"
+        assert m.group(1) not in shown, f"{version} is not released yet: no ## {m.group(1)} heading"
+    else:
+        assert m.group(1) in shown, f"CHANGELOG.md has no ## {m.group(1)} heading"
+

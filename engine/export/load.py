@@ -209,7 +209,7 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
     outputs = int(model.outputs[0].shape[-1])
     names = class_names or (list(CIFAR10_CLASSES) if outputs == 10 else [str(i) for i in range(outputs)])
     if len(names) != outputs:
-        raise EngineError(f"--classes names {len(names)} classes but {path} has {outputs} outputs")
+        raise EngineError(f"--class-names names {len(names)} classes but {path} has {outputs} outputs")
     softmax = ends_in_softmax(model)
     net = model
     if softmax:  # probabilities -> logits, once, here

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from engine import devices
 from tests.conftest import ROOT, make_images, png_bytes
 from tests.unit.test_gpu_driver import fake_nvidia_smi
 
@@ -83,8 +84,24 @@ def test_gpus_hidden_on_purpose_are_not_reported(gpu_machine):
 def test_the_build_info_read_without_tensorflow_is_tensorflows_own():
     import tensorflow as tf
 
-    from engine import devices
     assert devices.tensorflow_build() == dict(tf.sysconfig.get_build_info())
     code = "from engine import devices; print(devices.tensorflow_build())"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.stdout.strip() == str(dict(tf.sysconfig.get_build_info())), p.stderr
+
+
+def test_gpucheck_prints_the_driver_and_stops_at_once_on_an_h100_with_an_r535_driver(tmp_path):
+    path = fake_nvidia_smi(str(tmp_path), ["NVIDIA H100 80GB HBM3, 535.104.05, 9.0"])
+    e = dict(os.environ, PYTHONPATH=str(ROOT), PATH=path)
+    p = subprocess.run([sys.executable, "-m", "engine.gpucheck"], cwd=tmp_path, env=e, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[0] == ("NVIDIA driver 535.104.05: NVIDIA H100 80GB HBM3 (compute capability 9.0); TensorFlow built "
+                        f"for CUDA {devices.tensorflow_build()['cuda_version']}")
+    assert lines[1] == ("FAIL  GPU setup  NVIDIA H100 80GB HBM3 (compute capability 9.0) runs TensorFlow's CUDA 12.5 "
+                        "kernels as PTX, which needs NVIDIA driver 555.42.02 or newer; this machine has 535.104.05: "
+                        "upgrade the driver")
+    # This TensorFlow has no CUDA libraries: no check could pass either, and none ran.
+    assert lines[2:] == ["FAIL  GPU setup  NVIDIA GPU found (NVIDIA H100 80GB HBM3) but TensorFlow cannot use it: "
+                         "pip install -e '.[gpu]'"], p.stdout

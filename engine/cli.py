@@ -68,7 +68,9 @@ def number(s: str) -> float:
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its C++ start-up chatter (CUDA stub notices, oneDNN banners) kept off
     stderr, so that a user's error is the one line they see. Python exceptions still propagate.
-    Set TF_CPP_MIN_LOG_LEVEL=0 and ENGINE_TF_VERBOSE=1 to see everything TensorFlow says."""
+    Set TF_CPP_MIN_LOG_LEVEL=0 and ENGINE_TF_VERBOSE=1 to see everything TensorFlow says. What those logs
+    would say about a GPU TensorFlow cannot use (no CUDA libraries, an old driver) the CLIs that run models
+    say in one line instead: engine.devices.warn_gpu_setup (that layer, above this one, reads the driver)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or os.environ.get("ENGINE_TF_VERBOSE"):
         import tensorflow  # noqa: F401

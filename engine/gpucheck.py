@@ -147,6 +147,14 @@ def main(argv=None):
     p = Parser(prog="python -m engine.gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("--keep", help="keep the runs and engines in this folder (default: a temporary one)")
     a = p.parse_args(argv)
+    from engine import devices
+    summary, problems = devices.driver_summary(), devices.gpu_setup_problems()
+    if summary:  # the NVIDIA driver's version and GPUs, and the CUDA TensorFlow was built for
+        print(summary)
+    for problem in problems:  # a driver or an install no GPU path can pass with: stop before the checks
+        print(f"FAIL  GPU setup  {problem.removesuffix('; running on the CPU')}")
+    if problems:
+        sys.exit(1)
     import_tensorflow_quietly()
     from engine import devices
     gpus = devices.gpus()

@@ -63,6 +63,7 @@ class TFPredictor(Predictor):
         super().__init__(path, batch_size)
         import_tensorflow_quietly()
         import tensorflow as tf
+        devices.warn_gpu_setup()  # a GPU TensorFlow cannot use: said, since TensorFlow's logs are quiet
         if is_run_dir(path):
             from engine.export.load import load_run
             exp = load_run(path)

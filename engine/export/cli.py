@@ -147,10 +147,12 @@ def main(argv=None):
         from engine.export.openvino import require_openvino
         require_openvino()
     if a.format == "trt":  # TensorFlow checks the ONNX graph, then TensorRT needs the GPU's memory
-        from engine.devices import allow_memory_growth, gpus
+        from engine.devices import allow_memory_growth, gpus, unusable_gpu
         if not gpus():
-            raise EngineError("no usable NVIDIA GPU: TensorRT engines are built on the GPU they run on; nothing "
-                              "was exported")
+            found = unusable_gpu()  # the driver lists one: why TensorFlow cannot use it
+            raise EngineError((f"NVIDIA GPU found ({found[0]}) but TensorFlow cannot use it: {found[1]}; " if found else
+                               "no usable NVIDIA GPU: ") + "TensorRT engines are built on the GPU they run on; "
+                              "nothing was exported")
         allow_memory_growth()
     from engine.export.load import load_keras, load_run
     from engine.export.onnx import calibration_images, export_onnx

@@ -150,6 +150,8 @@ def main(argv=None):
     precheck(cfg, seeds)
     from engine.cli import import_tensorflow_quietly
     import_tensorflow_quietly()
+    from engine import devices
+    devices.warn_gpu_setup()  # TensorFlow's own word on a GPU it cannot use is kept quiet: ours, in one line
     from engine.train.trainer import Trainer  # builds Keras and the models: only once the flags are sane
     if not seeds:
         Trainer(cfg).run()

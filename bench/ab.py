@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
                 policy = precision.apply(amp)
                 cfg = defaults(a.model).replace("model", weights="none", feature_cache=False)
                 cfg = cfg.replace("optim", batch_size=a.batch, lr=0.05, schedule="constant").replace(
-                    "run", xla=False, amp=amp, steps_per_call=a.steps)
+                    "run", xla=False, amp=amp, steps_per_call=10)
                 # read when the step is traced, which is below
                 cpu_step.MATMUL_DW_MAX_MAP = a.matmul_dw_max_map if arm == "B" and a.matmul_dw_max_map \
                     else engine_max_map

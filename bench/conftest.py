@@ -2,11 +2,15 @@
 
 ENGINE_DATA points at the data (CI: ../shared/data/cifar10-jpeg.tar.gz). ENGINE_BENCH_QUICK=1 runs
 every benchmark with the tiny model, few steps and one round: it proves the suite runs, nothing more.
+The tools beside the suite (bench/ab.py, bench/micro/, ...) share `machine_info` and `provenance`.
 """
 import importlib.metadata
 import os
 import platform
 import queue
+import shlex
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -105,7 +109,38 @@ def machine_info() -> dict:
     return {"device": device_name(), "cores": os.cpu_count(), "gpus": len(devices.gpus()),
             "tensorflow": tf.__version__, "keras": version("keras"), "onnxruntime": version("onnxruntime"),
             "tensorrt": version("tensorrt"), "openvino": version("openvino"), "python": platform.python_version(),
-            "cpu_features": cpu_features()}
+            "cpu_features": cpu_features(), "engine_commit": engine_commit()}
+
+
+def engine_commit() -> str:
+    """The engine's git commit measured (`git rev-parse HEAD`), marked when tracked files differ from
+    it; where the engine is not a git checkout, its version."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        from engine import __version__
+        return f"unknown: not a git checkout (engine {__version__})"
+    return commit + (" with uncommitted changes" if changed else "")
+
+
+def provenance(module: str, argv: list) -> dict:
+    """What a bench tool writes at the top of its output: the command that reproduces it, the engine
+    commit and the machine (machine_info)."""
+    return {"command": shlex.join([os.path.basename(sys.executable), "-m", module, *argv]), "machine": machine_info()}
+
+
+def print_provenance(module: str, argv: list) -> None:
+    """provenance() as the header of a tool's text output."""
+    import json
+    info = provenance(module, argv)
+    print(f"# command: {info['command']}\n# engine commit: {info['machine']['engine_commit']}\n"
+          f"# machine: {json.dumps(info['machine'])}", flush=True)
 
 
 def cpu_features() -> str:

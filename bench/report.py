@@ -25,7 +25,7 @@ def is_fit(r: dict) -> bool:
 
 
 def is_stock(r: dict) -> bool:
-    """A `fit` row on the model as plain Keras trains it (models.build(stock=True)): without the
+    """A `fit` row on the model as plain Keras trains it (no engine.models.cpu_step rewrites): without the
     engine's CPU training-step changes, which the other `fit` rows' model has."""
     return is_fit(r) and r["config"].endswith(" stock")
 

@@ -20,6 +20,7 @@ from engine.train import precision
 from engine.config import Config
 from engine.train.resolve import defaults
 from engine.train.build import build_training
+from engine.models import cpu_step
 
 # label: (model, input side, global batch, steps per timed round, settings). airbench at its recipe's
 # batch 1024 (a step is 3-20 s on the 2-core hosts we had, so 2-step windows). VGG16 at 64x64 is
@@ -75,27 +76,9 @@ PARTS = {"-lookahead": {("optim", "lookahead"): False},
          "-augment": {("model", "crop_pad"): 0, ("model", "flip"): "none"}}
 
 
-# A row name's " -CHANGE" suffixes undo that CPU training-step change of models.build on the built model
-# (before its step is traced); "-step-changes" undoes all three, as models.build(stock=True) would build it.
-STEP_CHANGES = ("-fused-bn", "-compiled-gelu", "-matmul-dw")
-
-
-def without_step_changes(model, changes) -> int:
-    """Undo models.build's CPU training-step changes named in `changes` on `model`'s layers; returns
-    how many layers changed back."""
-    from engine.models.layers import GELU
-    undone = 0
-    for layer in model._flatten_layers():
-        if "-fused-bn" in changes and isinstance(layer, keras.layers.BatchNormalization) and "call" in vars(layer):
-            del layer.call
-            undone += 1
-        if "-compiled-gelu" in changes and isinstance(layer, GELU) and layer.compiled_training:
-            layer.compiled_training = False
-            undone += 1
-        if "-matmul-dw" in changes and "convolution_op" in vars(layer):
-            del layer.convolution_op
-            undone += 1
-    return undone
+# A row name's " -KIND" suffixes undo that CPU training-step rewrite (engine.models.cpu_step) on the
+# built model, before its step is traced; "-step-changes" undoes all three CPU ones.
+STEP_CHANGES = tuple("-" + kind for kind in cpu_step.CPU_KINDS)
 
 
 def _loop_config(name):
@@ -153,7 +136,7 @@ def _img_s(benchmark):
 
 
 # amp: the same fit under Keras's mixed_bfloat16 policy; stock: on the model as plain Keras trains it,
-# without the engine's CPU training-step changes (models.build(stock=True)), which the other rows have
+# without the engine's training-step rewrites (engine.models.cpu_step), which the other rows have
 FIT_ROWS = ("keras fit", "keras fit amp", "keras fit stock", "keras fit amp stock")
 
 
@@ -168,7 +151,7 @@ def test_loop(benchmark, splits, label, name):
     x, y = _arrays(splits, label)
     pipe = Pipeline(x, y)
     training = build_training(cfg, 10, len(x), policy)
-    undone = without_step_changes(training.model, undo) if undo else 0
+    undone = training.step_changes.undo([kind[1:] for kind in undo]) if undo else 0
     loop = training.loop
     ds = pipe.train(batch, seed=0, epoch=0).repeat()
     if name.endswith("host-upsample"):  # the step then finds inputs already at size: a no-op for it
@@ -210,7 +193,9 @@ def test_keras_fit(benchmark, splits, label, name):
     x, y = _arrays(splits, label)
     from engine import models
     spec = models.get(model_name)
-    model = models.build(model_name, size, 10, cfg.model, stock=name.endswith(" stock"))
+    model = models.build(model_name, size, 10, cfg.model)
+    if not name.endswith(" stock"):
+        cpu_step.apply(model, xla=False, cpu_flags=devices.cpu_flags(), has_gpu=bool(devices.gpus()))
     o = cfg.optim
     compile_seed_style(model, o)
 

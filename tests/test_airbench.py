@@ -11,12 +11,22 @@ import tensorflow as tf
 from engine import kernels
 from engine import config as C
 from engine.train import resolve
-from engine import models
+from engine import devices, models
+from engine.models import cpu_step
 from engine.train.loop import Lookahead, StepConfig, TrainLoop, tta_logits
 from engine.models.airbench import DiracInit, data_init, whitening_filters, whitening_sample
-from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training, gelu_erf, matmul_weight_gradient
+from engine.models.cpu_step import fuse_batch_norm_training, matmul_weight_gradient
+from engine.models.layers import GELU, MaxPool2, gelu_erf
 from engine.train.optim import PiecewiseLinear, make_schedule, total_steps
 from engine.train.trainer import Trainer
+
+
+def training_form(name, opts=None, xla=False, cpu_flags=None):
+    """models.build's model with the training-step rewrites engine.train.build gives it on a CPU with
+    `cpu_flags` (default: this one's)."""
+    model = models.build(name, 32, 10, opts)
+    cpu_step.apply(model, xla=xla, cpu_flags=devices.cpu_flags() if cpu_flags is None else cpu_flags, has_gpu=False)
+    return model
 
 
 def test_whitening_filters_whiten_the_patches():
@@ -125,8 +135,9 @@ def test_cpu_training_graph_uses_the_fused_batch_norm_kernel_and_xla_keeps_keras
         fn = tf.function(lambda x: model(x, training=True))
         graph = fn.get_concrete_function(tf.TensorSpec([2, 32, 32, 3], tf.float32)).graph
         return {op.type for op in graph.get_operations()}
-    assert "FusedBatchNormV3" in training_ops(models.build("resnet9", 32, 10))
-    assert "FusedBatchNormV3" not in training_ops(models.build("resnet9", 32, 10, xla=True))
+    assert "FusedBatchNormV3" in training_ops(training_form("resnet9"))
+    assert "FusedBatchNormV3" not in training_ops(training_form("resnet9", xla=True))
+    assert "FusedBatchNormV3" not in training_ops(models.build("resnet9", 32, 10))  # Keras's own form
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
@@ -169,12 +180,12 @@ def test_cpu_training_graph_compiles_only_the_gelu_and_exported_graphs_keep_erf(
         compiled = [op for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr
                     and op.get_attr("_XlaMustCompile")]
         return compiled, {op.type for op in graph.get_operations()}
-    model = models.build("airbench", 32, 10)
+    model = training_form("airbench")
     compiled, ops = graph_ops(model, True)
     assert len(compiled) == 7 and "Conv2D" in ops and "Erf" not in ops
     compiled, ops = graph_ops(model, False)
     assert not compiled and "Erf" in ops
-    assert not graph_ops(models.build("airbench", 32, 10, xla=True), True)[0]
+    assert not graph_ops(training_form("airbench", xla=True), True)[0]
 
 
 def test_matmul_weight_gradient_gives_the_convolutions_gradients():
@@ -233,19 +244,17 @@ def test_matmul_weight_gradient_gives_the_convolutions_gradients():
                                                    ({"avx512_bf16", "amx_bf16", "amx_tile"}, False, 0),
                                                    ({"avx512_bf16", "avx512f"}, True, 0),
                                                    ({"avx2"}, False, 0)])
-def test_matmul_weight_gradient_only_on_cpus_with_avx512_bf16_and_no_amx(monkeypatch, flags, xla, expected):
-    """models.build gives it to airbench's six 3x3 convolutions on a CPU with AVX-512 BF16 and no AMX
+def test_matmul_weight_gradient_only_on_cpus_with_avx512_bf16_and_no_amx(flags, xla, expected):
+    """cpu_step gives it to airbench's six 3x3 convolutions on a CPU with AVX-512 BF16 and no AMX
     (where it was measured), not with AMX, not under XLA, not where bfloat16 is emulated."""
-    from engine import devices
-    monkeypatch.setattr(devices, "cpu_flags", lambda: set(flags))
-    model = models.build("airbench", 32, 10, xla=xla)
+    model = training_form("airbench", xla=xla, cpu_flags=set(flags))
     convs = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 7  # the 2x2 whitening conv never takes it
     assert sum("convolution_op" in vars(layer) for layer in convs) == expected
 
 
 def step_changes(model) -> dict:
-    """How many of a model's layers have each of models.build's training-step changes."""
+    """How many of a model's layers have each of the training-step rewrites, read from the layers."""
     layers = list(model._flatten_layers())
     return dict(bn=sum("call" in vars(x) for x in layers if isinstance(x, keras.layers.BatchNormalization)),
                 gelu=sum(x.compiled_training for x in layers if isinstance(x, GELU)),
@@ -253,42 +262,66 @@ def step_changes(model) -> dict:
                 pool=sum(x.xla_training for x in layers if isinstance(x, MaxPool2)))
 
 
+AVX512_BF16 = {"avx512_bf16", "avx512f"}
+
+
 @pytest.mark.parametrize("xla", [False, True])
-def test_stock_build_keeps_every_layers_own_training_form(monkeypatch, xla):
-    """models.build(stock=True), what the benchmarks' plain-Keras `fit` rows train: no fused BatchNorm,
-    no compiled GELU, no matmul weight gradient, no XLA max pool; the same build without it has them."""
-    from engine import devices
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512_bf16", "avx512f"})
-
-    assert step_changes(models.build("airbench", 32, 10, xla=xla, stock=True)) == dict(bn=0, gelu=0, conv=0, pool=0)
-    engine_form = step_changes(models.build("airbench", 32, 10, xla=xla))
-    assert engine_form == (dict(bn=0, gelu=0, conv=0, pool=3) if xla else dict(bn=6, gelu=7, conv=6, pool=0))
-
-
-def test_the_benchmarks_ablation_undoes_each_step_change_alone(monkeypatch):
-    """bench's speed-up ablation rows ("loop amp spc10 -fused-bn" ...) undo one CPU step change of a
-    built model each, or all three ("-step-changes": then the model is as stock=True builds it), and a
-    model undone that way still trains with Keras's own ops (its BatchNorm updates its statistics)."""
-    from engine import devices
-    from bench.test_train_throughput import STEP_CHANGES, _loop_config, without_step_changes
-    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512_bf16", "avx512f"})
-
-    for change, left in [("-fused-bn", dict(bn=0, gelu=7, conv=6, pool=0)),
-                         ("-compiled-gelu", dict(bn=6, gelu=0, conv=6, pool=0)),
-                         ("-matmul-dw", dict(bn=6, gelu=7, conv=0, pool=0))]:
-        model = models.build("airbench", 32, 10)
-        assert without_step_changes(model, {change}) == 19 - sum(left.values())
-        assert step_changes(model) == left
+def test_models_build_keeps_every_layers_own_training_form_and_cpu_step_rewrites_them(xla):
+    """models.build's model is plain Keras (what the benchmarks' stock `fit` rows train): no fused
+    BatchNorm, no compiled GELU, no matmul weight gradient, no XLA max pool; cpu_step.apply gives a CPU
+    step outside XLA the first three, an XLA step the max pool, and says so in Changes."""
+    assert step_changes(models.build("airbench", 32, 10)) == dict(bn=0, gelu=0, conv=0, pool=0)
     model = models.build("airbench", 32, 10)
-    assert without_step_changes(model, set(STEP_CHANGES)) == 19
-    assert step_changes(model) == step_changes(models.build("airbench", 32, 10, stock=True)) == \
-        dict(bn=0, gelu=0, conv=0, pool=0)
+    changes = cpu_step.apply(model, xla=xla, cpu_flags=AVX512_BF16, has_gpu=False)
+    assert step_changes(model) == (dict(bn=0, gelu=0, conv=0, pool=3) if xla else dict(bn=6, gelu=7, conv=6, pool=0))
+    assert changes.kinds == (("xla-maxpool",) if xla else ("fused-bn", "compiled-gelu", "matmul-dw"))
+    assert len(changes.layers("compiled-gelu")) == (0 if xla else 7)
+    # a GPU's step outside XLA keeps Keras's forms; under XLA the max pool is rewritten on every device
+    gpu = models.build("airbench", 32, 10)
+    assert cpu_step.apply(gpu, xla=xla, cpu_flags=AVX512_BF16, has_gpu=True).kinds == (("xla-maxpool",) if xla else ())
+
+
+def test_a_multi_replica_batch_norm_keeps_keras_form():
+    """sync_bn (several replicas) leaves every BatchNorm to Keras's cross-replica form."""
+    model = models.build("airbench", 32, 10, sync_bn=True)
+    assert "fused-bn" not in cpu_step.apply(model, xla=False, cpu_flags=AVX512_BF16, has_gpu=False).kinds
+    assert step_changes(model)["bn"] == 0
+
+
+def test_undo_gives_back_each_rewrite_alone_and_the_model_still_trains():
+    """Changes.undo (the benchmarks' "-fused-bn" ... rows and bench/ab.py) gives back one kind's layers
+    at a time, or all of them (then the model is models.build's), and a model undone that way still
+    trains with Keras's own ops (its BatchNorm updates its statistics)."""
+    for kind, left in [("fused-bn", dict(bn=0, gelu=7, conv=6, pool=0)),
+                       ("compiled-gelu", dict(bn=6, gelu=0, conv=6, pool=0)),
+                       ("matmul-dw", dict(bn=6, gelu=7, conv=0, pool=0))]:
+        model = models.build("airbench", 32, 10)
+        changes = cpu_step.apply(model, xla=False, cpu_flags=AVX512_BF16, has_gpu=False)
+        assert changes.undo([kind]) == 19 - sum(left.values())
+        assert step_changes(model) == left and kind not in changes.kinds
+        assert changes.undo([kind]) == 0  # undone once
+    model = models.build("airbench", 32, 10)
+    changes = cpu_step.apply(model, xla=False, cpu_flags=AVX512_BF16, has_gpu=False)
+    assert changes.undo(cpu_step.CPU_KINDS) == 19 and changes.kinds == ()
+    assert step_changes(model) == dict(bn=0, gelu=0, conv=0, pool=0)
+    with pytest.raises(ValueError, match="unknown step rewrite"):
+        changes.undo(["fused-gelu"])
     bn = next(x for x in model._flatten_layers() if isinstance(x, keras.layers.BatchNormalization))
     before = bn.moving_mean.numpy().copy()
     model(tf.random.normal([2, 32, 32, 3]), training=True)
     assert not np.array_equal(bn.moving_mean.numpy(), before)
-    assert _loop_config("loop amp spc10 -step-changes")[4] == set(STEP_CHANGES)
-    assert _loop_config("loop fp32 spc10 -lookahead -matmul-dw")[3:] == ({("optim", "lookahead"): False}, {"-matmul-dw"})
+
+
+def test_a_training_build_takes_this_cpus_step_rewrites():
+    """engine.train.build applies cpu_step to the model it trains: on this CPU without --xla, the
+    BatchNorms and GELUs (and the convolutions where the CPU has AVX-512 BF16 and no AMX)."""
+    from engine.train.build import build_training
+    cfg = resolve.defaults("airbench").replace("model", weights="none").replace("run", xla=False, amp=False)
+    training = build_training(cfg, 10, 1024, "float32")
+    flags = devices.cpu_flags()
+    expect = dict(bn=6, gelu=7, conv=6 if "avx512_bf16" in flags and "amx_bf16" not in flags else 0, pool=0)
+    assert step_changes(training.model) == expect
+    assert set(training.step_changes.kinds) <= {"fused-bn", "compiled-gelu", "matmul-dw"}
 
 
 def test_gelu_erf_is_keras_exact_gelu_and_exports_without_erfc():
@@ -395,7 +428,7 @@ def test_whitening_bias_gradient_in_bfloat16_matches_float32(shared_splits):
         for policy in ("float32", "mixed_bfloat16"):
             keras.mixed_precision.set_global_policy(policy)
             keras.utils.set_random_seed(0)
-            model = models.build(name, 32, 10, opts)
+            model = training_form(name, opts)
             data_init(model, shared_splits.x_train[:2000], preprocess)
             bias = model.get_layer("whiten").bias
             with tf.GradientTape() as tape:

@@ -227,7 +227,9 @@ def test_your_models_batch_norm_trains_with_the_fused_kernel_on_a_cpu(nets):
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization()(inner(inputs)))
     keras.Model(inputs, keras.layers.Dense(10)(x)).save(d / "nested_bn.keras")
+    from engine.models import cpu_step
     model = models.build(str(d / "nested_bn.keras"), 32, 10)
+    cpu_step.apply(model, xla=False, cpu_flags=set(), has_gpu=False)  # a CPU training step's form
     graph = tf.function(lambda t: model(t, training=True)).get_concrete_function(
         tf.TensorSpec([2, 32, 32, 3], tf.float32)).graph
     assert [op.type for op in graph.get_operations()].count("FusedBatchNormV3") == 2

@@ -36,12 +36,6 @@ def gelu_erf_compiled(x):
     return _gelu_compiled(x), lambda upstream: _gelu_gradient_compiled(x, upstream)
 
 
-# where the matmul weight gradient was measured faster than oneDNN's bfloat16 kernel: maps of H*W <= 64
-# (3x3, 4x4, 7x7, 8x8; not faster at 10x10, 15x15, 16x16) with >= 128 input and output channels (slower at 64)
-MATMUL_WEIGHT_GRADIENT_MAX_MAP = 64
-MATMUL_WEIGHT_GRADIENT_MIN_CHANNELS = 128
-
-
 def _conv3x3_weight_gradient(x, upstream):
     """The weight gradient of a 3x3, stride-1, 'same' convolution as nine matrix products, one per
     kernel position: dW[i, j] = x shifted by (i, j), as [N*H*W, C_in], transposed @ upstream [N*H*W, C_out].
@@ -61,7 +55,13 @@ def _conv3x3_weight_gradient(x, upstream):
 
 
 @tf.custom_gradient
-def _conv3x3_same(x, kernel):
+def conv3x3_same_matmul_weight_gradient(x, kernel):
+    """A 3x3, stride-1, 'same' convolution whose weight gradient is nine matrix products
+    (_conv3x3_weight_gradient) instead of oneDNN's kernel. On a CPU with AVX-512 BF16 and no AMX,
+    oneDNN computes a bfloat16 convolution's weight gradient with an older kernel at half the rate of
+    its forward pass; on small maps with many channels the matrix products are faster (engine.models.
+    cpu_step decides where, bench/results/2026-12-05-amd-avx512/matmul-weight-gradient/ has the
+    measurements). The forward pass and the input gradient are TensorFlow's own ops."""
     def gradient(upstream):
         dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream,
                                             strides=[1, 1, 1, 1], padding="SAME")
@@ -69,44 +69,15 @@ def _conv3x3_same(x, kernel):
     return tf.nn.conv2d(x, kernel, 1, "SAME"), gradient
 
 
-def matmul_weight_gradient(layer) -> None:
-    """Give a 3x3, stride-1, 'same' `keras.layers.Conv2D` a weight gradient computed as matrix products
-    where oneDNN's bfloat16 kernel for it is slow: in bfloat16, on small maps (H*W <= 64) with at least
-    128 input and output channels.
-
-    On a CPU with AVX-512 BF16 and no AMX, oneDNN computes a bfloat16 convolution's weight gradient with
-    an older kernel at half the rate of its forward pass (a 2-core AMD EPYC, Zen 5: 456 against 940
-    GFLOP/s over airbench's step; 228 at its 3x3 maps). As matrix products, [1024, 7, 7, 256] -> 256
-    took 90 instead of 109 ms, [1024, 3, 3, 256] 21 instead of 62 ms, [128, 8, 8, 256] -> 512 28 instead
-    of 54 ms; at [1024, 15, 15, 64] -> 256, [128, 16, 16, 128] -> 128 and [128, 8, 8, 64] -> 64 they were
-    slower, so larger maps and narrow layers keep oneDNN's kernel. The forward pass and the input gradient are
-    TensorFlow's own ops, and the layer, its variables and its config are unchanged; other dtypes,
-    shapes and layer settings take Keras's own path."""
-    if not (tuple(layer.kernel_size) == (3, 3) and tuple(layer.strides) == (1, 1)
-            and tuple(layer.dilation_rate) == (1, 1) and layer.padding == "same" and layer.groups == 1
-            and layer.data_format == "channels_last"):
-        return
-    stock = layer.convolution_op
-
-    def convolution_op(inputs, kernel):
-        h, w, channels = inputs.shape[1], inputs.shape[2], min(inputs.shape[3] or 0, kernel.shape[3])
-        if inputs.dtype != tf.bfloat16 or h is None or w is None or h * w > MATMUL_WEIGHT_GRADIENT_MAX_MAP \
-                or channels < MATMUL_WEIGHT_GRADIENT_MIN_CHANNELS:
-            return stock(inputs, kernel)
-        return _conv3x3_same(inputs, tf.cast(kernel, inputs.dtype))
-
-    layer.convolution_op = convolution_op
-
-
 @keras.saving.register_keras_serializable(package="engine")
 class GELU(keras.layers.Layer):
     """Exact GELU (`gelu_erf`) as a layer.
 
-    With `compiled_training` set (`models.build` sets it on CPUs without XLA), a training call computes
-    it with `gelu_erf_compiled`: forward and gradient are each one XLA-compiled elementwise loop,
-    computed in float32 and rounded once to the layer's dtype, inside a graph that is otherwise not
-    compiled (so the convolutions stay in oneDNN). Measured on a 2-core AMD EPYC (Zen 5), bfloat16
-    [1024, 15, 15, 256], forward and backward: 108 -> 42 ms. Inference is always `gelu_erf` (an Erf op,
+    With `compiled_training` set (engine.models.cpu_step sets it on CPUs without XLA), a training call
+    computes it with `gelu_erf_compiled`: forward and gradient are each one XLA-compiled elementwise
+    loop, computed in float32 and rounded once to the layer's dtype, inside a graph that is otherwise
+    not compiled (so the convolutions stay in oneDNN); measured in
+    bench/results/2026-12-05-amd-avx512/compiled-gelu/. Inference is always `gelu_erf` (an Erf op,
     which exported graphs need)."""
 
     def __init__(self, **kwargs):
@@ -124,10 +95,10 @@ class MaxPool2(keras.layers.Layer):
     """2x2 max pooling, stride 2, 'valid' (an odd side loses its last row/column), as
     `keras.layers.MaxPooling2D(2)`, with the same outputs.
 
-    With `xla_training` set (the trainer sets it for --xla runs), training computes it as a reshape +
-    reduce_max: its gradient is elementwise work that XLA fuses, where MaxPool's gradient
-    (SelectAndScatter) is a slow loop on XLA's CPU backend. Measured on the 2-core CPU: airbench
-    under --xla at batch 1024 went from ~105-109 to 135.6 img/s. Without XLA the native max pool is
+    With `xla_training` set (engine.models.cpu_step sets it for --xla runs), training computes it as a
+    reshape + reduce_max: its gradient is elementwise work that XLA fuses, where MaxPool's gradient
+    (SelectAndScatter) is a slow loop on XLA's CPU backend (bench/results/2026-11-30-airbench-runs/
+    has the measurement). Without XLA the native max pool is
     faster (oneDNN), so it is used there, and always at inference: exported graphs keep a MaxPool op
     that ONNX Runtime and TensorRT run fast. The gradients differ only where a window holds tied
     maxima (reduce_max shares the gradient among them, MaxPool gives it to one)."""
@@ -148,29 +119,16 @@ class MaxPool2(keras.layers.Layer):
         return (n, None if h is None else h // 2, None if w is None else w // 2, c)
 
 
-def fuse_batch_norm_training(layer) -> None:
-    """Train a `keras.layers.BatchNormalization` with TensorFlow's fused kernel (FusedBatchNormV3).
+def fused_batch_norm_training(layer, inputs):
+    """A training call of a `keras.layers.BatchNormalization` on a 4-D NHWC input by TensorFlow's fused
+    kernel (FusedBatchNormV3), with the layer's own variables.
 
     Keras 3 computes a training-mode BatchNorm from separate ops (moments, then scale and shift,
     upcasting bfloat16 inputs to float32 first) and differentiates them op by op; the fused kernel
-    computes the statistics in float32 from the input's own dtype and has a fused gradient. Measured on
-    a 2-core AMD EPYC (Zen 5), [1024, 32, 32, 64], forward and backward: 324 -> 82 ms in float32,
-    250 -> 65 ms in bfloat16, same results within float32 rounding. The layer, its variables and its
-    config are unchanged (a saved model is plain Keras); only a training call of a 4-D NHWC input with
-    no mask, renorm or cross-replica statistics takes the fused form, and it updates the moving
-    statistics as Keras does (the biased batch variance). Inference is Keras's own call."""
-    stock = layer.call
-
-    def call(inputs, training=None, mask=None):
-        if not (training and layer.trainable and mask is None and not layer.renorm and not layer.synchronized
-                and len(inputs.shape) == 4 and layer.axis in (-1, 3)):
-            return stock(inputs, training=training, mask=mask)
-        return _fused_training_call(layer, inputs)
-
-    layer.call = call
-
-
-def _fused_training_call(layer, inputs):
+    computes the statistics in float32 from the input's own dtype and has a fused gradient (faster,
+    same results within float32 rounding: bench/results/2026-12-05-amd-avx512/fused-bn/). It updates
+    the moving statistics as Keras does (the biased batch variance). engine.models.cpu_step decides
+    which calls take it."""
     channels = inputs.shape[-1]
     scale = tf.cast(layer.gamma, tf.float32) if layer.scale else tf.ones([channels], tf.float32)
     offset = tf.cast(layer.beta, tf.float32) if layer.center else tf.zeros([channels], tf.float32)

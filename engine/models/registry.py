@@ -97,15 +97,13 @@ def _family(spec: ModelSpec):
     return importlib.import_module(f"{__package__}.{spec.family}")
 
 
-def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = False, sync_bn: bool = False,
-          stock: bool = False):
-    """A functional Keras model: float32 [N,size,size,3] normalised images -> float32 logits.
-    `opts` (a config.ModelConfig) carries the options some models take (--weights, --freeze, --head,
-    --width) and --no-data-init (the weights data_init would set and freeze train instead). `xla`:
-    layers take their XLA-friendly training form; `sync_bn`: BatchNorm statistics over the global
-    batch of several replicas, as one replica would compute them. `stock`: every layer keeps its own
-    training form, none of the CPU training-step changes below (what a plain Keras script trains; the
-    benchmarks compare against it)."""
+def build(name: str, size: int, num_classes: int, opts=None, *, sync_bn: bool = False):
+    """A functional Keras model: float32 [N,size,size,3] normalised images -> float32 logits, every
+    layer in its own Keras form (engine.models.cpu_step rewrites a training step's layers for speed;
+    engine.train.build applies it). `opts` (a config.ModelConfig) carries the options some models take
+    (--weights, --freeze, --head, --width) and --no-data-init (the weights data_init would set and
+    freeze train instead). `sync_bn`: BatchNorm statistics over the global batch of several replicas,
+    as one replica would compute them."""
     import keras
     spec = get(name)
     family = _family(spec)
@@ -116,24 +114,10 @@ def build(name: str, size: int, num_classes: int, opts=None, *, xla: bool = Fals
     if opts is not None and not opts.data_init:
         for v in model.weights:
             v.trainable = v.trainable or v.path in spec.data_init_frozen
-    from engine import devices
-    from engine.models.layers import GELU, MaxPool2, fuse_batch_norm_training, matmul_weight_gradient
-    cpu_graph = not xla and not stock and not devices.gpus()  # a training step outside XLA on a CPU
-    # bfloat16 in AVX-512 but no AMX: where oneDNN's bfloat16 weight-gradient kernel was measured slow
-    flags = devices.cpu_flags()
-    matmul_grads = cpu_graph and "avx512_bf16" in flags and "amx_bf16" not in flags
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            if sync_bn:
+    if sync_bn:
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
-            elif cpu_graph:
-                fuse_batch_norm_training(layer)
-        if isinstance(layer, MaxPool2):
-            layer.xla_training = xla and not stock
-        if isinstance(layer, GELU):
-            layer.compiled_training = cpu_graph
-        if matmul_grads and type(layer) is keras.layers.Conv2D:
-            matmul_weight_gradient(layer)
     return model
 
 

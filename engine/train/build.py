@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from engine import models
+from engine import devices, models
 from engine.kernels import Preprocess
+from engine.models import cpu_step
 from engine.train import feature_cache, precision, resolve
 from engine.train.loop import StepConfig, TrainLoop
 from engine.train.optim import RunLength, make_optimizer, make_schedule
@@ -22,6 +23,7 @@ class Training:
     length: RunLength
     feature_cache: bool       # the loop trains the head on cached backbone features
     policy: str               # the precision policy the model was built under
+    step_changes: cpu_step.Changes  # the layers' faster training forms (undo() gives Keras's own back)
 
     @property
     def loss_scaling(self) -> bool:
@@ -40,8 +42,10 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
     preprocess = models.preprocess_for(spec, cfg.model)
     cache = resolve.feature_cache_applies(cfg)
     with strategy.scope():
-        model = models.build(spec.name, preprocess.size, num_classes, cfg.model, xla=cfg.run.xla,
+        model = models.build(spec.name, preprocess.size, num_classes, cfg.model,
                              sync_bn=strategy.num_replicas_in_sync > 1)
+        step_changes = cpu_step.apply(model, xla=cfg.run.xla, cpu_flags=devices.cpu_flags(),
+                                      has_gpu=bool(devices.gpus()))
         horizons = {path: n * length.steps_per_epoch for path, n in spec.train_epochs.items()}
         optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, length.steps_per_epoch), horizons),
                                              policy)
@@ -57,4 +61,4 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
         loss_scaling=precision.needs_loss_scaling(policy), features=cache)
     train_epochs = [(models.variable(model, path), n) for path, n in spec.train_epochs.items()]
     loop = TrainLoop(trained, optimizer, step_cfg, strategy, train_epochs)
-    return Training(model, optimizer, loop, preprocess, length, cache, policy)
+    return Training(model, optimizer, loop, preprocess, length, cache, policy, step_changes)

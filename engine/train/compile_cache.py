@@ -1,6 +1,7 @@
 """XLA's compiled train steps kept on disk (`--compile-cache`, on by default), so a later run of the
 same model, batch and precision on the same machine loads them instead of compiling again (what
-that saves is the model's compilation time: a few seconds for airbench-muon on a 2-core CPU).
+that saves is the model's compilation time; bench/results/2026-12-04-amd/compile-cache/ has a cold
+and a warm run).
 
 TensorFlow's own persistent cache does the work (the `--tf_xla_persistent_cache_directory` flag of
 TF_XLA_FLAGS): it keys each entry by the function's signature and the hash of its HLO, checks the

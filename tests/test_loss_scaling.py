@@ -111,7 +111,7 @@ def float16_policy():
 def steps_with_skips(optimizer, steps: int):
     """A linear model trained `steps` one-step calls by the engine's TrainLoop under mixed_float16 with
     loss scaling from 2^25, so that its first steps overflow and are skipped; the model's weights after
-    each step, and the loop."""
+    each step, the loop and its input iterator."""
     import tensorflow as tf
 
     from engine.kernels import Preprocess
@@ -131,7 +131,7 @@ def steps_with_skips(optimizer, steps: int):
         loop.train_calls(it, tf.constant(1))
         after.append([w.numpy().copy() for w in model.trainable_weights])
     assert float(opt.dynamic_scale.numpy()) < 2.0 ** 20  # at least 5 steps were skipped
-    return after, loop
+    return after, loop, it
 
 
 def changed(before, after) -> bool:
@@ -146,11 +146,19 @@ def test_the_lr_at_engine_step_k_is_the_schedules_at_k_after_skipped_steps(float
     from engine.train.optim import PiecewiseLinear, current_lr
     schedule = PiecewiseLinear([0, 15, 16], [0.0, 0.0, 0.01])
     opt = keras.optimizers.SGD(schedule)
-    after, loop = steps_with_skips(opt, 20)
+    after, loop, it = steps_with_skips(opt, 20)
     moved = [k for k in range(1, 20) if changed(after[k - 1], after[k])]
     assert moved[:1] == [16] and not changed(after[0], after[15])
     assert int(loop.step.numpy()) == int(opt.iterations.numpy()) == 20
     assert current_lr(loop.optimizer) == pytest.approx(0.01)
+    # A checkpoint of an older engine holds the lagging `iterations` (here 5: LR 0): the next step
+    # still takes the schedule's LR at the engine's step, and moves the weights.
+    import tensorflow as tf
+    opt.iterations.assign(5)
+    weights = [w.numpy().copy() for w in loop.model.trainable_weights]
+    loop.train_calls(it, tf.constant(1))
+    assert changed(weights, [w.numpy() for w in loop.model.trainable_weights])
+    assert int(loop.step.numpy()) == int(opt.iterations.numpy()) == 21
 
 
 def test_muons_horizon_ends_at_the_engines_step_after_skipped_steps(float16_policy):
@@ -159,7 +167,7 @@ def test_muons_horizon_ends_at_the_engines_step_after_skipped_steps(float16_poli
     from engine.train.muon import Muon
     from engine.train.optim import PiecewiseLinear
     opt = Muon(PiecewiseLinear([0], [0.01]), peak_lr=0.01, aux_lr=0.01, horizons={"dense/bias": 16})
-    after, loop = steps_with_skips(opt, 20)
+    after, _, _ = steps_with_skips(opt, 20)
     bias = [[weights[1]] for weights in after]  # (kernel, bias)
     assert changed(bias[14], bias[15]) and not changed(bias[15], bias[19])
     assert changed([after[18][0]], [after[19][0]])  # the kernel, without a horizon, still trains

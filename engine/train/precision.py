@@ -42,7 +42,7 @@ def tf32_matmuls(capabilities: list, enabled: bool | None = None) -> bool:
     """Whether float32 matrix products and convolutions run in TF32 (10-bit mantissa) here: on a GPU of
     compute capability >= 8.0 with TensorFlow's TF32 switch on (`enabled`; None: ask TensorFlow). Never
     on a CPU. Under --no-amp that is the whole model; under --amp the parts kept in float32 (Muon's
-    Newton-Schulz, airbench's whitening stem, a final softmax)."""
+    Newton-Schulz, airbench's whitening stem, the float32 layers of your own model)."""
     if not any(tuple(c) >= TF32_CAPABILITY for c in capabilities):
         return False
     return tf32_enabled() if enabled is None else bool(enabled)

@@ -31,6 +31,54 @@ def test_amp_is_bfloat16_from_compute_capability_8_and_float16_below(monkeypatch
     assert precision.policy_name(False) == "float32"
 
 
+def test_what_a_run_says_it_computes_in_is_the_policy_it_applies(monkeypatch):
+    """The log line's and metrics.json's precision (speed_choice.choice) comes from the policy
+    precision.apply sets: float16 on compute capability 7.x, where it used to say bfloat16."""
+    fake_gpus(monkeypatch, (7, 5))  # T4
+    assert precision.label(True) == "float16" and precision.policy_name(True) == "mixed_float16"
+    fake_gpus(monkeypatch, (8, 0))  # A100
+    assert precision.label(True) == "bfloat16"
+    fake_gpus(monkeypatch)          # CPU
+    assert precision.label(True) == "bfloat16" and precision.label(False) == "float32"
+
+
+def test_float32_on_compute_capability_8_is_said_to_be_tf32_while_tensorflows_switch_is_on(monkeypatch):
+    """TensorFlow computes float32 matmuls and convolutions in TF32 on GPUs of compute capability >= 8.0
+    by default (tf.config.experimental.tensor_float_32_execution_enabled), never on CPUs: --no-amp says
+    which ran, and so does an --amp run for its float32 parts (Muon's Newton-Schulz)."""
+    assert tf.config.experimental.tensor_float_32_execution_enabled()  # TensorFlow's default
+    fake_gpus(monkeypatch, (8, 6))
+    assert precision.label(False) == "float32 (TF32 matmuls)" and precision.tf32_matmuls([(8, 6)])
+    try:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        assert precision.label(False) == "float32" and not precision.tf32_matmuls([(8, 6)])
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+    fake_gpus(monkeypatch, (7, 0))
+    assert precision.label(False) == "float32"  # V100: no TF32
+    fake_gpus(monkeypatch)
+    assert precision.label(False) == "float32" and not precision.tf32_matmuls([])  # CPU
+
+
+@pytest.mark.parametrize("amp,xla,capabilities,choice,line", [
+    (True, True, [(7, 5)], "float16 + XLA", "speed: float16 + XLA (given)"),      # --amp --xla on a T4
+    (False, False, [(8, 0)], "float32 (TF32 matmuls)", "speed: float32 (TF32 matmuls) (given)"),  # A100, --no-amp
+    ("auto", "auto", [(7, 0)], "float16 + XLA", "speed: float16 + XLA (GPU rule)"),  # the default on a V100
+    (False, "auto", [(9, 0)], "float32 (TF32 matmuls) + XLA", "speed: float32 (TF32 matmuls) + XLA (GPU rule)"),
+    ("auto", "auto", [(9, 0)], "bfloat16 + XLA", "speed: bfloat16 + XLA (GPU rule; float32 parts in TF32)"),
+])
+def test_the_runs_speed_line_and_metrics_say_what_ran_on_gpus(monkeypatch, amp, xla, capabilities, choice, line):
+    """engine.train.autotune.choose, as a run calls it: its describe() is the run's log line, its
+    to_dict() metrics.json's speed_choice; for given choices (--amp/--no-amp, a resume) as for the
+    GPU rule's."""
+    from engine.train import autotune
+    fake_gpus(monkeypatch, *capabilities)
+    cfg = resolve.defaults("tiny").replace("run", amp=amp, xla=xla)
+    got = autotune.choose(cfg, tf.distribute.get_strategy(), 10, "unused")
+    assert got.describe() == line and got.to_dict()["choice"] == choice
+    assert got.to_dict()["tf32_matmuls"] == (capabilities[0] >= (8, 0))
+
+
 def test_xla_amp_float16_over_several_replicas_is_refused_in_one_line():
     cfg = resolve.defaults("tiny").replace("run", xla=True, amp=True)
     with pytest.raises(EngineError, match="drop --xla, or train on one GPU"):

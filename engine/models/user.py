@@ -16,12 +16,13 @@ from engine.errors import EngineError
 
 
 def load(name: str):
-    """The user's Keras model (uncompiled), checked to take square RGB images of side >= 32."""
+    """The user's Keras model (uncompiled), checked to take square RGB images of side >= 32, in the
+    global precision policy (in_global_policy)."""
     model = _load_file(name) if name.endswith(".keras") else _call(name)
     if not isinstance(model, keras.Model):
         raise EngineError(f"--model {name}: expected a Keras model, got {type(model).__name__}")
     check(model, f"--model {name}")
-    return model
+    return in_global_policy(model)
 
 
 def check(model, what: str) -> None:
@@ -49,8 +50,7 @@ def check(model, what: str) -> None:
 def _load_file(path: str):
     if not os.path.isfile(path):
         raise EngineError(f"--model {path}: no such file")
-    model = load_keras_file(path, f"--model {path}")
-    return in_global_policy(model) if isinstance(model, keras.Model) else model
+    return load_keras_file(path, f"--model {path}")
 
 
 def load_keras_file(path: str, what: str):
@@ -74,20 +74,37 @@ def load_keras_file(path: str, what: str):
 
 def in_global_policy(model):
     """The model with every layer, nested models' too, computing in the global precision policy (--amp):
-    a saved model's layers keep the policy they were saved with (float32), so under mixed precision
-    it would train in float32. Same weights, new layers."""
+    a saved model's layers keep the policy they were saved with, so under mixed precision it would
+    train in float32. Same weights, new layers. Two kinds of layer stay in float32, as Keras's
+    mixed-precision guide advises (float16's range ends at 6e-8 and 65504):
+    - a final softmax (the model's last layer, ends_in_softmax): its probabilities are turned into
+      logits by a log, and float16 would round the small ones to 0 and overflow their gradient;
+    - where the model was built under a mixed policy (some layer's policy is mixed_*), a layer it
+      pinned to float32. In a model saved in plain float32 every layer is float32, and nothing tells
+      a pinned layer from the others: they all take the global policy but the final softmax."""
     policy = keras.mixed_precision.global_policy()
-    if all(layer.dtype_policy.name == policy.name for layer in _all_layers(model)):
+    # (an InputLayer or a nested model takes the policy in force when the file is loaded: it says
+    # nothing of the policy the model was built in)
+    mixed = any(layer.dtype_policy.name.startswith("mixed_") for layer in _all_layers(model)
+                if not isinstance(layer, (keras.layers.InputLayer, keras.Model)))
+    last = model.layers[-1] if model.layers and ends_in_softmax(model) else None
+
+    def wanted(layer):
+        keep = layer is last or (mixed and layer.dtype_policy.name == "float32")
+        return keras.DTypePolicy("float32") if keep else policy
+
+    if all(layer.dtype_policy.name == wanted(layer).name for layer in _all_layers(model)):
         return model
 
     def clone(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+        return layer.__class__.from_config({**layer.get_config(), "dtype": wanted(layer)})
     try:
         copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
         copy.set_weights(model.get_weights())
     except Exception as e:  # noqa: BLE001 - a layer whose config does not round-trip
+        pin = " (or give its final softmax dtype=\"float32\")" if last is not None and mixed else ""
         raise EngineError(f"--model {model.name}: cannot rebuild it in {policy.name} for --amp "
-                          f"({type(e).__name__}: {str(e)[:120]}); train it without --amp") from None
+                          f"({type(e).__name__}: {str(e)[:120]}); train it without --amp{pin}") from None
     return copy
 
 
@@ -139,6 +156,6 @@ def body(x, num_classes, opts=None, name=""):
     if outputs != num_classes:
         raise EngineError(f"--model {name} has {outputs} outputs but the data has {num_classes} classes")
     y = model(x)
-    if ends_in_softmax(model):  # probabilities -> logits
-        y = keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(tf.cast(p, tf.float32), 1e-30)))(y)
+    if ends_in_softmax(model):  # probabilities -> logits, in float32 (a layer's inputs are cast to its dtype)
+        y = keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(tf.cast(p, tf.float32), 1e-30)), dtype="float32")(y)
     return y

@@ -45,6 +45,7 @@ RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "
 
 
 def label(amp: bool, xla: bool) -> str:
+    """A CPU candidate's name (the probe's img/s keys): --amp is bfloat16 on CPUs."""
     return ("bfloat16" if amp else "float32") + (" + XLA" if xla else "")
 
 
@@ -57,12 +58,24 @@ class Choice:
     probe_seconds: float = 0.0   # what measuring cost this run (0 when cached)
     probe_batch: int = 0
     bf16_conv_ratio: float | None = None  # bfloat16's conv rate over float32's, where it was looked at
+    # What the run computes in (engine.train.precision.label): float32, "float32 (TF32 matmuls)",
+    # bfloat16 or float16. Empty: a CPU's (bfloat16 or float32), for the choices made only on CPUs.
+    precision: str = ""
+    tf32_matmuls: bool = False   # float32 matmuls and convolutions in TF32 (GPUs of compute capability >= 8.0)
+
+    def __post_init__(self):
+        self.precision = self.precision or ("bfloat16" if self.amp else "float32")
+
+    @property
+    def label(self) -> str:
+        return self.precision + (" + XLA" if self.xla else "")
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "choice": label(self.amp, self.xla)}
+        return {**dataclasses.asdict(self), "choice": self.label}
 
     def describe(self) -> str:
-        head = f"speed: {label(self.amp, self.xla)} ({self.source}"
+        tf32 = "; float32 parts in TF32" if self.tf32_matmuls and self.amp else ""
+        head = f"speed: {self.label} ({self.source}{tf32}"
         if not self.img_s:
             return head + ")"
         rates = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.img_s.items(), key=lambda kv: -kv[1]))
@@ -91,11 +104,15 @@ def pick(img_s: dict, amp, xla) -> tuple[bool, bool]:
     return best if img_s[best] >= img_s[ref] * (1 + MARGIN) else ref
 
 
-def gpu_rule(amp, xla, capabilities: list, replicas: int, deterministic: bool) -> Choice:
+def gpu_rule(amp, xla, capabilities: list, replicas: int, deterministic: bool, tf32: bool | None = None) -> Choice:
+    """The choice on GPUs of these compute capabilities; `tf32`: TensorFlow's TF32 switch (None: ask it,
+    where a GPU has one)."""
+    from engine.train import precision
     a = True if amp == AUTO else bool(amp)
-    float16 = a and bool(capabilities) and min(capabilities) < devices.BF16_CAPABILITY
+    float16 = precision.needs_loss_scaling(precision.policy_for(a, capabilities))
     x = (not deterministic and not (float16 and replicas > 1)) if xla == AUTO else bool(xla)
-    return Choice(a, x, "GPU rule")
+    return Choice(a, x, "GPU rule", precision=precision.label(a, capabilities, tf32),
+                  tf32_matmuls=precision.tf32_matmuls(capabilities, tf32))
 
 
 def cache_key(setting: dict) -> str:
@@ -185,12 +202,15 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
     """The (amp, xla) a run trains with, from its config's --amp and --xla (True, False or auto)."""
     import tensorflow as tf
 
-    from engine.train import resolve
+    from engine.train import precision, resolve
     r = cfg.run
+    gpus = devices.gpus()
     if r.amp != AUTO and r.xla != AUTO:
-        return Choice(bool(r.amp), bool(r.xla), "given")
+        caps = devices.compute_capabilities() if gpus else []
+        return Choice(bool(r.amp), bool(r.xla), "given", precision=precision.label(bool(r.amp)),
+                      tf32_matmuls=precision.tf32_matmuls(caps))
     replicas = strategy.num_replicas_in_sync
-    if devices.gpus():
+    if gpus:
         return gpu_rule(r.amp, r.xla, devices.compute_capabilities(), replicas, r.deterministic)
     if replicas > 1 or tf.distribute.has_strategy():
         a, x = reference(r.amp, r.xla)

@@ -136,7 +136,9 @@ class TrainLoop:
             optimizer.build(model.trainable_variables)
             self.lookahead = Lookahead(model, cfg.total_steps) if cfg.lookahead else None
             # The engine's own step counter: every step counts, also one a LossScaleOptimizer skips
-            # (whose `iterations` does not move), so seeds, LR, lookahead and resume stay on schedule.
+            # (whose `iterations` does not move), so seeds, lookahead and resume stay on schedule.
+            # Under loss scaling the optimizer's `iterations` is set to it at every step (_train_calls):
+            # Keras evaluates the LR schedule, and Muon its horizons, at `iterations`.
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive_skips")
         self._bias_ids = {id(v) for v in norm_biases(model)}
@@ -239,6 +241,12 @@ class TrainLoop:
             images, labels, index = next(iterator)
             step = self.step.read_value()
             seed = tf.stack([tf.constant(self.cfg.seed, tf.int64), step])
+            if self.cfg.loss_scaling:
+                # A skipped step does not advance the optimizer's `iterations`, where Keras evaluates
+                # the LR schedule (and Muon its horizons): it is the engine's step, on every replica
+                # (assigned here, outside the replicas' step), also for a checkpoint whose
+                # `iterations` lags behind (written before it was kept equal).
+                self.optimizer.iterations.assign(tf.cast(step, self.optimizer.iterations.dtype))
             applied = tf.cast(self.optimizer.iterations, tf.int64)
             loss, correct = s.run(self._step_fn, args=(images, labels, index, seed, step))
             self.step.assign_add(1)
@@ -251,6 +259,8 @@ class TrainLoop:
             loss_total += loss
             correct_total += s.reduce("SUM", correct, axis=None)
             reason = self._bad_step(loss, applied)
+            if self.cfg.loss_scaling:  # skipped or not, the next step's: checkpoints and the epoch's LR
+                self.optimizer.iterations.assign(tf.cast(step + 1, self.optimizer.iterations.dtype))
             bad = tf.logical_and(first_bad < 0, reason >= 0)
             first_bad, why = tf.where(bad, step, first_bad), tf.where(bad, reason, why)
         return loss_total, correct_total, first_bad, why

@@ -11,7 +11,10 @@ NS is the quintic Newton-Schulz iteration (coefficients 3.4445, -4.7750, 2.0315;
 that maps a matrix to roughly its orthogonal factor: the step's singular values are all near 1, whatever
 the gradient's scale. Permuting rows or columns, or transposing, commutes with it, so the [k*k*C_in,
 C_out] layout of a Keras kernel gives the transpose of what the reference computes on PyTorch's [C_out,
-C_in*k*k]. The reference runs NS in bfloat16 for GPU speed; here it runs in float32.
+C_in*k*k]. The reference runs NS in bfloat16 for GPU speed; here it runs in the variables' dtype, float32
+under every precision policy: on GPUs of compute capability >= 8.0 (A100, H100, ...) TensorFlow computes
+float32 matrix products in TF32 by default (10-bit mantissa: still finer than bfloat16's 7), full
+float32 on CPUs and older GPUs (the run's metrics.json says which: speed_choice.tf32_matmuls).
 
 Every other variable (dense kernels, biases, norm parameters) takes PyTorch's SGD with Nesterov momentum
 `aux_momentum` at `aux_lr` (biases and norm parameters at `aux_lr * bias_lr_scale`), with coupled L2:
@@ -21,7 +24,8 @@ sends every variable that is not 2-D to AdamW, so it would not orthogonalise con
 
 All learning rates follow one schedule, `learning_rate` (the Muon LR; the auxiliary LRs are scaled by its
 fraction of `peak_lr`), except variables given a horizon: their LR falls linearly to zero at that step
-(airbench94_muon's whitening bias, trained for its first 3 epochs).
+(airbench94_muon's whitening bias, trained for its first 3 epochs). Both are read at `iterations`, which
+the training loop keeps equal to its own step also where loss scaling skips steps (TrainLoop).
 """
 from __future__ import annotations
 

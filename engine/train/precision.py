@@ -1,26 +1,71 @@
-"""The precision policy: float32, mixed_bfloat16, or mixed_float16 (+ loss scaling)."""
-from __future__ import annotations
+"""The precision policy: float32, mixed_bfloat16, or mixed_float16 (+ loss scaling), and what a run
+says it computed in (TensorFlow runs float32 matrix products and convolutions in TF32 on GPUs of
+compute capability >= 8.0 unless told otherwise).
 
-import keras
+Keras is imported only by the functions that set a policy or wrap an optimizer: the rules and labels
+here are plain functions of the compute capabilities."""
+from __future__ import annotations
 
 from engine import devices
 
 BF16_CAPABILITY = devices.BF16_CAPABILITY
+TF32_CAPABILITY = (8, 0)  # Ampere on: TensorFlow computes float32 matmuls and convolutions in TF32 by default
 
 
-def policy_name(amp: bool) -> str:
-    """--amp: bfloat16 on CPUs and on GPUs of compute capability >= 8.0 (no loss scaling, so none
-    of its failure modes); float16 + loss scaling on older GPUs (7.x: V100, T4), which have no
-    bfloat16 units."""
+def policy_for(amp: bool, capabilities: list) -> str:
+    """The policy of --amp/--no-amp on GPUs of these compute capabilities (none: a CPU). bfloat16 on
+    CPUs and on GPUs of compute capability >= 8.0 (no loss scaling, so none of its failure modes);
+    float16 + loss scaling where any GPU is older (7.x: V100, T4), which have no bfloat16 units."""
     if not amp:
         return "float32"
-    capabilities = devices.compute_capabilities() if devices.gpus() else []
     if capabilities and min(capabilities) < BF16_CAPABILITY:
         return "mixed_float16"
     return "mixed_bfloat16"
 
 
+def policy_name(amp: bool) -> str:
+    """The policy of --amp/--no-amp on this machine's GPUs (or its CPU)."""
+    return policy_for(amp, _capabilities())
+
+
+def _capabilities() -> list:
+    return devices.compute_capabilities() if devices.gpus() else []
+
+
+def tf32_enabled() -> bool:
+    """TensorFlow's TF32 switch (on by default; tf.config.experimental.enable_tensor_float_32_execution)."""
+    import tensorflow as tf
+    return bool(tf.config.experimental.tensor_float_32_execution_enabled())
+
+
+def tf32_matmuls(capabilities: list, enabled: bool | None = None) -> bool:
+    """Whether float32 matrix products and convolutions run in TF32 (10-bit mantissa) here: on a GPU of
+    compute capability >= 8.0 with TensorFlow's TF32 switch on (`enabled`; None: ask TensorFlow). Never
+    on a CPU. Under --no-amp that is the whole model; under --amp the parts kept in float32 (Muon's
+    Newton-Schulz, airbench's whitening stem, the float32 layers of your own model)."""
+    if not any(tuple(c) >= TF32_CAPABILITY for c in capabilities):
+        return False
+    return tf32_enabled() if enabled is None else bool(enabled)
+
+
+PRECISION_WORDS = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+
+
+def label(amp: bool, capabilities: list | None = None, tf32: bool | None = None) -> str:
+    """What --amp/--no-amp computes in, for the run's log line and metrics.json: float32,
+    "float32 (TF32 matmuls)", bfloat16 or float16. `capabilities`: None for this machine's GPUs;
+    `tf32`: TensorFlow's TF32 switch, None to ask it."""
+    if capabilities is None:  # (through policy_name: what apply() sets)
+        caps, name = _capabilities(), policy_name(amp)
+    else:
+        caps, name = capabilities, policy_for(amp, capabilities)
+    if name == "float32" and tf32_matmuls(caps, tf32):
+        return "float32 (TF32 matmuls)"
+    return PRECISION_WORDS[name]
+
+
 def apply(amp: bool) -> str:
+    import keras
     name = policy_name(amp)
     keras.mixed_precision.set_global_policy(name)
     return name
@@ -32,5 +77,6 @@ def needs_loss_scaling(policy: str) -> bool:
 
 def wrap_optimizer(optimizer, policy: str):
     if needs_loss_scaling(policy):
+        import keras
         return keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

@@ -85,18 +85,45 @@ def test_a_given_choice_is_not_measured():
     assert (d.amp, d.xla, d.source) == (False, True, "given") and not timer.calls
 
 
-@pytest.mark.parametrize("amp,xla,capabilities,replicas,deterministic,expected", [
-    (AUTO, AUTO, [(8, 0)], 1, False, (True, True)),     # A100: bfloat16 (precision.policy_name), XLA
-    (AUTO, AUTO, [(7, 5)], 1, False, (True, True)),     # T4: float16 + loss scaling, XLA
-    (AUTO, AUTO, [(7, 0), (7, 0)], 2, False, (True, False)),  # float16 over replicas: no XLA (refused)
-    (AUTO, AUTO, [(8, 0), (8, 0)], 2, False, (True, True)),
-    (AUTO, AUTO, [(9, 0)], 1, True, (True, False)),     # --deterministic: no XLA
-    (False, AUTO, [(7, 0), (7, 0)], 2, False, (False, True)),  # float32 forced: XLA fine over replicas
-    (AUTO, False, [(8, 6)], 1, False, (True, False)),
+@pytest.mark.parametrize("amp,xla,capabilities,replicas,deterministic,expected,said", [
+    (AUTO, AUTO, [(8, 0)], 1, False, (True, True), "bfloat16 + XLA"),     # A100: bfloat16, XLA
+    (AUTO, AUTO, [(7, 5)], 1, False, (True, True), "float16 + XLA"),      # T4: float16 + loss scaling, XLA
+    (AUTO, AUTO, [(7, 0), (7, 0)], 2, False, (True, False), "float16"),   # float16 over replicas: no XLA (refused)
+    (AUTO, AUTO, [(8, 0), (8, 0)], 2, False, (True, True), "bfloat16 + XLA"),
+    (AUTO, AUTO, [(9, 0)], 1, True, (True, False), "bfloat16"),           # --deterministic: no XLA
+    (False, AUTO, [(7, 0), (7, 0)], 2, False, (False, True), "float32 + XLA"),  # float32 forced: XLA fine over replicas
+    (AUTO, False, [(8, 6)], 1, False, (True, False), "bfloat16"),
+    (AUTO, AUTO, [(8, 6), (7, 5)], 1, False, (True, True), "float16 + XLA"),  # a T4 among them: what all can run
 ])
-def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deterministic, expected):
-    c = autotune.gpu_rule(amp, xla, capabilities, replicas, deterministic)
+def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deterministic, expected, said):
+    """The choice, and what the log line and metrics.json say it computes in: the policy
+    engine.train.precision applies on those GPUs (float16 below compute capability 8.0)."""
+    c = autotune.gpu_rule(amp, xla, capabilities, replicas, deterministic, tf32=False)
     assert (c.amp, c.xla) == expected and c.source == "GPU rule"
+    assert c.to_dict()["choice"] == said and c.describe() == f"speed: {said} (GPU rule)"
+
+
+@pytest.mark.parametrize("capabilities,tf32,said,line", [
+    ([(8, 0)], True, "float32 (TF32 matmuls) + XLA", "speed: float32 (TF32 matmuls) + XLA (GPU rule)"),  # A100
+    ([(9, 0), (9, 0)], True, "float32 (TF32 matmuls) + XLA", None),          # H100s
+    ([(8, 0)], False, "float32 + XLA", "speed: float32 + XLA (GPU rule)"),  # TF32 switched off
+    ([(7, 5)], True, "float32 + XLA", None),                                  # T4: no TF32 units
+])
+def test_float32_on_gpus_of_compute_capability_8_says_its_matmuls_are_tf32(capabilities, tf32, said, line):
+    """TensorFlow runs float32 matmuls and convolutions in TF32 on compute capability >= 8.0 while its
+    switch is on (its default): --no-amp says so, and an --amp run records it for its float32 parts."""
+    c = autotune.gpu_rule(False, AUTO, capabilities, 1, False, tf32=tf32)
+    assert c.to_dict()["choice"] == said and c.to_dict()["tf32_matmuls"] == ("TF32" in said)
+    assert line is None or c.describe() == line
+    amp = autotune.gpu_rule(AUTO, AUTO, capabilities, 1, False, tf32=tf32)
+    assert amp.to_dict()["tf32_matmuls"] == ("TF32" in said)
+    assert amp.describe().endswith("; float32 parts in TF32)") == ("TF32" in said)
+
+
+def test_a_cpu_choice_says_float32_or_bfloat16():
+    d = decide(AUTO, AUTO, False, SETTING, Timer({FP32: 100, XLA: 80, BF16: 190, BF16_XLA: 170}), None)
+    assert d.to_dict()["choice"] == "bfloat16" and not d.to_dict()["tf32_matmuls"]
+    assert decide(False, True, False, SETTING, Timer({}), None).to_dict()["choice"] == "float32 + XLA"
 
 
 @pytest.mark.parametrize("text", ["null", "[1, 2]", '"x"', "7"])

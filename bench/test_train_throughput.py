@@ -23,7 +23,7 @@ from engine.train.build import build_training
 from engine.models import cpu_step
 
 # label: (model, input side, global batch, steps per timed round, settings). airbench at its recipe's
-# batch 1024 (a step is 3-20 s on the 2-core hosts we had, so 2-step windows). VGG16 at 64x64 is
+# batch 1024 (a step takes seconds on a small CPU, so 2-step windows). VGG16 at 64x64 is
 # seed experiment 1's model (frozen backbone; the feature cache is off here, so every step runs the backbone): its host-upsample row feeds
 # the loop batches upsampled in the tf.data map instead of in the compiled step.
 if QUICK:
@@ -54,9 +54,9 @@ else:
             "loop fp32 spc10 -step-changes", "loop xla spc10"]),
     }
 ROUNDS = 1 if QUICK else 2  # timed rounds after the warm-up round (3 took the suite to 22 minutes)
-# bfloat16 on a CPU without bfloat16 instructions (AMX or AVX-512 BF16) ran 10x slower than float32 on
-# one 2-core host (3.0 img/s for resnet9): on such CPUs its rows time a short window (1 step), 2 rounds,
-# which bounds the suite's time on the slow kind.
+# bfloat16 on a CPU without bfloat16 instructions (AMX or AVX-512 BF16) is emulated, many times slower
+# than float32 (bench/results/2026-11-24-amd/): on such CPUs its rows time a short window (1 step),
+# 2 rounds, which bounds the suite's time on the slow kind.
 SLOW_ROW = {"loop amp spc10": (1, 2), "keras fit amp": (1, 2), "keras fit amp stock": (1, 2)}
 CASES = [(label, name) for label, (*_, names) in MODELS.items() for name in names]
 

@@ -4,9 +4,8 @@ machine, decided before the run and recorded in its metrics.json.
 - On GPUs, by rule: mixed precision on (bfloat16 from compute capability 8.0, float16 with loss
   scaling below: engine.train.precision), XLA on, except float16 over several replicas (refused
   under XLA) and --deterministic (XLA has no deterministic max-pool gradient).
-- On CPUs, by measurement. Machines of the same kind disagree (bfloat16 trained airbench 1.9x faster
-  than float32 on a CPU with AMX and 10x slower on one without bfloat16 instructions; XLA from 0.8x to
-  1.7x), so each candidate (float32 or bfloat16, XLA off or on) trains a few steps of this model at
+- On CPUs, by measurement. Machines of the same kind disagree on both (the measured ratios:
+  docs/performance.md, "The automatic choice"), so each candidate (float32 or bfloat16, XLA off or on) trains a few steps of this model at
   this batch (at most PROBE_BATCH images a step) on random images, after one warm-up step that pays
   for tracing. The fastest wins, but only if it is at least MARGIN faster than the reference (float32
   without XLA, or what was forced): a candidate slower than float32 is never picked. A candidate
@@ -36,10 +35,9 @@ CACHE_FILE = "speed-choices.json"
 MARGIN = 0.05        # a candidate must be this much faster than the reference to be picked
 PROBE_BATCH = 256    # images per probe step at most (the run's batch, if smaller)
 PROBE_STEPS = 3      # timed steps per candidate, after one warm-up step
-# bfloat16 is not timed where its convolutions ran below this fraction of float32's rate: where it is
-# emulated (0.09 on a CPU with AVX2 only). Not 1: on a CPU with AVX-512 BF16 the same screen gave 1.55
-# in one process and 0.99 in another, and that CPU trained 1.8x faster in bfloat16; the model's own
-# steps decide between rates that close.
+# bfloat16 is not timed where its convolutions ran below this fraction of float32's rate, as where it is
+# emulated. Not 1: the screen is noisy where bfloat16 is in hardware, and there the model's own steps
+# decide between rates that close (measured: docs/performance.md, "The automatic choice").
 BF16_SCREEN = 0.5
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "fma")
 
@@ -245,8 +243,8 @@ def bf16_conv_ratio(reps: int = 5) -> float:
     32x32, batch 16: forward and both gradients), best of `reps` each, the two dtypes taking turns
     after a warm-up: a few seconds.
     Convolutions are most of a CIFAR model's step, so where bfloat16's are slower, bfloat16 training
-    is too. The gradients matter: on one CPU without avx512_bf16 the forward convolution ran 1.4x
-    faster in bfloat16 and forward + backward 12x slower, as bfloat16 training was 10x slower."""
+    is too. The gradients are timed too: without bfloat16 instructions the forward convolution alone
+    can be faster in bfloat16 while forward + backward is many times slower (bench/results/2026-11-24-amd/)."""
     import tensorflow as tf
 
     @tf.function

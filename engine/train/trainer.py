@@ -83,10 +83,17 @@ class StopSignal:
         if not distribute.is_multiworker(self.strategy):
             return self.seen is not None
         if self._any_worker is None:
-            s = self.strategy
-            self._any_worker = tf.function(lambda flag: s.reduce(
-                "SUM", s.run(lambda f: tf.identity(f), args=(flag,)), axis=None))
-        return bool(self._any_worker(tf.constant(int(self.seen is not None))) > 0)
+            self._any_worker = any_worker(self.strategy)
+        return bool(self._any_worker(tf.constant(float(self.seen is not None))) > 0)
+
+
+def any_worker(strategy):
+    """A tf.function: the sum of a flag over every replica of `strategy`, all-reduced as float32.
+    TensorFlow's collectives refuse an int32 (or bfloat16) all-reduce on GPUs ("Collective
+    all-reduce does not support datatype DT_INT32 on DEVICE_GPU"); float32 is reduced on every
+    device and, for 0/1 flags, exactly."""
+    return tf.function(lambda flag: strategy.reduce(
+        "SUM", strategy.run(lambda f: tf.identity(tf.cast(f, tf.float32)), args=(flag,)), axis=None))
 
 
 class Trainer:

@@ -66,9 +66,9 @@ def gpu_shares(gpus: list[str], workers: int) -> list[list[str]]:
     if not gpus:
         return [[] for _ in range(workers)]
     if len(gpus) < workers:
-        have = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}"
+        have, fewer = (("1 GPU", "1") if len(gpus) == 1 else (f"{len(gpus)} GPUs", f"{len(gpus)} or fewer"))
         raise EngineError(f"--workers {workers} needs a GPU per worker, and this machine has {have} "
-                          f"(CUDA_VISIBLE_DEVICES or nvidia-smi); use --workers {len(gpus)}{'' if len(gpus) == 1 else ' or fewer'}, or "
+                          f"(CUDA_VISIBLE_DEVICES or nvidia-smi); use --workers {fewer}, or "
                           f"CUDA_VISIBLE_DEVICES=-1 to run the {workers} workers on the CPU")
     each = len(gpus) // workers
     return [gpus[i * each:(i + 1) * each] for i in range(workers)]

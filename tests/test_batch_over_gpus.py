@@ -53,8 +53,8 @@ except EngineError as e:
 """, devices=3)
     assert p.returncode == 0, p.stderr[-3000:]
     lines = p.stdout.strip().splitlines()
-    assert lines[-2:] == ["replicas 3", "refused --batch-size 2000 does not split evenly over 3 replicas; use a multiple "
-                                        "of 3 (1998 or 2001)"]
+    assert lines[-2:] == ["replicas 3", "refused --batch-size 2000 does not split evenly over 3 replicas; "
+                                        "use a multiple of 3 (1998 or 2001)"]
 
 
 def test_a_run_on_7_gpus_trains_on_the_most_its_batch_splits_over_and_records_it(tmp_path):

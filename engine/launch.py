@@ -59,14 +59,24 @@ def visible_gpus() -> list[str]:
 
 
 def gpu_shares(gpus: list[str], workers: int) -> list[list[str]]:
-    """Each worker's GPUs: an even split, or one GPU each, shared round-robin, if there are fewer
-    GPUs than workers. Without it every worker would place replicas on every GPU and take all of
-    their memory (out of memory, or NCCL's "duplicate GPU" between ranks)."""
+    """Each worker's own GPUs: the same number for every worker (MultiWorkerMirroredStrategy needs
+    it), in order; GPUs left over are not used. Fewer GPUs than workers is refused: two workers on
+    one GPU are two NCCL ranks on one device, which NCCL refuses ("Duplicate GPU detected"), and
+    each would take the GPU's memory. Without GPUs every worker runs on the CPU."""
     if not gpus:
         return [[] for _ in range(workers)]
     if len(gpus) < workers:
-        return [[gpus[i % len(gpus)]] for i in range(workers)]
-    return [gpus[i * len(gpus) // workers:(i + 1) * len(gpus) // workers] for i in range(workers)]
+        have, fewer = (("1 GPU", "1") if len(gpus) == 1 else (f"{len(gpus)} GPUs", f"{len(gpus)} or fewer"))
+        raise EngineError(f"--workers {workers} needs a GPU per worker, and this machine has {have} "
+                          f"(CUDA_VISIBLE_DEVICES or nvidia-smi); use --workers {fewer}, or "
+                          f"CUDA_VISIBLE_DEVICES=-1 to run the {workers} workers on the CPU")
+    each = len(gpus) // workers
+    return [gpus[i * each:(i + 1) * each] for i in range(workers)]
+
+
+def unused_gpus(gpus: list[str], shares: list[list[str]]) -> list[str]:
+    given = {g for share in shares for g in share}
+    return [g for g in gpus if g not in given]
 
 
 def worker_env(config: dict, threads: int, gpus: list[str] | None = None) -> dict:
@@ -131,12 +141,17 @@ def _wait(procs: list) -> tuple[int, int | None]:
 @cli
 def main(argv=None):
     n, args = parse(argv)
+    gpus = visible_gpus()
+    shares = gpu_shares(gpus, n)  # (refuses before any worker starts)
     if not any(a == "--out" or a.startswith("--out=") for a in args):  # one folder for all the workers
         from engine.train import cli as train_cli
         from engine.train import resolve
         args = [*args, "--out", resolve.with_out(train_cli.parse(list(args))).run.out]
     threads = max(1, (os.cpu_count() or 1) // n)
-    configs, shares = tf_configs(free_ports(n)), gpu_shares(visible_gpus(), n)
+    if unused_gpus(gpus, shares):
+        print(f"warning: not used: GPU {', '.join(unused_gpus(gpus, shares))} (each of the {n} workers gets "
+              f"{len(shares[0])}; every worker needs the same number)", file=sys.stderr)
+    configs = tf_configs(free_ports(n))
     procs = [subprocess.Popen([sys.executable, "-m", "engine.train", *args, "--strategy", "multiworker"],
                               env=worker_env(c, threads, g), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, bufsize=1)

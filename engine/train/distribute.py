@@ -1,7 +1,9 @@
 """Which tf.distribute strategy a run uses, and which process of a cluster writes the run directory.
 
     --strategy auto         MultiWorkerMirroredStrategy if TF_CONFIG names more than one worker,
-                            MirroredStrategy on more than one GPU, else the default strategy
+                            MirroredStrategy on more than one GPU (on as many of them as the
+                            batch splits over evenly: 5 of 7 GPUs for a batch of 2000), else the
+                            default strategy
     --strategy default      one device
     --strategy mirrored     all local GPUs (or the CPU) of this machine
     --strategy multiworker  MultiWorkerMirroredStrategy over the cluster in TF_CONFIG
@@ -19,7 +21,7 @@ import os
 from engine.config import STRATEGIES
 from engine.devices import gpus
 from engine.errors import EngineError
-from engine.train.resolve import check_batch_split
+from engine.train.resolve import batches_that_split, check_batch_split, replicas_that_split
 
 
 def tf_config() -> dict | None:
@@ -51,8 +53,23 @@ def num_workers(cfg: dict | None) -> int:
     return sum(len(cfg["cluster"].get(kind, [])) for kind in ("chief", "worker"))
 
 
-def make(name: str):
-    """Create the strategy. Must run before anything else initialises TensorFlow's runtime."""
+def gpu_devices() -> list[str]:
+    """The names of this process's (logical) GPU devices: those MirroredStrategy() would use."""
+    import tensorflow as tf
+    return [d.name for d in tf.config.list_logical_devices("GPU")]
+
+
+def make(name: str, batch_size: int | None = None, log=print):
+    """Create the strategy. Must run before anything else initialises TensorFlow's runtime.
+    `batch_size`, the global batch: under auto, the local GPUs it splits over evenly (said in the
+    log); under any strategy, refused in one line unless it splits over the strategy's replicas."""
+    strategy = _make(name, batch_size, log)
+    if batch_size is not None:
+        check_batch_split(batch_size, strategy.num_replicas_in_sync)
+    return strategy
+
+
+def _make(name: str, batch_size: int | None, log):
     import tensorflow as tf
     if name not in STRATEGIES:
         raise EngineError(f"unknown --strategy {name!r}; choose from {', '.join(STRATEGIES)}")
@@ -61,13 +78,21 @@ def make(name: str):
         if num_workers(cfg) > 1:
             name = "multiworker"
         elif len(gpus()) > 1:
-            name = "mirrored"
+            local = gpu_devices()
+            used = replicas_that_split(batch_size, len(local)) if batch_size else len(local)
+            if used < len(local):
+                fits = " or ".join(map(str, batches_that_split(batch_size, len(local))))
+                log(f"strategy: mirrored over {used} of the {len(local)} GPUs: the batch of {batch_size} splits "
+                    f"evenly over {used}, not {len(local)} (--batch-size {fits} uses all {len(local)})")
+            if used == 1:
+                return tf.distribute.get_strategy()
+            return tf.distribute.MirroredStrategy(local[:used])
         else:
             name = "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(gpu_devices() or None)  # (None: the CPU)
     if cfg is None:
         raise EngineError("--strategy multiworker needs TF_CONFIG describing the cluster (see README), or "
                           "start local workers with python -m engine.launch")

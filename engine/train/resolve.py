@@ -374,9 +374,21 @@ def check_replicas(cfg: C.Config, policy: str, num_replicas: int) -> int:
 def check_batch_split(global_batch: int, num_replicas: int) -> int:
     """The per-replica batch of a global batch split evenly over `num_replicas` replicas."""
     if global_batch % num_replicas:
+        fits = " or ".join(map(str, batches_that_split(global_batch, num_replicas)))
         raise EngineError(f"--batch-size {global_batch} does not split evenly over {num_replicas} replicas; "
-                          f"use a multiple of {num_replicas}")
+                          f"use a multiple of {num_replicas} ({fits})")
     return global_batch // num_replicas
+
+
+def batches_that_split(global_batch: int, num_replicas: int) -> list[int]:
+    """The multiples of `num_replicas` nearest `global_batch`, below (if any) and above."""
+    below = global_batch - global_batch % num_replicas
+    return [b for b in (below, below + num_replicas) if b > 0]
+
+
+def replicas_that_split(global_batch: int, devices: int) -> int:
+    """The most of `devices` replicas (at least 1) over which `global_batch` splits evenly."""
+    return max(k for k in range(1, devices + 1) if global_batch % k == 0)
 
 
 def feature_cache_applies(cfg: C.Config) -> bool:

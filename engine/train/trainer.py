@@ -83,10 +83,17 @@ class StopSignal:
         if not distribute.is_multiworker(self.strategy):
             return self.seen is not None
         if self._any_worker is None:
-            s = self.strategy
-            self._any_worker = tf.function(lambda flag: s.reduce(
-                "SUM", s.run(lambda f: tf.identity(f), args=(flag,)), axis=None))
-        return bool(self._any_worker(tf.constant(int(self.seen is not None))) > 0)
+            self._any_worker = any_worker(self.strategy)
+        return bool(self._any_worker(tf.constant(float(self.seen is not None))) > 0)
+
+
+def any_worker(strategy):
+    """A tf.function: the sum of a flag over every replica of `strategy`, all-reduced as float32.
+    TensorFlow's collectives refuse an int32 (or bfloat16) all-reduce on GPUs ("Collective
+    all-reduce does not support datatype DT_INT32 on DEVICE_GPU"); float32 is reduced on every
+    device and, for 0/1 flags, exactly."""
+    return tf.function(lambda flag: strategy.reduce(
+        "SUM", strategy.run(lambda f: tf.identity(tf.cast(f, tf.float32)), args=(flag,)), axis=None))
 
 
 class Trainer:
@@ -106,7 +113,7 @@ class Trainer:
             self._compile_cache_said = (f"{said} ({compile_cache.entries(self.compile_cache)} compiled functions "
                                         f"stored)" if self.compile_cache else said)
         # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts.
-        self.strategy = distribute.make(self.cfg.run.strategy)
+        self.strategy = distribute.make(self.cfg.run.strategy, self.cfg.optim.batch_size, self.log)
         self.chief = distribute.is_chief(self.strategy)
         self.source_out = self.cfg.run.out  # where a resume reads from; the chief also writes there
         if not self.chief:  # other workers of a cluster write to a scratch directory
@@ -406,6 +413,7 @@ class Trainer:
             "train_images": self.train_images, "test_images": self.test_images,
             "val_is_test": self.val_is_test, "val_images": self.val_images, "policy": self.policy, "xla": r.xla,
             "steps_per_call": r.steps_per_call, "batch_size": o.batch_size,
+            "replicas": self.strategy.num_replicas_in_sync,
             "device": devices.device_name(), "tensorflow": tf.__version__,
             "feature_cache": self.t.feature_cache, "feature_seconds": self.feature_seconds,
             "speed_choice": self.speed.to_dict(),

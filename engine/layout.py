@@ -180,7 +180,8 @@ class Metrics:
     policy: str | None = None                # the Keras mixed-precision policy trained in
     xla: bool | None = None
     steps_per_call: int | None = None
-    batch_size: int | None = None
+    batch_size: int | None = None            # the global batch
+    replicas: int | None = None              # the replicas it was split over
     device: str | None = None
     tensorflow: str | None = None
     feature_cache: bool | None = None

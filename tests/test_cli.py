@@ -53,7 +53,7 @@ def test_train_end_to_end_then_resume(tmp_path, shared_data):
     assert abs(m["test_accuracy"] * 200 - round(m["test_accuracy"] * 200)) < 1e-6
     assert m["steps"] == 2 * (512 // 64)
     parts = m["wall_breakdown"]  # where the wall time went: the parts add up to it
-    assert parts["training steps"] == m["train_seconds"] and parts["evaluation"] > 0 and parts["checkpoints"] > 0
+    assert parts["training steps"] == m["train_seconds"] and parts["evaluation"] > 0 and parts["checkpoint saves"] > 0
     assert abs(sum(parts.values()) - m["wall_seconds"]) < 1e-6 * m["wall_seconds"] + 1e-9
     assert "wall time " in p.stdout
 

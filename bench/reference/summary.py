@@ -18,10 +18,12 @@ import re
 import statistics
 import sys
 
+from engine.layout import Metrics
+from engine.train import clock
+
 TIMER = re.compile(r"timer: whitening \+ training ([\d.]+) s, per-epoch evaluation ([\d.]+) s, TTA ([\d.]+) s")
 EVAL_ROW = re.compile(r"^\|\s*\|\s*eval\s*\|" + r"\s*([\d.]+)\s*\|" * 5)
 ELAPSED = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)")
-FIRST_CALL = "first call (tracing, compilation)"
 
 
 def reference_run(path: str) -> dict:
@@ -42,19 +44,23 @@ def reference_run(path: str) -> dict:
 
 
 def engine_run(path: str) -> dict:
-    m = json.load(open(path))
+    with open(path) as f:
+        m = Metrics.from_dict(json.load(f))
     try:
         return _engine_row(m)
     except KeyError as e:
         raise ValueError(f"{path}: no {e} (not the metrics.json of an engine run)") from None
 
 
-def _engine_row(m: dict) -> dict:
-    wall = m["wall_breakdown"]
-    return dict(top1=m["test_accuracy"], tta=m.get("test_accuracy_tta"),
-                training=wall["training steps"] + wall.get(FIRST_CALL, 0.0),
-                eval=wall.get("evaluation", 0.0), tta_seconds=wall.get("test-time augmentation", 0.0),
-                wall=m["wall_seconds"], policy=m.get("policy"), xla=m.get("xla"))
+def _engine_row(m: Metrics) -> dict:
+    for key in ("test_accuracy", "wall_seconds", "wall_breakdown"):
+        if getattr(m, key) is None:
+            raise KeyError(key)
+    wall = m.wall_breakdown
+    return dict(top1=m.test_accuracy, tta=m.test_accuracy_tta,
+                training=wall[clock.TRAINING] + wall.get(clock.FIRST_CALL, 0.0),
+                eval=wall.get(clock.EVALUATION, 0.0), tta_seconds=wall.get(clock.TTA, 0.0),
+                wall=m.wall_seconds, policy=m.policy, xla=m.xla)
 
 
 def _seed(path: str) -> int:

@@ -178,15 +178,15 @@ def _mismatch(ours: collections.Counter, theirs: collections.Counter, class_name
         outputs |= match
     else:
         if len(outputs) == 1:
-            return (f"its model has {outputs.pop()} outputs but classes.json names {n} classes "
-                    f"(classes.json does not belong to this run)")
+            return (f"its model has {outputs.pop()} outputs but {layout.CLASSES_FILE} names {n} classes "
+                    f"({layout.CLASSES_FILE} does not belong to this run)")
     differ = (f"{sum(only_ours.values())} of its {sum(ours.values())} weights have no counterpart of that shape"
               if only_ours else "the same shapes, in other layers")
     if models.is_user_model(model_name):
         return (f"its weights do not fit the model --model {model_name} builds now ({differ}): was that file or "
                 f"function changed since the run trained?")
-    return (f"its weights do not fit the model config.json describes ({model_name}: {differ}); config.json does not "
-            f"belong to this run")
+    return (f"its weights do not fit the model {CONFIG_FILE} describes ({model_name}: {differ}); {CONFIG_FILE} "
+            f"does not belong to this run")
 
 
 def load_keras(path: str, normalization: str | None, upsample_method: str = "nearest",

@@ -14,7 +14,7 @@ from engine.train import resolve
 DESCRIPTION = ("Train a CIFAR-10 image classifier with the engine's compiled loop. The defaults are "
                f"the chosen model's training recipe (shown: the --model given, else {recipes.DEFAULT}, the default "
                "model), then --recipe, then --config, then every flag given. With --resume, the run's saved "
-               "config.json is the base instead.")
+               f"{layout.CONFIG_FILE} is the base instead.")
 
 
 # The command's own flags (not config fields), in the help group where a user looks for them.
@@ -22,7 +22,7 @@ EXTRA_FLAGS = {
     "start from": [
         ("--config", dict(metavar="FILE", help="start from a YAML, TOML or JSON file of flag values (keys: flag "
                           "or field names, the sections --print-config shows, or section.field; a run's "
-                          "config.json reruns that run as a new one); the flags given override it, and --out, "
+                          f"{layout.CONFIG_FILE} reruns that run as a new one); the flags given override it, and --out, "
                           "--resume, --overwrite and a module:function --model come only from the command line")),
         ("--print-config", dict(action="store_true", help="print the resolved config as JSON and exit")),
         ("--list-models", dict(action="store_true", help="list the registered models and exit")),

@@ -5,6 +5,12 @@ import collections
 import contextlib
 import time
 
+# The phases metrics.json's wall_breakdown names that readers use (bench/reference/summary.py).
+TRAINING = "training steps"
+FIRST_CALL = "first call (tracing, compilation)"
+EVALUATION = "evaluation"
+TTA = "test-time augmentation"
+
 
 class Clock:
     """The first train call (tracing, compilation) is not training time; checkpoint writing,
@@ -35,7 +41,7 @@ class Clock:
     def train_call(self, images: int, seconds: float) -> bool:
         """Account one train call; False for the run's first (not timed)."""
         if not self.warm:
-            self.phases["first call (tracing, compilation)"] += seconds
+            self.phases[FIRST_CALL] += seconds
             self.warm = True
             return False
         self.images += images
@@ -50,7 +56,7 @@ class Clock:
         """(wall seconds so far, {phase: seconds}) whose parts add up to the wall time."""
         wall = time.perf_counter() - self.start
         self.phases["other"] = max(0.0, wall - self.seconds - sum(v for k, v in self.phases.items() if k != "other"))
-        return wall, {"training steps": self.seconds, **{k: v for k, v in self.phases.items() if v}}
+        return wall, {TRAINING: self.seconds, **{k: v for k, v in self.phases.items() if v}}
 
 
 class EpochStats:

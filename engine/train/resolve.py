@@ -158,7 +158,7 @@ def read_config_file(path: str, given: dict | None = None) -> dict:
     given = given or {}
     if given.get(("run", "resume")):
         raise EngineError("--config starts a new run; --resume continues the run in --out from its saved "
-                          "config.json: give the changes as flags, or drop --resume")
+                          f"{layout.CONFIG_FILE}: give the changes as flags, or drop --resume")
     values = _parse_config(path, C.read_small(path, "--config"))
     if not isinstance(values, dict):
         raise EngineError(f"--config {path}: expected a mapping of config sections or fields, got {C.shown(values)}")

@@ -29,6 +29,7 @@ from engine.errors import Diverged, EngineError, Interrupted, Preempted
 from engine.files import write_json
 from engine.train import advice, autotune, compile_cache, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
+from engine.train import clock
 from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
 from engine.train.feeds import Feeds
 from engine.train.loop import MAX_SKIPS
@@ -226,7 +227,7 @@ class Trainer:
                      f"with its config")
         cfg.save(os.path.join(r.out, CONFIG_FILE))
         self.stop.training = True  # from here a signal stops at a step boundary, after a checkpoint
-        write_json(os.path.join(r.out, "classes.json"), splits.class_names)
+        write_json(layout.run_file(r.out, layout.CLASSES_FILE), splits.class_names)
         self.feeds = Feeds(self.strategy, train, val, test, self.val_is_test, cfg.optim.batch_size,
                            self.t.preprocess.size)
         self._open_checkpoints()
@@ -253,7 +254,7 @@ class Trainer:
         o, num_epochs = self.cfg.optim, self.t.length.num_epochs
         self.clock = Clock()
         self.clock.earlier("feature cache", self.feature_seconds)
-        self.profile = ProfileWindow(self.cfg.run.profile, os.path.join(self.cfg.run.out, "tb"))
+        self.profile = ProfileWindow(self.cfg.run.profile, layout.run_file(self.cfg.run.out, layout.TB_DIR))
         stopped_early = False
         for epoch in range(self.start_epoch, num_epochs):
             self._end_epoch(epoch, self._train_epoch(epoch))
@@ -289,7 +290,7 @@ class Trainer:
             if done < spe and self.stop.requested():  # (at an epoch end: after the epoch is recorded)
                 self._preempted(self.ckpt.save(self.global_step, partial))
             if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < spe:
-                with self.clock.timed("checkpoints"):
+                with self.clock.timed("checkpoint saves"):
                     self.ckpt.save(self.global_step, partial)
         summary = stats.summary()
         with self.clock.timed("input pipeline start/stop"):
@@ -335,7 +336,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, stats: dict):
         # a loss that exploded and stayed finite: stop before this epoch is evaluated or checkpointed
         check_epoch_loss(stats["loss"], epoch + 1, self.loop.cfg.num_classes, self.cfg.optim, self.ckpt.last)
-        with self.clock.timed("evaluation"):
+        with self.clock.timed(clock.EVALUATION):
             val_loss, val_acc = self.feeds.evaluate(self.loop, "val")
         entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],
                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.optimizer),
@@ -345,7 +346,7 @@ class Trainer:
         # The history first: a crash before the checkpoint resumes from the one before, and a resume
         # keeps only the history up to its checkpoint, so no epoch is missing from either.
         self.history.add(entry)
-        with self.clock.timed("checkpoints"):
+        with self.clock.timed("checkpoint saves"):
             if improves:
                 self.ckpt.save_best(self.global_step)
             self.ckpt.save(self.global_step)
@@ -359,20 +360,20 @@ class Trainer:
     def _finish(self, stopped_early: bool) -> dict:
         r = self.cfg.run
         if self.profile.stop():  # the run ended inside the window
-            self.log(f"profile of the train calls after the first: {os.path.join(r.out, 'tb')}")
-        with self.clock.timed("curves.png"):
-            plots.curves(self.history.entries, os.path.join(r.out, "curves.png"),
+            self.log(f"profile of the train calls after the first: {layout.run_file(r.out, layout.TB_DIR)}")
+        with self.clock.timed("curves plot"):
+            plots.curves(self.history.entries, layout.run_file(r.out, layout.CURVES_FILE),
                          title=f"{self.cfg.model.model} ({r.out})")
         test_loss, test_acc, tta_acc = self._test()
         wall, breakdown = self.clock.breakdown()
         metrics = self._metrics(test_loss, test_acc, tta_acc, stopped_early, wall, breakdown)
-        write_json(os.path.join(r.out, "metrics.json"), metrics)
+        write_json(layout.run_file(r.out, layout.METRICS_FILE), metrics.to_dict())
         self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items()))
         tta = self.cfg.model.tta
         with_tta = f", with TTA level {tta}: {tta_acc:.4f}" if tta else ""
         self.log(f"test accuracy {test_acc:.4f}{with_tta} (best val {self.history.best_acc:.4f} at epoch "
                  f"{self.history.best_epoch}); run in {r.out}")
-        return metrics
+        return metrics.to_dict()
 
     def _test(self):
         """(test loss, test accuracy, accuracy with TTA or None) of the final weights."""
@@ -380,11 +381,11 @@ class Trainer:
         if self.val_is_test and last and last["epoch"] == int(self.ckpt.epoch.numpy()):
             test_loss, test_acc = last["val_loss"], last["val_accuracy"]  # same weights, same images
         else:
-            with self.clock.timed("evaluation"):
+            with self.clock.timed(clock.EVALUATION):
                 test_loss, test_acc = self.feeds.evaluate(self.loop, "test")
         tta_acc = None
         if self.cfg.model.tta:
-            with self.clock.timed("test-time augmentation"):
+            with self.clock.timed(clock.TTA):
                 tta_acc = self.feeds.evaluate(self.loop, "test", self.cfg.model.tta)[1]
         return test_loss, test_acc, tta_acc
 
@@ -402,23 +403,19 @@ class Trainer:
             return None
         return {"directory": self.compile_cache, "entries": n}
 
-    def _metrics(self, test_loss, test_acc, tta_acc, stopped_early, wall, breakdown) -> dict:
+    def _metrics(self, test_loss, test_acc, tta_acc, stopped_early, wall, breakdown) -> layout.Metrics:
         r, o = self.cfg.run, self.cfg.optim
-        return {
-            "test_accuracy": test_acc, "test_loss": test_loss, "tta": self.cfg.model.tta,
-            "test_accuracy_tta": tta_acc, "best_epoch": self.history.best_epoch,
-            "best_val_accuracy": self.history.best_acc, "epochs_run": len(self.history.entries),
-            "stopped_early": stopped_early, "steps": self.global_step, "train_img_s": self.clock.img_s,
-            "train_seconds": self.clock.seconds, "wall_seconds": wall, "wall_breakdown": breakdown,
-            "train_images": self.train_images, "test_images": self.test_images,
-            "val_is_test": self.val_is_test, "val_images": self.val_images, "policy": self.policy, "xla": r.xla,
-            "steps_per_call": r.steps_per_call, "batch_size": o.batch_size,
-            "replicas": self.strategy.num_replicas_in_sync,
-            "device": devices.device_name(), "tensorflow": tf.__version__,
-            "feature_cache": self.t.feature_cache, "feature_seconds": self.feature_seconds,
-            "speed_choice": self.speed.to_dict(),
-            "compile_cache": self._compile_cache_used(r.xla),
-        }
+        return layout.Metrics(
+            test_accuracy=test_acc, test_loss=test_loss, tta=self.cfg.model.tta, test_accuracy_tta=tta_acc,
+            best_epoch=self.history.best_epoch, best_val_accuracy=self.history.best_acc,
+            epochs_run=len(self.history.entries), stopped_early=stopped_early, steps=self.global_step,
+            train_img_s=self.clock.img_s, train_seconds=self.clock.seconds, wall_seconds=wall,
+            wall_breakdown=breakdown, train_images=self.train_images, test_images=self.test_images,
+            val_is_test=self.val_is_test, val_images=self.val_images, policy=self.policy, xla=r.xla,
+            steps_per_call=r.steps_per_call, batch_size=o.batch_size, replicas=self.strategy.num_replicas_in_sync,
+            device=devices.device_name(), tensorflow=tf.__version__, feature_cache=self.t.feature_cache,
+            feature_seconds=self.feature_seconds, speed_choice=self.speed.to_dict(),
+            compile_cache=self._compile_cache_used(r.xla))
 
 
 def warm_start(model, source: str) -> str:
@@ -433,7 +430,7 @@ def warm_start(model, source: str) -> str:
             raise EngineError(f"--init-from {source}: cannot load it into {model.name}: "
                               f"{' '.join(str(e).split())[:200]}") from None
         return source
-    run, _, which = source.rpartition(":") if source.endswith((":best", ":latest")) else (source, "", "best")
+    run, which = layout.parse_source(source)
     if not is_run_dir(run):
         raise EngineError(f"--init-from {source}: {run} is not a run directory (or pass a .weights.h5 file)")
     not_this = (f"--init-from {source}: its model is not this one (same --model, --upsample and --head "
@@ -443,7 +440,7 @@ def warm_start(model, source: str) -> str:
     logger.setLevel(logging.ERROR)  # TensorFlow's warnings on a failed restore: the error says it in one line
     try:
         try:
-            path = tf.train.latest_checkpoint(os.path.join(run, "checkpoints", "best" if which == "best" else ""))
+            path = tf.train.latest_checkpoint(layout.checkpoint_dir(run, which))
         except (ValueError, tf.errors.OpError):  # a state file that is not even text
             raise EngineError(f"--init-from {source}: the checkpoint state file of {run} is damaged; name a "
                               f".weights.h5 file, or the other checkpoint (:best or :latest)") from None

@@ -316,3 +316,23 @@ def device_name() -> str:
         details = _tensorflow().config.experimental.get_device_details(found[0])
         return f"{len(found)}x {details.get('device_name', 'GPU')}"
     return f"{_cpuinfo('model name') or 'CPU'}, {os.cpu_count()} cores"
+
+
+TF32_ENV = "NVIDIA_TF32_OVERRIDE"  # NVIDIA's switch: 0 keeps cuBLAS and cuDNN from TF32
+
+
+def tf32_allowed() -> bool:
+    """False under NVIDIA_TF32_OVERRIDE=0. On GPUs of compute capability >= 8.0, float32 convolutions
+    and matrix products run in TF32 (10-bit mantissas) by default, in TensorFlow and in TensorRT; under
+    that variable the engine keeps TensorFlow (XLA's own kernels too: tf32_override) and TensorRT's
+    builder (engine.export.trt) from TF32 as well, so that float32 is float32."""
+    return os.environ.get(TF32_ENV) != "0"
+
+
+def tf32_override() -> bool:
+    """Apply NVIDIA_TF32_OVERRIDE=0 to TensorFlow (before it runs anything); returns whether
+    TensorFlow may use TF32."""
+    tf = _tensorflow()
+    if not tf32_allowed():
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    return tf.config.experimental.tensor_float_32_execution_enabled()

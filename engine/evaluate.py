@@ -107,6 +107,7 @@ def main(argv=None):
         import_tensorflow_quietly()
         from engine.devices import allow_memory_growth
         allow_memory_growth()
+    tf32 = devices.tf32_override() if "tf" in (a.backend, (a.against or ":").split(":", 1)[0]) else None
 
     def open_(backend, path):
         opts = {"onnx": {"optimization": a.ort_optimization},
@@ -122,7 +123,7 @@ def main(argv=None):
     report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data, "images": len(x),
               "top1_accuracy": float(np.mean(logits.argmax(1) == y)), "img_s": ips,
               "batch_size": predictor.batch_size, "ort_optimization": a.ort_optimization,
-              "runtime": predictor.details(), "device": devices.device_name()}
+              "runtime": predictor.details(), "device": devices.device_name(), "tensorflow_tf32": tf32}
     print(f"{a.backend}: top-1 {report['top1_accuracy']:.4f} on {len(x)} test images, {ips:.1f} img/s")
     if other is not None:
         other_logits, other_ips = timed_predict(other, x)

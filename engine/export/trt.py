@@ -5,7 +5,7 @@ import os
 
 from engine import files
 from engine.contract import IMAGE_SHAPE, INPUT
-from engine.devices import gpus
+from engine.devices import gpus, tf32_allowed
 from engine.errors import EngineError
 from engine.export.load import writing
 
@@ -14,7 +14,8 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
                      timing_cache: str | None, workspace_gib: float = 4.0, overwrite: bool = False) -> str:
     """A TensorRT engine from an exported ONNX file with OnnxParser. TensorRT 10+/11 networks are
     strongly typed: the precision is the ONNX graph's (fp16 graphs carry float16 tensors and casts,
-    int8 graphs Q/DQ nodes; see export_onnx), so no builder precision flags are set."""
+    int8 graphs Q/DQ nodes; see export_onnx), so no builder precision flags are set; float32 layers
+    may run in TF32 (TensorRT's default) except under NVIDIA_TF32_OVERRIDE=0 (devices.tf32_allowed)."""
     files.claim_output(out, overwrite)
     try:
         import tensorrt as trt
@@ -35,6 +36,8 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
             raise EngineError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if not tf32_allowed():  # NVIDIA_TF32_OVERRIDE=0: float32 layers in float32, not TF32 (TensorRT's default)
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT, (min_batch, *IMAGE_SHAPE), (opt_batch, *IMAGE_SHAPE), (max_batch, *IMAGE_SHAPE))
     config.add_optimization_profile(profile)

@@ -6,9 +6,13 @@ Keras is imported only by the functions that set a policy or wrap an optimizer: 
 here are plain functions of the compute capabilities."""
 from __future__ import annotations
 
+import os
+
 from engine import devices
+from engine.errors import EngineError
 
 BF16_CAPABILITY = devices.BF16_CAPABILITY
+FLOAT16_ENV = "ENGINE_AMP_FLOAT16"  # 1: --amp in float16 + loss scaling on any machine, as on a T4 or V100
 TF32_CAPABILITY = (8, 0)  # Ampere on: TensorFlow computes float32 matmuls and convolutions in TF32 by default
 
 
@@ -18,9 +22,19 @@ def policy_for(amp: bool, capabilities: list) -> str:
     float16 + loss scaling where any GPU is older (7.x: V100, T4), which have no bfloat16 units."""
     if not amp:
         return "float32"
-    if capabilities and min(capabilities) < BF16_CAPABILITY:
+    if float16_forced() or capabilities and min(capabilities) < BF16_CAPABILITY:
         return "mixed_float16"
     return "mixed_bfloat16"
+
+
+def float16_forced() -> bool:
+    """ENGINE_AMP_FLOAT16=1: --amp trains in float16 with loss scaling even where bfloat16 is native
+    (GPUs of compute capability >= 8.0, CPUs): the path of compute capability 7.x, run elsewhere
+    (engine.gpucheck runs it so on newer GPUs)."""
+    value = os.environ.get(FLOAT16_ENV, "")
+    if value not in ("", "0", "1"):
+        raise EngineError(f"{FLOAT16_ENV}={value}: give 1 (--amp in float16 + loss scaling) or 0")
+    return value == "1"
 
 
 def policy_name(amp: bool) -> str:

@@ -9,7 +9,7 @@ per-call driver and its train step, XLA off) and TTA eval step, in bfloat16 and 
 kernel in this TensorFlow build; traced in a child process, so that this one never takes the GPU's
 memory); one epoch of tiny with `--amp --xla`, with `--amp` alone and with `--strategy mirrored`; the
 default command (`engine train` with nothing but its data: airbench-muon, Muon, the whitening
-data-init, alternating flips, TTA, batch 2000), 2 epochs, which must take the GPU rule's choice; on
+data-init, alternating flips, TTA, batch 2000, 8 epochs), which must take the GPU rule's choice; on
 GPUs of compute capability >= 8.0 the same in float16 with loss scaling (ENGINE_AMP_FLOAT16=1, the
 path T4 and V100 take); `engine.launch --workers 2` where two GPUs exist; TensorRT engines in fp32,
 fp16 and int8 from the `--amp` run, each compared with TensorFlow on the test images (fp32 with TF32
@@ -34,8 +34,9 @@ from engine.errors import cli
 __doc__ = __doc__.replace("{models}", str(len(models.names())))  # noqa: A001 - the count is the registry's
 EXIT_SKIPPED = 77
 TRAIN = ["--model", "tiny", "--data", "digits", "--epochs", "1", "--batch-size", "64", "--quiet"]
-# The default command (`engine train` with its data only), 2 epochs: the second flips the other half.
-DEFAULT = ["--epochs", "2", "--quiet"]
+# The default command: `engine train` given only its data (8 steps of 2000 on the digits with shifts;
+# 0.978 test accuracy in float32 on a CPU): it must learn.
+DEFAULT_BAR = 0.8
 KERNEL_POLICIES = ("mixed_bfloat16", "mixed_float16")  # --amp: compute capability >= 8.0, and 7.x
 # Agreement with TensorFlow a TensorRT engine must keep on the digits test images: top-1, max |dlogit|.
 TRT_BARS = {"fp32": (0.999, 1e-2), "fp16": (0.99, 0.1), "int8": (0.97, None)}
@@ -197,26 +198,26 @@ def expected_rule(capabilities: list, float16: bool = False) -> tuple[str, bool]
 
 
 def check_default(work: str, name: str, capabilities: list, float16: bool = False) -> tuple[bool, str]:
-    """The default command, 2 epochs on the digits with their shifts (with ENGINE_AMP_FLOAT16=1 if
-    `float16`): it must train in the GPU rule's choice, and learn."""
+    """The default command on the digits with their shifts (with ENGINE_AMP_FLOAT16=1 if `float16`):
+    it must train in the GPU rule's choice, and learn."""
     data = os.path.join(work, "digits-with-shifts")
     if not os.path.isdir(data):
         digits_with_shifts(data)
     out = os.path.join(work, name)
     # as a user's shell without the engine's variables: --amp and --xla auto
     env = {"ENGINE_AMP": None, "ENGINE_XLA": None, "ENGINE_AMP_FLOAT16": "1" if float16 else None}
-    p = _run("engine.train", "--data", data, "--cache-dir", os.path.join(work, "cache"), *DEFAULT, "--out", out,
+    p = _run("engine.train", "--data", data, "--cache-dir", os.path.join(work, "cache"), "--quiet", "--out", out,
              env=env)
     if p.returncode != 0:
         return False, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200]
     with open(os.path.join(out, "metrics.json")) as f:
         m = json.load(f)
-    detail = (f"{m['epochs_run']} epochs of the default command: {m['train_img_s'] or 0:,.0f} img/s, test accuracy "
+    detail = (f"{m['steps']} steps of the default command: {m['train_img_s'] or 0:,.0f} img/s, test accuracy "
               f"{m['test_accuracy']:.3f} (TTA {m['test_accuracy_tta']:.3f}), policy {m['policy']}, xla {m['xla']}")
     policy, xla = expected_rule(capabilities, float16)
     if (m["policy"], m["xla"]) != (policy, xla):
         return False, f"{detail}; the GPU rule gives {policy}, xla {xla}"
-    return m["test_accuracy"] >= 0.5, detail
+    return m["test_accuracy"] >= DEFAULT_BAR, detail
 
 
 def plan(num_gpus: int, capabilities: list = ()) -> list[tuple[str, object]]:

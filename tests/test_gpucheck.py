@@ -87,7 +87,7 @@ def runs(monkeypatch, tmp_path):
             out = args[list(args).index("--out") + 1]
             os.makedirs(out)
             with open(os.path.join(out, "metrics.json"), "w") as f:
-                json.dump({"epochs_run": 2, "train_img_s": 1000.0, "test_accuracy": 0.9, "test_accuracy_tta": 0.91,
+                json.dump({"steps": 8, "train_img_s": 1000.0, "test_accuracy": 0.9, "test_accuracy_tta": 0.91,
                            **metrics}, f)
         if module == "engine.evaluate":
             report = args[list(args).index("--report") + 1]
@@ -107,13 +107,15 @@ def test_the_default_step_runs_the_default_command_as_a_user_and_holds_it_to_the
     module, argv, env = runs.calls[-1]
     # nothing but the data (and where its decoded copy and the run go): the default model and recipe
     assert module == "engine.train"
-    assert [a for a in argv if a.startswith("--")] == ["--data", "--cache-dir", "--epochs", "--quiet", "--out"]
-    assert argv[argv.index("--epochs") + 1] == "2"
+    assert [a for a in argv if a.startswith("--")] == ["--data", "--cache-dir", "--quiet", "--out"]
     assert env == {"ENGINE_AMP": None, "ENGINE_XLA": None, "ENGINE_AMP_FLOAT16": None}  # --amp, --xla auto
 
     runs.metrics.update(policy="mixed_float16", xla=True)  # not what an A100 must get
     ok, detail = gpucheck.check_default(runs.work, "default-2", [(8, 0)])
     assert not ok and "the GPU rule gives mixed_bfloat16, xla True" in detail, detail
+
+    runs.metrics.update(policy="mixed_bfloat16", xla=True, test_accuracy=0.1)  # the right choice, but no learning
+    assert not gpucheck.check_default(runs.work, "default-3", [(8, 0)])[0]
 
 
 def test_the_float16_step_asks_for_float16_and_expects_it(runs):
@@ -162,3 +164,96 @@ def test_digits_with_shifts_hold_the_default_batch(tmp_path):
     splits = data.load(gpucheck.digits_with_shifts(str(tmp_path / "d")), str(tmp_path / "cache"), log=lambda *a: None)
     assert len(splits.x_train) >= resolve.defaults("airbench-muon").optim.batch_size == 2000
     assert splits.num_classes == 10 and len(splits.x_test) > 0
+
+
+class FakeTensorRT(types.ModuleType):
+    """The part of TensorRT 10's Python API build_trt_engine uses, recording the builder config's
+    flags. TensorRT documents BuilderFlag.TF32 as enabled by default in a new builder config
+    (IBuilderConfig: "TF32 ... Enabled by default"), cleared with IBuilderConfig.clear_flag."""
+
+    def __init__(self):
+        super().__init__("tensorrt")
+        self.flags = {"TF32"}
+        trt = self
+
+        class Config:
+            def set_memory_pool_limit(self, *a): pass
+            def clear_flag(self, flag): trt.flags.discard(flag)
+            def set_flag(self, flag): trt.flags.add(flag)
+            def add_optimization_profile(self, p): pass
+            def create_timing_cache(self, b): return b
+            def set_timing_cache(self, c, ignore_mismatch): pass
+            def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"cache")
+
+        class Builder:
+            def __init__(self, logger): pass
+            def create_network(self, flags): return "network"
+            def create_builder_config(self): return Config()
+            def create_optimization_profile(self): return types.SimpleNamespace(set_shape=lambda *a: None)
+            def build_serialized_network(self, network, config): return b"plan"
+
+        class Parser:
+            def __init__(self, network, logger): pass
+            def parse(self, b): return True
+
+        self.Logger = type("Logger", (), {"WARNING": 0, "__init__": lambda s, level: None})
+        self.Builder, self.OnnxParser = Builder, Parser
+        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        self.BuilderFlag = types.SimpleNamespace(TF32="TF32")
+
+
+@pytest.mark.parametrize("override,tf32", [("0", False), ("1", True), (None, True)])
+def test_the_tensorrt_build_clears_tf32_under_nvidia_tf32_override_0(monkeypatch, tmp_path, override, tf32):
+    from engine.export import trt
+    fake = FakeTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(trt, "gpus", lambda: ["fake GPU"])
+    if override is None:
+        monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    else:
+        monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", override)
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    trt.build_trt_engine(str(tmp_path / "m.onnx"), str(tmp_path / "m.engine"), 1, 8, 8, None)
+    assert ("TF32" in fake.flags) == tf32
+    assert (tmp_path / "m.engine").read_bytes() == b"plan"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tf32") / "run"
+    p = subprocess.run([sys.executable, "-m", "engine", "train", "--model", "tiny", "--data", "digits", "--epochs", "1",
+                        "--batch-size", "64", "--no-amp", "--no-xla", "--quiet", "--out", str(out)],
+                       env=user_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("override,tf32", [("0", False), (None, True)])
+def test_evaluate_runs_tensorflow_without_tf32_under_nvidia_tf32_override_0(tiny_run, tmp_path, override, tf32):
+    env = user_env()
+    env.pop("NVIDIA_TF32_OVERRIDE", None)
+    if override is not None:
+        env["NVIDIA_TF32_OVERRIDE"] = override
+    p = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(tiny_run), "--against", f"tf:{tiny_run}",
+                        "--data", "digits", "--limit-test", "50", "--out", "r.json"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["tensorflow_tf32"] is tf32
+
+
+def test_engine_amp_float16_trains_float16_with_loss_scaling_where_bfloat16_is_native(tmp_path):
+    """The float16 step's mechanism, on this CPU (where --amp is otherwise bfloat16)."""
+    p = subprocess.run([sys.executable, "-m", "engine", "train", "--model", "tiny", "--data", "digits", "--epochs", "1",
+                        "--batch-size", "64", "--amp", "--no-xla", "--quiet", "--out", "run"], cwd=tmp_path,
+                       env=user_env(ENGINE_AMP_FLOAT16="1"), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["policy"] == "mixed_float16"
+
+
+def test_a_bad_engine_amp_float16_is_one_line(tmp_path):
+    from tests.conftest import assert_one_line_error
+    p = subprocess.run([sys.executable, "-m", "engine", "train", "--model", "tiny", "--data", "digits", "--epochs", "1",
+                        "--amp", "--out", "run"], cwd=tmp_path, env=user_env(ENGINE_AMP_FLOAT16="yes"),
+                       capture_output=True, text=True, timeout=600)
+    assert_one_line_error(p, "ENGINE_AMP_FLOAT16=yes")

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from engine import models
+from engine import layout, models
 from engine.cli import Parser, import_tensorflow_quietly
 from engine.errors import cli
 
@@ -105,10 +105,9 @@ def _run(module: str, *args, env=None) -> subprocess.CompletedProcess:
 def _trained(p, out) -> tuple[bool, str]:
     if p.returncode != 0:
         return False, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200]
-    with open(os.path.join(out, "metrics.json")) as f:
-        m = json.load(f)
-    return True, (f"1 epoch of tiny: {m['train_img_s'] or 0:,.0f} img/s, test accuracy {m['test_accuracy']:.3f}, "
-                  f"policy {m['policy']}, xla {m['xla']}")
+    m = layout.read_metrics(out)
+    return True, (f"1 epoch of tiny: {m.train_img_s or 0:,.0f} img/s, test accuracy {m.test_accuracy:.3f}, "
+                  f"policy {m.policy}, xla {m.xla}")
 
 
 def check_training(work: str, name: str, flags: list) -> tuple[bool, str]:
@@ -210,14 +209,13 @@ def check_default(work: str, name: str, capabilities: list, float16: bool = Fals
              env=env)
     if p.returncode != 0:
         return False, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200]
-    with open(os.path.join(out, "metrics.json")) as f:
-        m = json.load(f)
-    detail = (f"{m['steps']} steps of the default command: {m['train_img_s'] or 0:,.0f} img/s, test accuracy "
-              f"{m['test_accuracy']:.3f} (TTA {m['test_accuracy_tta']:.3f}), policy {m['policy']}, xla {m['xla']}")
+    m = layout.read_metrics(out)
+    detail = (f"{m.steps} steps of the default command: {m.train_img_s or 0:,.0f} img/s, test accuracy "
+              f"{m.test_accuracy:.3f} (TTA {m.test_accuracy_tta:.3f}), policy {m.policy}, xla {m.xla}")
     policy, xla = expected_rule(capabilities, float16)
-    if (m["policy"], m["xla"]) != (policy, xla):
+    if (m.policy, m.xla) != (policy, xla):
         return False, f"{detail}; the GPU rule gives {policy}, xla {xla}"
-    return m["test_accuracy"] >= DEFAULT_BAR, detail
+    return m.test_accuracy >= DEFAULT_BAR, detail
 
 
 def plan(num_gpus: int, capabilities: list = ()) -> list[tuple[str, object]]:

@@ -158,3 +158,20 @@ def test_gpucheck_paths_report_a_line_each(tmp_path):
     assert ok and "1 epoch of tiny" in detail and "policy float32" in detail, detail
     ok, detail = gpucheck.check_trt(str(tmp_path), str(tmp_path / "mirrored"), "fp32")
     assert not ok and "TensorRT is not installed" in detail, detail
+
+
+def test_a_run_under_nvidia_tf32_override_0_keeps_tensorflow_out_of_tf32(monkeypatch, tmp_path):
+    """NVIDIA_TF32_OVERRIDE=0 is NVIDIA's switch for cuBLAS and cuDNN; a run obeys it in TensorFlow too
+    (XLA's own kernels), before its speed choice says what it computes in."""
+    from engine import train
+    from engine.train import cli
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    tf.config.experimental.enable_tensor_float_32_execution(True)
+    try:
+        cfg = cli.parse(["--model", "tiny", "--data", "digits", "--epochs", "1", "--no-amp",
+                         "--no-xla", "--out", str(tmp_path / "r"), "--quiet"])
+        metrics = train.run(cfg, log=lambda *a: None)
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+        assert metrics["speed_choice"]["tf32_matmuls"] is False
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(True)

@@ -192,6 +192,7 @@ class Trainer:
         self.val_is_test = val[0] is test[0]  # the whole test split validates (no subset, no --val-split)
         if self._compile_cache_said:
             self.log(self._compile_cache_said)
+        devices.tf32_override()  # NVIDIA_TF32_OVERRIDE=0: float32 is float32 here too (before the choice says which)
         # --amp auto / --xla auto become what they chose, in the config.json a resume reads
         self.speed = autotune.choose(cfg, self.strategy, splits.num_classes, cfg.data.cache_dir or default_cache_dir(),
                                      self.log)

@@ -3,7 +3,6 @@ RUN[:best|latest] reads, and metrics.json's keys."""
 import dataclasses
 import json
 import pathlib
-import re
 
 import pytest
 
@@ -47,3 +46,29 @@ def test_read_metrics_reads_what_the_trainer_writes(tmp_path):
     (tmp_path / layout.METRICS_FILE).write_text(json.dumps({"test_accuracy": 0.5, "policy": "float32"}))
     m = layout.read_metrics(str(tmp_path))
     assert (m.test_accuracy, m.policy, m.xla) == (0.5, "float32", None)
+
+
+def _docstrings(tree) -> set:
+    import ast
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_no_run_file_name_is_written_outside_the_layout_module():
+    """A run folder's file and folder names live in engine/layout.py: code elsewhere names them through
+    it (docstrings may describe them), so that a change of the format is one change."""
+    import ast
+    names = set(layout.RUN_FILES)
+    with_extension = [n for n in names if "." in n]
+    found = []
+    for path in sorted((ROOT / "engine").rglob("*.py")):
+        if path.name == "layout.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                if node.value in names or any(n in node.value for n in with_extension):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    assert not found, found

@@ -86,6 +86,8 @@ def runs(monkeypatch, tmp_path):
         if module == "engine.train":
             out = args[list(args).index("--out") + 1]
             os.makedirs(out)
+            with open(os.path.join(out, "config.json"), "w") as f:  # a run folder, as engine train leaves it
+                json.dump({}, f)
             with open(os.path.join(out, "metrics.json"), "w") as f:
                 json.dump({"steps": 8, "train_img_s": 1000.0, "test_accuracy": 0.9, "test_accuracy_tta": 0.91,
                            **metrics}, f)

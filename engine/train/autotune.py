@@ -30,6 +30,7 @@ import time
 from engine import devices
 from engine.config import AUTO
 from engine.files import read_json, write_json
+from engine.train import precision
 
 CACHE_FILE = "speed-choices.json"
 MARGIN = 0.05        # a candidate must be this much faster than the reference to be picked
@@ -39,7 +40,6 @@ PROBE_STEPS = 3      # timed steps per candidate, after one warm-up step
 # emulated. Not 1: the screen is noisy where bfloat16 is in hardware, and there the model's own steps
 # decide between rates that close (measured: docs/performance.md, "The automatic choice").
 BF16_SCREEN = 0.5
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "fma")
 
 
 def label(amp: bool, xla: bool) -> str:
@@ -86,7 +86,7 @@ class Choice:
 def candidates(amp, xla, deterministic: bool = False) -> list[tuple[bool, bool]]:
     """The (amp, xla) pairs an auto choice considers, the reference (everything auto off) first."""
     amps = [False, True] if amp == AUTO else [bool(amp)]
-    xlas = [False] if deterministic and xla == AUTO else [False, True] if xla == AUTO else [bool(xla)]
+    xlas = precision.xla_options(xla, deterministic)
     return [(a, x) for a in amps for x in xlas]
 
 
@@ -102,13 +102,10 @@ def pick(img_s: dict, amp, xla) -> tuple[bool, bool]:
     return best if img_s[best] >= img_s[ref] * (1 + MARGIN) else ref
 
 
-def gpu_rule(amp, xla, capabilities: list, replicas: int, deterministic: bool, tf32: bool | None = None) -> Choice:
-    """The choice on GPUs of these compute capabilities; `tf32`: TensorFlow's TF32 switch (None: ask it,
-    where a GPU has one)."""
-    from engine.train import precision
-    a = True if amp == AUTO else bool(amp)
-    float16 = precision.needs_loss_scaling(precision.policy_for(a, capabilities))
-    x = (not deterministic and not (float16 and replicas > 1)) if xla == AUTO else bool(xla)
+def gpu_choice(amp, xla, capabilities: list, replicas: int, deterministic: bool, tf32: bool | None = None) -> Choice:
+    """The choice on GPUs of these compute capabilities, by engine.train.precision's rule; `tf32`:
+    TensorFlow's TF32 switch (None: ask it, where a GPU has one)."""
+    a, x = precision.gpu_rule(amp, xla, capabilities, replicas, deterministic)
     return Choice(a, x, "GPU rule", precision=precision.label(a, capabilities, tf32),
                   tf32_matmuls=precision.tf32_matmuls(capabilities, tf32))
 
@@ -120,9 +117,8 @@ def cache_key(setting: dict) -> str:
 
 
 def machine_setting(cfg, input_side: int, batch: int, tf_version: str) -> dict:
-    flags = devices.cpu_flags()
     m = cfg.model
-    return {"tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": [f for f in RELEVANT_FLAGS if f in flags],
+    return {"tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": devices.cpu_features(),
             "cores": os.cpu_count(), "model": m.model, "width": m.width, "head": m.head, "freeze": m.freeze,
             "input_side": input_side, "batch": batch}
 
@@ -200,7 +196,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
     """The (amp, xla) a run trains with, from its config's --amp and --xla (True, False or auto)."""
     import tensorflow as tf
 
-    from engine.train import precision, resolve
+    from engine.train import resolve
     r = cfg.run
     gpus = devices.gpus()
     if r.amp != AUTO and r.xla != AUTO:
@@ -209,7 +205,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
                       tf32_matmuls=precision.tf32_matmuls(caps))
     replicas = strategy.num_replicas_in_sync
     if gpus:
-        return gpu_rule(r.amp, r.xla, devices.compute_capabilities(), replicas, r.deterministic)
+        return gpu_choice(r.amp, r.xla, devices.compute_capabilities(), replicas, r.deterministic)
     if replicas > 1 or tf.distribute.has_strategy():
         a, x = reference(r.amp, r.xla)
         return Choice(a, x, "several replicas")
@@ -277,7 +273,6 @@ def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, f
     import tensorflow as tf
 
     from engine.data.pipeline import Pipeline
-    from engine.train import precision
     from engine.train.build import build_training
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)

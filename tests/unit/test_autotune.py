@@ -98,7 +98,7 @@ def test_a_given_choice_is_not_measured():
 def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deterministic, expected, said):
     """The choice, and what the log line and metrics.json say it computes in: the policy
     engine.train.precision applies on those GPUs (float16 below compute capability 8.0)."""
-    c = autotune.gpu_rule(amp, xla, capabilities, replicas, deterministic, tf32=False)
+    c = autotune.gpu_choice(amp, xla, capabilities, replicas, deterministic, tf32=False)
     assert (c.amp, c.xla) == expected and c.source == "GPU rule"
     assert c.to_dict()["choice"] == said and c.describe() == f"speed: {said} (GPU rule)"
 
@@ -112,10 +112,10 @@ def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deter
 def test_float32_on_gpus_of_compute_capability_8_says_its_matmuls_are_tf32(capabilities, tf32, said, line):
     """TensorFlow runs float32 matmuls and convolutions in TF32 on compute capability >= 8.0 while its
     switch is on (its default): --no-amp says so, and an --amp run records it for its float32 parts."""
-    c = autotune.gpu_rule(False, AUTO, capabilities, 1, False, tf32=tf32)
+    c = autotune.gpu_choice(False, AUTO, capabilities, 1, False, tf32=tf32)
     assert c.to_dict()["choice"] == said and c.to_dict()["tf32_matmuls"] == ("TF32" in said)
     assert line is None or c.describe() == line
-    amp = autotune.gpu_rule(AUTO, AUTO, capabilities, 1, False, tf32=tf32)
+    amp = autotune.gpu_choice(AUTO, AUTO, capabilities, 1, False, tf32=tf32)
     assert amp.to_dict()["tf32_matmuls"] == ("TF32" in said)
     assert amp.describe().endswith("; float32 parts in TF32)") == ("TF32" in said)
 

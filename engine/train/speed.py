@@ -1,19 +1,19 @@
-"""`--amp auto` and `--xla auto` (the defaults): the fastest correct precision and compilation for this
-machine, decided before the run and recorded in its metrics.json.
+"""The speed choice, `--amp auto` and `--xla auto` (the defaults): the fastest correct precision and
+compilation for this machine, decided before the run and recorded in its metrics.json (speed_choice).
 
-- On GPUs, by rule: mixed precision on (bfloat16 from compute capability 8.0, float16 with loss
-  scaling below: engine.train.precision), XLA on, except float16 over several replicas (refused
-  under XLA) and --deterministic (XLA has no deterministic max-pool gradient).
+- On GPUs, by engine.train.precision's rule (precision.gpu_rule): mixed precision on (bfloat16 from
+  compute capability 8.0, float16 with loss scaling below), XLA on where precision.xla_options
+  allows it (not float16 over several replicas, not --deterministic).
 - On CPUs, by measurement. Machines of the same kind disagree on both (the measured ratios:
   docs/performance.md, "The automatic choice"), so each candidate (float32 or bfloat16, XLA off or on) trains a few steps of this model at
-  this batch (at most PROBE_BATCH images a step) on random images, after one warm-up step that pays
+  this batch (at most TRIAL_BATCH images a step) on random images, after one warm-up step that pays
   for tracing. The fastest wins, but only if it is at least MARGIN faster than the reference (float32
   without XLA, or what was forced): a candidate slower than float32 is never picked. A candidate
   already below half the best rate stops after one timed step, and bfloat16 with XLA is timed only if
   one of the two beat the reference. Decisions are cached in the cache directory per CPU model, CPU
-  features, TensorFlow version, model and batch, so the probe runs once per machine and setting.
-- Several replicas or workers (a tf.distribute strategy) are not probed: every worker must make the
-  same choice, so auto means float32 without XLA there, as before the probe existed.
+  features, TensorFlow version, model and batch, so the timed trials run once per machine and setting.
+- Several replicas or workers (a tf.distribute strategy) are not timed: every worker must make the
+  same choice, so auto means float32 without XLA there.
 
 `--amp`/`--no-amp` and `--xla`/`--no-xla` force a choice (source "given", as on a resume, whose
 config.json holds what was chosen); a given choice is never measured.
@@ -34,8 +34,8 @@ from engine.train import precision
 
 CACHE_FILE = "speed-choices.json"
 MARGIN = 0.05        # a candidate must be this much faster than the reference to be picked
-PROBE_BATCH = 256    # images per probe step at most (the run's batch, if smaller)
-PROBE_STEPS = 3      # timed steps per candidate, after one warm-up step
+TRIAL_BATCH = 256    # images per timed trial step at most (the run's batch, if smaller)
+TRIAL_STEPS = 3      # timed steps per candidate, after one warm-up step
 # bfloat16 is not timed where its convolutions ran below this fraction of float32's rate, as where it is
 # emulated. Not 1: the screen is noisy where bfloat16 is in hardware, and there the model's own steps
 # decide between rates that close (measured: docs/performance.md, "The automatic choice").
@@ -43,7 +43,7 @@ BF16_SCREEN = 0.5
 
 
 def label(amp: bool, xla: bool) -> str:
-    """A CPU candidate's name (the probe's img/s keys): --amp is bfloat16 on CPUs."""
+    """A CPU candidate's name (the timed trials' img/s keys): --amp is bfloat16 on CPUs."""
     return ("bfloat16" if amp else "float32") + (" + XLA" if xla else "")
 
 
@@ -53,8 +53,8 @@ class Choice:
     xla: bool
     source: str                  # given | GPU rule | measured | cached | several replicas | feature cache
     img_s: dict = dataclasses.field(default_factory=dict)  # label -> measured img/s
-    probe_seconds: float = 0.0   # what measuring cost this run (0 when cached)
-    probe_batch: int = 0
+    trial_seconds: float = 0.0   # what the timed trials cost this run (0 when cached)
+    trial_batch: int = 0         # the batch they were timed at
     bf16_conv_ratio: float | None = None  # bfloat16's conv rate over float32's, where it was looked at
     # What the run computes in (engine.train.precision.label): float32, "float32 (TF32 matmuls)",
     # bfloat16 or float16. Empty: a CPU's (bfloat16 or float32), for the choices made only on CPUs.
@@ -77,10 +77,10 @@ class Choice:
         if not self.img_s:
             return head + ")"
         rates = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.img_s.items(), key=lambda kv: -kv[1]))
-        cost = f"; probe {self.probe_seconds:.1f} s" if self.probe_seconds else ""
+        cost = f"; timed trials {self.trial_seconds:.1f} s" if self.trial_seconds else ""
         skipped = (f"; bfloat16 not timed: its convolutions ran {1 / self.bf16_conv_ratio:.1f}x slower than "
                    f"float32's" if self.bf16_conv_ratio is not None and self.bf16_conv_ratio < BF16_SCREEN else "")
-        return f"{head}: img/s at batch {self.probe_batch}: {rates}{skipped}{cost})"
+        return f"{head}: img/s at batch {self.trial_batch}: {rates}{skipped}{cost})"
 
 
 def candidates(amp, xla, deterministic: bool = False) -> list[tuple[bool, bool]]:
@@ -214,7 +214,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
         return Choice(a, x, "feature cache")
     from engine import models
     side = models.preprocess_for(models.get(cfg.model.model), cfg.model).size
-    batch = min(cfg.optim.batch_size, PROBE_BATCH)
+    batch = min(cfg.optim.batch_size, TRIAL_BATCH)
     setting = machine_setting(cfg, side, batch, tf.__version__)
 
     said = []
@@ -266,7 +266,7 @@ def bf16_conv_ratio(reps: int = 5) -> float:
 
 
 def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, floor: float = 0.0) -> float:
-    """img/s of PROBE_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
+    """img/s of TRIAL_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
     uint8 images, after one warm-up step (tracing). Stops after one timed step below `floor`."""
     import keras
     import numpy as np
@@ -287,7 +287,7 @@ def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, f
         one = tf.constant(1, tf.int32)
         float(loop.train_calls(iterator, one)[0])  # warm-up: tracing, compilation
         elapsed, steps = 0.0, 0
-        while steps < PROBE_STEPS:
+        while steps < TRIAL_STEPS:
             t0 = time.perf_counter()
             float(loop.train_calls(iterator, one)[0])
             elapsed += time.perf_counter() - t0

@@ -144,7 +144,5 @@ def print_provenance(module: str, argv: list) -> None:
 
 
 def cpu_features() -> str:
-    """The CPU features that decide CPU inference and bfloat16 speed (AMX, AVX-512 BF16, VNNI, AVX-512, AVX2)."""
-    flags = devices.cpu_flags()
-    return " ".join(f for f in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
-                    if f in flags) or "none of AVX2, AVX-512, VNNI, AMX"
+    """The CPU features that decide CPU inference and bfloat16 speed (engine.devices.SPEED_FLAGS)."""
+    return " ".join(devices.cpu_features()) or "none of AVX2, AVX-512, VNNI, AMX"

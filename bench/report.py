@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from engine import devices
+
 
 def rows(bench: dict) -> list[dict]:
     out = []
@@ -186,7 +188,7 @@ def _cpu_deploy_goals(inf: dict, model: str, rates: dict | None = None) -> list[
     keras_row, out = inf.get((model, "keras"), {}), []
     rates = rates or {}
     # whether the CPU the rows ran on has AMX; None where the rows do not record its features
-    amx = "amx_bf16" in keras_row["cpu_features"] if "cpu_features" in keras_row else None
+    amx = devices.cpu_has_amx(keras_row["cpu_features"].split()) if "cpu_features" in keras_row else None
     for kind, key, bar, text in CPU_DEPLOY_GOALS:
         ratios = {b: (r[key] / keras_row[key] if key == "img_s" else keras_row[key] / r[key])
                   for (m, b), r in inf.items() if m == model and b != "keras" and (not kind or kind in b.split())

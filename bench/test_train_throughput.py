@@ -117,7 +117,7 @@ def _float32_after():
 def _window(label, name):
     """(steps per timed round, rounds) for a row."""
     base = name.split(" -")[0]
-    if not QUICK and base in SLOW_ROW and not devices.gpus() and not devices.fast_bf16(devices.cpu_flags()):
+    if not QUICK and base in SLOW_ROW and not devices.gpus() and not devices.fast_bf16():
         return SLOW_ROW[base]
     return MODELS[label][3], ROUNDS
 

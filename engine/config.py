@@ -182,12 +182,12 @@ class RunConfig:
     seed: int = _opt(0, "seed for weights, shuffling and augmentation", range=Range(0, 2**32 - 1))
     xla: bool | str = _opt(
         "auto", "jit-compile the train step with XLA: --xla, --no-xla, or auto: on GPUs on; on CPUs whichever of "
-                "the two a short timed probe of this model found faster (cached per CPU, model, batch and "
+                "the two short timed trials of this model found faster (cached per CPU, model, batch and "
                 "TensorFlow version)", auto=True, env="ENGINE_XLA")
     amp: bool | str = _opt(
         "auto", "mixed precision: bfloat16 on CPUs and on GPUs of compute capability >= 8.0, float16 + loss "
-                "scaling on older GPUs. --amp, --no-amp, or auto: on GPUs on; on CPUs only where the probe "
-                "measured it faster than float32", auto=True, env="ENGINE_AMP")
+                "scaling on older GPUs. --amp, --no-amp, or auto: on GPUs on; on CPUs only where the timed "
+                "trials measured it faster than float32", auto=True, env="ENGINE_AMP")
     steps_per_call: int = _opt(10, "train steps run inside one tf.function call", range=AT_LEAST_1)
     checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)", range=COUNT)
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep", range=AT_LEAST_1)

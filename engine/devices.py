@@ -295,18 +295,46 @@ def cpu_model() -> str:
     return _cpuinfo("model name")
 
 
-def cpu_has_amx() -> bool:
-    return "amx_bf16" in cpu_flags()
+# The CPU feature rules: each a named predicate of the /proc/cpuinfo flags (`flags`: the flags of another
+# CPU; None: this one's), so that every rule reads the flags in one place.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")                   # bfloat16 arithmetic in hardware
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")     # u8 x s8 dot products into int32
+# Every flag a CPU rule of the engine reads or a speed depends on, in one order: what the speed choice's
+# cache key and the benchmarks' records name (cpu_features).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "fma",
+               "avx_vnni")
 
 
-def fast_bf16(flags: set) -> bool:
+def _flags(flags) -> set:
+    return cpu_flags() if flags is None else set(flags)
+
+
+def cpu_features(flags=None) -> list[str]:
+    """The SPEED_FLAGS the CPU has, in SPEED_FLAGS' order."""
+    have = _flags(flags)
+    return [f for f in SPEED_FLAGS if f in have]
+
+
+def cpu_has_amx(flags=None) -> bool:
+    """AMX tiles for bfloat16 (Intel Xeon from Sapphire Rapids on)."""
+    return "amx_bf16" in _flags(flags)
+
+
+def fast_bf16(flags=None) -> bool:
     """bfloat16 arithmetic in hardware: AMX tiles or AVX-512 BF16 (elsewhere it is emulated)."""
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags))
+    return bool(set(BF16_FLAGS) & _flags(flags))
 
 
-def int8_dot(flags: set) -> bool:
+def bf16_without_amx(flags=None) -> bool:
+    """bfloat16 in AVX-512 instructions but not in AMX tiles: where oneDNN computes a bfloat16
+    convolution's weight gradient with its older, slower kernel (engine.models.cpu_step)."""
+    have = _flags(flags)
+    return "avx512_bf16" in have and "amx_bf16" not in have
+
+
+def int8_dot(flags=None) -> bool:
     """int8 dot products without int16 saturation: VNNI (AVX-512 or AVX) or AMX int8 tiles."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+    return bool(set(INT8_DOT_FLAGS) & _flags(flags))
 
 
 def device_name() -> str:

@@ -60,7 +60,7 @@ def missing_gpu_kernels(model: str, policy: str = "mixed_bfloat16") -> dict:
         cfg = resolve.defaults(model).replace("model", weights="none", feature_cache=False, tta=2)
         cfg = cfg.replace("model", crop_pad=cfg.model.crop_pad or 2, flip="alternate" if cfg.model.flip == "none"
                           else cfg.model.flip).replace("optim", batch_size=8)
-        # what engine.train decides before it builds (autotune.choose): --amp as the policy says, XLA off
+        # what engine.train decides before it builds (speed.choose): --amp as the policy says, XLA off
         cfg = cfg.replace("run", amp=policy != "float32", xla=False)
         loop = build_training(cfg, 10, 64, policy).loop
         batches = iter(Pipeline(np.zeros((64, 32, 32, 3), np.uint8), np.arange(64) % 10).train(8, 0, 0).repeat())

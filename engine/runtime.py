@@ -164,7 +164,7 @@ class ONNXPredictor(Predictor):
         self._default_batch(batch_size, int(side) if side.isdigit() else None)
         self.optimization, self.threads = optimization, threads
         if self.metadata.get("int8_weights") == "8-bit" and optimization == "all" \
-                and not devices.int8_dot(devices.cpu_flags()):
+                and not devices.int8_dot():
             print(f"warning: {path} has full-range int8 weights (made for CPUs with VNNI or AMX); this CPU has "
                   f"neither, so onnxruntime's int8 kernels can saturate: re-export it here with --int8-target cpu",
                   file=sys.stderr)
@@ -178,7 +178,7 @@ class ONNXPredictor(Predictor):
                 "ort_intra_op_threads": self.threads or "onnxruntime's default (one per physical core)",
                 **({"int8_target": meta["int8_target"]} if "int8_target" in meta else {}),
                 **({"int8_weights": meta["int8_weights"]} if "int8_weights" in meta else {}),
-                "cpu_int8_dot": devices.int8_dot(devices.cpu_flags())}
+                "cpu_int8_dot": devices.int8_dot()}
 
 
 def openvino_precision(choice: str, flags: set) -> str:
@@ -251,8 +251,8 @@ class OpenVINOPredictor(Predictor):
 
     def details(self) -> dict:
         return {"openvino_precision_asked": self.asked, "openvino_inference_precision": self.precision,
-                "model_precision": self.metadata.get("precision", "fp32"), "cpu_fast_bf16": devices.fast_bf16(
-                    devices.cpu_flags()), "cpu_amx": devices.cpu_has_amx()}
+                "model_precision": self.metadata.get("precision", "fp32"), "cpu_fast_bf16": devices.fast_bf16(),
+                "cpu_amx": devices.cpu_has_amx()}
 
 
 class TRTPredictor(Predictor):

@@ -16,7 +16,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 def pytest_configure(config):
     # One decode of the shared archive per machine, shared by in-process and CLI tests.
     os.environ.setdefault("ENGINE_CACHE", str(ROOT / ".cache" / "data"))
-    # Runs of the suite train in float32 without XLA, whatever a probe would pick on this machine, so
+    # Runs of the suite train in float32 without XLA, whatever the speed choice would pick on this machine, so
     # that their results do not depend on the host; tests/test_speed_choice.py runs the auto choice.
     os.environ.setdefault("ENGINE_AMP", "off")
     os.environ.setdefault("ENGINE_XLA", "off")

@@ -318,8 +318,7 @@ def test_a_training_build_takes_this_cpus_step_rewrites():
     from engine.train.build import build_training
     cfg = resolve.defaults("airbench").replace("model", weights="none").replace("run", xla=False, amp=False)
     training = build_training(cfg, 10, 1024, "float32")
-    flags = devices.cpu_flags()
-    expect = dict(bn=6, gelu=7, conv=6 if "avx512_bf16" in flags and "amx_bf16" not in flags else 0, pool=0)
+    expect = dict(bn=6, gelu=7, conv=6 if devices.bf16_without_amx() else 0, pool=0)
     assert step_changes(training.model) == expect
     assert set(training.step_changes.kinds) <= {"fused-bn", "compiled-gelu", "matmul-dw"}
 

@@ -68,13 +68,13 @@ def test_float32_on_compute_capability_8_is_said_to_be_tf32_while_tensorflows_sw
     ("auto", "auto", [(9, 0)], "bfloat16 + XLA", "speed: bfloat16 + XLA (GPU rule; float32 parts in TF32)"),
 ])
 def test_the_runs_speed_line_and_metrics_say_what_ran_on_gpus(monkeypatch, amp, xla, capabilities, choice, line):
-    """engine.train.autotune.choose, as a run calls it: its describe() is the run's log line, its
+    """engine.train.speed.choose, as a run calls it: its describe() is the run's log line, its
     to_dict() metrics.json's speed_choice; for given choices (--amp/--no-amp, a resume) as for the
     GPU rule's."""
-    from engine.train import autotune
+    from engine.train import speed
     fake_gpus(monkeypatch, *capabilities)
     cfg = resolve.defaults("tiny").replace("run", amp=amp, xla=xla)
-    got = autotune.choose(cfg, tf.distribute.get_strategy(), 10, "unused")
+    got = speed.choose(cfg, tf.distribute.get_strategy(), 10, "unused")
     assert got.describe() == line and got.to_dict()["choice"] == choice
     assert got.to_dict()["tf32_matmuls"] == (capabilities[0] >= (8, 0))
 

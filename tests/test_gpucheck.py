@@ -135,12 +135,12 @@ def test_the_expected_choice_is_what_the_engines_gpu_rule_picks(monkeypatch, cap
     """gpucheck's expectation, from first principles, against the engine's own rule and policy."""
     from engine import devices
     from engine.config import AUTO
-    from engine.train import autotune, precision
+    from engine.train import precision
     monkeypatch.setenv("ENGINE_AMP_FLOAT16", "1" if float16 else "0")
     monkeypatch.setattr(devices, "gpus", lambda: ["fake GPU"] * len(capabilities))
     monkeypatch.setattr(devices, "compute_capabilities", lambda: capabilities)
-    rule = autotune.gpu_rule(AUTO, AUTO, capabilities, len(capabilities), False)
-    assert gpucheck.expected_rule(capabilities, float16) == expected == (precision.policy_name(rule.amp), rule.xla)
+    amp, xla = precision.gpu_rule(AUTO, AUTO, capabilities, len(capabilities), False)
+    assert gpucheck.expected_rule(capabilities, float16) == expected == (precision.policy_name(amp), xla)
 
 
 def test_tensorrt_fp32_is_compared_with_tf32_off_on_both_sides(runs):

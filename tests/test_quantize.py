@@ -153,7 +153,7 @@ def test_openvino_bf16_agrees_and_says_what_it_ran(trained, openvino_ir):
     assert (top2[flipped, 1] - top2[flipped, 0] < 0.05).all(), np.sort(top2[flipped, 1] - top2[flipped, 0])[-5:]
     # OpenVINO computes bf16 only where the CPU has it; elsewhere it runs f32, and the report says so
     assert p.details()["openvino_inference_precision"] in ("bf16", "f32")
-    if not devices.fast_bf16(devices.cpu_flags()):
+    if not devices.fast_bf16():
         assert p.details()["openvino_inference_precision"] == "f32"
     auto = OpenVINOPredictor(str(openvino_ir))
     assert auto.details()["openvino_precision_asked"] == "auto"

@@ -1,6 +1,6 @@
 """The default --amp auto --xla auto through the real CLI: the first run times the candidates on this
 CPU and trains with the fastest, a second run reads the cached decision (and --profile writes a
-trace), and a resume keeps the run's choice. A given choice times nothing: tests/unit/test_autotune.py."""
+trace), and a resume keeps the run's choice. A given choice times nothing: tests/unit/test_speed.py."""
 import json
 
 from tests.conftest import run_cli
@@ -15,7 +15,7 @@ def test_auto_times_once_caches_and_a_resume_keeps_the_choice(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "speed: timing float32 / bfloat16" in p.stdout
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())["speed_choice"]
-    assert m["source"] == "measured" and m["probe_seconds"] > 0 and m["probe_batch"] == 64
+    assert m["source"] == "measured" and m["trial_seconds"] > 0 and m["trial_batch"] == 64
     assert {"float32", "float32 + XLA"} <= set(m["img_s"]) and m["bf16_conv_ratio"] > 0
     timed = {k: v for k, v in m["img_s"].items()}
     assert timed[m["choice"]] == max(timed.values()) or m["choice"] == "float32"  # fastest, or float32 kept

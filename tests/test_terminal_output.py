@@ -13,11 +13,11 @@ RETRACING = """
 import numpy as np, tensorflow as tf
 from engine.config import Config
 from engine.data.pipeline import Pipeline
-from engine.train import autotune, precision
+from engine.train import precision, speed
 from engine.train.build import build_training
 cfg = Config().replace("model", model="tiny")
-for _ in range(5):  # as the speed probe does: a new loop per candidate, each traced once, one timed call
-    autotune.measure_candidate(cfg, 10, False, False, 32, floor=1e12)
+for _ in range(5):  # as the speed choice does: a new loop per candidate, each traced once, one timed call
+    speed.measure_candidate(cfg, 10, False, False, 32, floor=1e12)
 c = cfg.replace("optim", batch_size=32).replace("model", data_init=False).replace("run", amp=False, xla=False)
 rng = np.random.default_rng(0)
 x, y = rng.integers(0, 256, (32 * 5, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32 * 5).astype(np.int64)
@@ -32,7 +32,7 @@ print("traces", loop.train_calls.experimental_get_tracing_count(), loop._eval_fn
 
 
 def test_new_loops_in_one_process_do_not_warn_of_retracing():
-    """The speed probe builds a loop per candidate before the run builds its own: TensorFlow counted
+    """The speed choice builds a loop per candidate it times before the run builds its own: TensorFlow counted
     their first traces as retraces of one function and warned at the fifth within ten calls."""
     p = subprocess.run([sys.executable, "-c", RETRACING], cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

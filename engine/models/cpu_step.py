@@ -28,6 +28,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from engine import devices
 from engine.models.layers import GELU, MaxPool2, conv3x3_same_matmul_weight_gradient, fused_batch_norm_training
 
 FUSED_BN, COMPILED_GELU, MATMUL_DW, XLA_MAXPOOL = "fused-bn", "compiled-gelu", "matmul-dw", "xla-maxpool"
@@ -82,8 +83,7 @@ def apply(model, *, xla: bool, cpu_flags, has_gpu: bool) -> Changes:
     /proc/cpuinfo flags) have AVX-512 BF16 and no AMX, the 3x3 convolutions. A BatchNorm with
     cross-replica statistics keeps Keras's form."""
     cpu_graph = not xla and not has_gpu
-    # bfloat16 in AVX-512 but no AMX: where oneDNN's bfloat16 weight-gradient kernel was measured slow
-    matmul_dw = cpu_graph and "avx512_bf16" in cpu_flags and "amx_bf16" not in cpu_flags
+    matmul_dw = cpu_graph and devices.bf16_without_amx(cpu_flags)
     changes = Changes()
     for layer in model._flatten_layers():
         change = None

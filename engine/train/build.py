@@ -34,7 +34,7 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
     """A Training for a config and a training set of `train_size` images. The policy must already
     be applied (precision.apply) so that layers pick it up."""
     if not (isinstance(cfg.run.amp, bool) and isinstance(cfg.run.xla, bool)):
-        raise ValueError("--amp/--xla auto must be decided first (engine.train.autotune.choose)")
+        raise ValueError("--amp/--xla auto must be decided first (engine.train.speed.choose)")
     strategy = strategy or tf.distribute.get_strategy()
     o = cfg.optim
     length = RunLength.of(o, train_size)

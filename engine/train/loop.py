@@ -110,7 +110,7 @@ def _skip_together(grads):
 def _own(fn):
     """`fn` as its own object for tf.function's retracing count. TensorFlow counts the traces of every
     tf.function made from the same code together (its key is the code object), so each new loop of a
-    process -- the speed probe builds one per candidate setting before the run builds its own, a
+    process -- the speed choice builds one per setting it times before the run builds its own, a
     --seeds run one per seed -- counted as a retrace of the previous ones, and the fifth in ten calls
     printed "triggered tf.function retracing". A functools.partial has no code object: the count is
     then this loop's own, and a real retrace (new shapes in one loop) still warns."""

@@ -1,6 +1,8 @@
-"""The precision policy: float32, mixed_bfloat16, or mixed_float16 (+ loss scaling), and what a run
-says it computed in (TensorFlow runs float32 matrix products and convolutions in TF32 on GPUs of
-compute capability >= 8.0 unless told otherwise).
+"""The GPU's precision rules, in one place: the precision policy (float32, mixed_bfloat16, or
+mixed_float16 + loss scaling) by compute capability, what a run says it computed in (TensorFlow runs
+float32 matrix products and convolutions in TF32 on GPUs of compute capability >= 8.0 unless told
+otherwise), where XLA may compile a run (xla_options: not under --deterministic, not float16 over
+several replicas), and the rule `--amp auto --xla auto` follows on GPUs (gpu_rule).
 
 Keras is imported only by the functions that set a policy or wrap an optimizer: the rules and labels
 here are plain functions of the compute capabilities."""
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 
 from engine import devices
+from engine.config import AUTO
 from engine.errors import EngineError
 
 BF16_CAPABILITY = devices.BF16_CAPABILITY
@@ -76,6 +79,36 @@ def label(amp: bool, capabilities: list | None = None, tf32: bool | None = None)
     if name == "float32" and tf32_matmuls(caps, tf32):
         return "float32 (TF32 matmuls)"
     return PRECISION_WORDS[name]
+
+
+def xla_options(xla, deterministic: bool, policy: str = "float32", replicas: int = 1) -> list[bool]:
+    """The XLA settings a run may take: `xla` as given (True, False), or under auto both where XLA may
+    compile the run and off where it may not. It may not under --deterministic (XLA has no
+    deterministic max-pool gradient), nor in float16 with loss scaling over several replicas (under
+    XLA, Keras's loss scaling can decide differently per replica). A given --xla there is a one-line
+    error."""
+    if deterministic:
+        why = ("--deterministic cannot be combined with --xla: XLA has no deterministic max-pool gradient; "
+               "drop one of them")
+    elif needs_loss_scaling(policy) and replicas > 1:
+        why = ("--xla --amp in float16 (GPUs of compute capability 7.x) over several replicas has not been run "
+               "on GPUs: under XLA, Keras's loss scaling can decide differently per replica; drop --xla, or "
+               "train on one GPU")
+    else:
+        why = None
+    if xla == AUTO:
+        return [False] if why else [False, True]
+    if xla and why:
+        raise EngineError(why)
+    return [bool(xla)]
+
+
+def gpu_rule(amp, xla, capabilities: list, replicas: int, deterministic: bool) -> tuple[bool, bool]:
+    """(amp, xla) on GPUs of these compute capabilities, auto decided by rule, not measured: mixed
+    precision on (bfloat16 or float16: policy_for) and XLA on wherever xla_options allows it."""
+    a = True if amp == AUTO else bool(amp)
+    x = max(xla_options(xla, deterministic, policy_for(a, capabilities), replicas)) if xla == AUTO else bool(xla)
+    return a, x
 
 
 def apply(amp: bool) -> str:

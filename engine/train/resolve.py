@@ -17,6 +17,7 @@ from engine import layout, models, recipes
 from engine.cli import Parser, Switch
 from engine.contract import NORMALIZATIONS
 from engine.errors import EngineError
+from engine.train import precision
 
 
 def recipe(model: str) -> dict:
@@ -330,9 +331,7 @@ def check(cfg: C.Config) -> None:
     if o.bias_lr_scale != 1.0 and o.optimizer == "adam":
         raise EngineError("--bias-lr-scale has no effect with adam (it normalises gradient scale); "
                           "use sgd or rmsprop, or --bias-lr-scale 1")
-    if r.deterministic and r.xla is True:
-        raise EngineError("--deterministic cannot be combined with --xla: XLA has no deterministic "
-                          "max-pool gradient; drop one of them")
+    precision.xla_options(r.xla, r.deterministic)  # --xla refused where XLA may not compile the run
     if r.init_from:
         _check_init_from(r.init_from, r.out)
     if r.resume and r.overwrite:
@@ -364,10 +363,7 @@ def _check_options(spec, opts) -> None:
 
 def check_replicas(cfg: C.Config, policy: str, num_replicas: int) -> int:
     """The rules that need the strategy and the precision policy; returns the per-replica batch."""
-    if policy == "mixed_float16" and cfg.run.xla and num_replicas > 1:
-        raise EngineError("--xla --amp in float16 (GPUs of compute capability 7.x) over several replicas has not "
-                          "been run on GPUs: under XLA, Keras's loss scaling can decide differently per replica; "
-                          "drop --xla, or train on one GPU")
+    precision.xla_options(cfg.run.xla, cfg.run.deterministic, policy, num_replicas)
     return check_batch_split(cfg.optim.batch_size, num_replicas)
 
 

@@ -27,7 +27,7 @@ from engine import data, devices, layout, models, plots
 from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
 from engine.errors import Diverged, EngineError, Interrupted, Preempted
 from engine.files import write_json
-from engine.train import advice, autotune, compile_cache, distribute, feature_cache, precision, resolve
+from engine.train import advice, compile_cache, distribute, feature_cache, precision, resolve, speed
 from engine.train.build import build_training
 from engine.train import clock
 from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
@@ -194,8 +194,8 @@ class Trainer:
             self.log(self._compile_cache_said)
         devices.tf32_override()  # NVIDIA_TF32_OVERRIDE=0: float32 is float32 here too (before the choice says which)
         # --amp auto / --xla auto become what they chose, in the config.json a resume reads
-        self.speed = autotune.choose(cfg, self.strategy, splits.num_classes, cfg.data.cache_dir or default_cache_dir(),
-                                     self.log)
+        self.speed = speed.choose(cfg, self.strategy, splits.num_classes, cfg.data.cache_dir or default_cache_dir(),
+                                  self.log)
         self.log(self.speed.describe())
         self.cfg = cfg = cfg.replace("run", amp=self.speed.amp, xla=self.speed.xla)
         r = cfg.run

@@ -29,7 +29,7 @@ import pytest
 # The same small subset everywhere: 2048 training and 512 test images of the real CIFAR-10.
 SUBSET = ["--limit", "2048", "--limit-test", "512"]
 # The tiny model at batch 64: 32 steps an epoch, several step boundaries a second for the signals to
-# land on. One model and batch for every tiny run, so that the speed probe runs once per session.
+# land on. One model and batch for every tiny run, so that the speed choice times once per session.
 TINY = ["--model", "tiny", *SUBSET, "--batch-size", "64"]
 
 SIGNAL_TIMEOUT = 300  # seconds to wait for a line of output before a signal (a loaded 2-core machine)
@@ -192,7 +192,7 @@ def locked(path: Path):
 def base_run(journey_root, engine) -> Path:
     """A finished tiny run of 2 epochs with its ONNX export, trained as `engine train ... --out runs/base`
     in its own working directory: made once per session (the first run also decodes the archive
-    into the fake HOME's cache and runs the speed probe). Read it, never change it: copy_run it."""
+    into the fake HOME's cache and runs the speed choice's timed trials). Read it, never change it: copy_run it."""
     where = journey_root / "base"
     state_file = journey_root / "base.json"
     with locked(journey_root / "base.lock"):

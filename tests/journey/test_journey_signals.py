@@ -147,7 +147,7 @@ def test_ctrl_c_at_start_up_leaves_no_half_run(engine, tmp_path, base_run):
     _ctrl_c_before_training(engine, tmp_path, r"^config:")
 
 
-def test_ctrl_c_during_the_speed_probe_leaves_no_half_run(engine, tmp_path, base_run):
-    # batch 32: a setting no other run of the session uses, so the speed probe runs
+def test_ctrl_c_during_the_speed_trials_leaves_no_half_run(engine, tmp_path, base_run):
+    # batch 32: a setting no other run of the session uses, so the speed choice times it
     _ctrl_c_before_training(engine, tmp_path, r"^speed: timing", "--batch-size", "32")
 

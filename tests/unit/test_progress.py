@@ -1,5 +1,5 @@
 """Progress display and pre-run advice: the progress bar's figures, plain progress lines off a
-terminal, the learning rate shown at a schedule's end, the speed advice from this machine's probe
+terminal, the learning rate shown at a schedule's end, the speed advice from this machine's timed trials
 figures, the frozen-random-backbone warning."""
 import io
 import json
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.config import Config
-from engine.train import advice, autotune
+from engine.train import advice, speed
 from engine.train.clock import Clock, Rate, Ticker, progress_bar
 
 
@@ -65,16 +65,17 @@ def test_speed_advice_says_this_machines_measurement(tmp_path, monkeypatch):
     monkeypatch.setattr(advice.devices, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     cfg = Config().replace("model", model="tiny").replace("data", cache_dir=str(tmp_path))
     cfg = cfg.replace("run", amp=True, xla=True)
-    key = autotune.cache_key(autotune.machine_setting(cfg, 32, 256, tf.__version__))
+    key = speed.cache_key(speed.machine_setting(cfg, 32, 256, tf.__version__))
     rates = {"bfloat16": 5771.9, "float32": 3224.1, "float32 + XLA": 2156.2, "bfloat16 + XLA": 1064.0}
-    (tmp_path / autotune.CACHE_FILE).write_text(json.dumps({key: {"img_s": rates}}))
+    (tmp_path / speed.CACHE_FILE).write_text(json.dumps({key: {"img_s": rates}}))
     (said,) = advice.run_warnings(cfg)
     assert "--xla --amp (bfloat16 + XLA) trained tiny at 1064 img/s on this CPU, 5.4x slower than bfloat16" in said
     assert advice.run_warnings(cfg.replace("run", amp=True, xla=False)) == []  # the fastest: nothing to say
-    # not measured here: the table's range, and what --amp/--xla auto would do
-    (tmp_path / autotune.CACHE_FILE).write_text("{}")
+    # not measured here: said so, and what --amp/--xla auto would do
+    (tmp_path / speed.CACHE_FILE).write_text("{}")
     (unmeasured,) = advice.run_warnings(cfg)
-    assert "--xla (and --amp) on this CPU is not measured for tiny" in unmeasured and "auto" in unmeasured
+    assert "--xla --amp was not measured against the other settings on this CPU for tiny" in unmeasured
+    assert "`--amp auto --xla auto`" in unmeasured
 
 
 def test_frozen_random_backbone_is_warned_once():

@@ -1,9 +1,9 @@
 """--amp auto / --xla auto: the decision from injected timings, its cache, and the GPU rules (no
-TensorFlow, no training: the real probe runs in tests/test_speed_choice.py)."""
+TensorFlow, no training: the real timed trials run in tests/test_speed_choice.py)."""
 import pytest
 
-from engine.train import autotune
-from engine.train.autotune import AUTO, decide, pick
+from engine.train import speed
+from engine.train.speed import AUTO, decide, pick
 
 FP32, XLA, BF16, BF16_XLA = (False, False), (False, True), (True, False), (True, True)
 SETTING = {"tensorflow": "2.21.0", "cpu": "Some CPU", "cpu_flags": ["avx2"], "model": "airbench", "batch": 256}
@@ -33,17 +33,17 @@ def test_the_fastest_candidate_wins_and_none_slower_than_float32(rates, expected
 def test_a_forced_setting_is_the_reference_of_the_other():
     assert pick({BF16: 100, BF16_XLA: 90}, True, AUTO) == BF16     # --amp forced; XLA slower there
     assert pick({XLA: 100, BF16_XLA: 150}, AUTO, True) == BF16_XLA
-    assert autotune.candidates(True, False) == [BF16]
-    assert autotune.candidates(AUTO, AUTO, deterministic=True) == [FP32, BF16]  # no XLA under --deterministic
+    assert speed.candidates(True, False) == [BF16]
+    assert speed.candidates(AUTO, AUTO, deterministic=True) == [FP32, BF16]  # no XLA under --deterministic
 
 
 def test_the_cache_is_used_the_second_time_and_invalidated_by_another_tf_or_cpu(tmp_path):
-    cache = str(tmp_path / autotune.CACHE_FILE)
+    cache = str(tmp_path / speed.CACHE_FILE)
     timer = Timer({FP32: 100, XLA: 150, BF16: 120, BF16_XLA: 200})
     first = decide(AUTO, AUTO, False, SETTING, timer, cache)
     assert (first.amp, first.xla, first.source) == (True, True, "measured") and len(timer.calls) == 4
     again = decide(AUTO, AUTO, False, SETTING, timer, cache)
-    assert (again.amp, again.xla, again.source, again.probe_seconds) == (True, True, "cached", 0.0)
+    assert (again.amp, again.xla, again.source, again.trial_seconds) == (True, True, "cached", 0.0)
     assert len(timer.calls) == 4  # nothing timed
     assert again.img_s == first.img_s == {"float32": 100, "float32 + XLA": 150, "bfloat16": 120, "bfloat16 + XLA": 200}
     for change in ({"tensorflow": "2.22.0"}, {"cpu": "Another CPU"}, {"cpu_flags": ["avx2", "amx_bf16"]},
@@ -98,7 +98,7 @@ def test_a_given_choice_is_not_measured():
 def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deterministic, expected, said):
     """The choice, and what the log line and metrics.json say it computes in: the policy
     engine.train.precision applies on those GPUs (float16 below compute capability 8.0)."""
-    c = autotune.gpu_rule(amp, xla, capabilities, replicas, deterministic, tf32=False)
+    c = speed.gpu_choice(amp, xla, capabilities, replicas, deterministic, tf32=False)
     assert (c.amp, c.xla) == expected and c.source == "GPU rule"
     assert c.to_dict()["choice"] == said and c.describe() == f"speed: {said} (GPU rule)"
 
@@ -112,10 +112,10 @@ def test_gpu_rules_by_compute_capability(amp, xla, capabilities, replicas, deter
 def test_float32_on_gpus_of_compute_capability_8_says_its_matmuls_are_tf32(capabilities, tf32, said, line):
     """TensorFlow runs float32 matmuls and convolutions in TF32 on compute capability >= 8.0 while its
     switch is on (its default): --no-amp says so, and an --amp run records it for its float32 parts."""
-    c = autotune.gpu_rule(False, AUTO, capabilities, 1, False, tf32=tf32)
+    c = speed.gpu_choice(False, AUTO, capabilities, 1, False, tf32=tf32)
     assert c.to_dict()["choice"] == said and c.to_dict()["tf32_matmuls"] == ("TF32" in said)
     assert line is None or c.describe() == line
-    amp = autotune.gpu_rule(AUTO, AUTO, capabilities, 1, False, tf32=tf32)
+    amp = speed.gpu_choice(AUTO, AUTO, capabilities, 1, False, tf32=tf32)
     assert amp.to_dict()["tf32_matmuls"] == ("TF32" in said)
     assert amp.describe().endswith("; float32 parts in TF32)") == ("TF32" in said)
 
@@ -128,7 +128,7 @@ def test_a_cpu_choice_says_float32_or_bfloat16():
 
 @pytest.mark.parametrize("text", ["null", "[1, 2]", '"x"', "7"])
 def test_a_cache_file_that_is_not_an_object_is_measured_again_with_one_warning(tmp_path, capsys, text):
-    cache = tmp_path / autotune.CACHE_FILE
+    cache = tmp_path / speed.CACHE_FILE
     cache.write_text(text)
     timer = Timer({FP32: 100, XLA: 150, BF16: 120, BF16_XLA: 200})
     d = decide(AUTO, AUTO, False, SETTING, timer, str(cache))
@@ -141,8 +141,8 @@ def test_a_cache_file_that_is_not_an_object_is_measured_again_with_one_warning(t
 
 def test_a_cache_entry_of_the_wrong_shape_is_measured_again(tmp_path):
     import json
-    cache = tmp_path / autotune.CACHE_FILE
-    key = autotune.cache_key(SETTING)
+    cache = tmp_path / speed.CACHE_FILE
+    key = speed.cache_key(SETTING)
     for entry in ([1], {"img_s": None}, {"img_s": {"float32": "fast", "float32 + XLA": None}},
                   {"img_s": {}, "bf16_conv_ratio": "x"}):
         cache.write_text(json.dumps({key: entry}))

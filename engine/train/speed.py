@@ -1,19 +1,19 @@
-"""`--amp auto` and `--xla auto` (the defaults): the fastest correct precision and compilation for this
-machine, decided before the run and recorded in its metrics.json.
+"""The speed choice, `--amp auto` and `--xla auto` (the defaults): the fastest correct precision and
+compilation for this machine, decided before the run and recorded in its metrics.json (speed_choice).
 
-- On GPUs, by rule: mixed precision on (bfloat16 from compute capability 8.0, float16 with loss
-  scaling below: engine.train.precision), XLA on, except float16 over several replicas (refused
-  under XLA) and --deterministic (XLA has no deterministic max-pool gradient).
+- On GPUs, by engine.train.precision's rule (precision.gpu_rule): mixed precision on (bfloat16 from
+  compute capability 8.0, float16 with loss scaling below), XLA on where precision.xla_options
+  allows it (not float16 over several replicas, not --deterministic).
 - On CPUs, by measurement. Machines of the same kind disagree on both (the measured ratios:
   docs/performance.md, "The automatic choice"), so each candidate (float32 or bfloat16, XLA off or on) trains a few steps of this model at
-  this batch (at most PROBE_BATCH images a step) on random images, after one warm-up step that pays
+  this batch (at most TRIAL_BATCH images a step) on random images, after one warm-up step that pays
   for tracing. The fastest wins, but only if it is at least MARGIN faster than the reference (float32
   without XLA, or what was forced): a candidate slower than float32 is never picked. A candidate
   already below half the best rate stops after one timed step, and bfloat16 with XLA is timed only if
   one of the two beat the reference. Decisions are cached in the cache directory per CPU model, CPU
-  features, TensorFlow version, model and batch, so the probe runs once per machine and setting.
-- Several replicas or workers (a tf.distribute strategy) are not probed: every worker must make the
-  same choice, so auto means float32 without XLA there, as before the probe existed.
+  features, TensorFlow version, model and batch, so the timed trials run once per machine and setting.
+- Several replicas or workers (a tf.distribute strategy) are not timed: every worker must make the
+  same choice, so auto means float32 without XLA there.
 
 `--amp`/`--no-amp` and `--xla`/`--no-xla` force a choice (source "given", as on a resume, whose
 config.json holds what was chosen); a given choice is never measured.
@@ -30,20 +30,20 @@ import time
 from engine import devices
 from engine.config import AUTO
 from engine.files import read_json, write_json
+from engine.train import precision
 
 CACHE_FILE = "speed-choices.json"
 MARGIN = 0.05        # a candidate must be this much faster than the reference to be picked
-PROBE_BATCH = 256    # images per probe step at most (the run's batch, if smaller)
-PROBE_STEPS = 3      # timed steps per candidate, after one warm-up step
+TRIAL_BATCH = 256    # images per timed trial step at most (the run's batch, if smaller)
+TRIAL_STEPS = 3      # timed steps per candidate, after one warm-up step
 # bfloat16 is not timed where its convolutions ran below this fraction of float32's rate, as where it is
 # emulated. Not 1: the screen is noisy where bfloat16 is in hardware, and there the model's own steps
 # decide between rates that close (measured: docs/performance.md, "The automatic choice").
 BF16_SCREEN = 0.5
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "fma")
 
 
 def label(amp: bool, xla: bool) -> str:
-    """A CPU candidate's name (the probe's img/s keys): --amp is bfloat16 on CPUs."""
+    """A CPU candidate's name (the timed trials' img/s keys): --amp is bfloat16 on CPUs."""
     return ("bfloat16" if amp else "float32") + (" + XLA" if xla else "")
 
 
@@ -53,8 +53,8 @@ class Choice:
     xla: bool
     source: str                  # given | GPU rule | measured | cached | several replicas | feature cache
     img_s: dict = dataclasses.field(default_factory=dict)  # label -> measured img/s
-    probe_seconds: float = 0.0   # what measuring cost this run (0 when cached)
-    probe_batch: int = 0
+    trial_seconds: float = 0.0   # what the timed trials cost this run (0 when cached)
+    trial_batch: int = 0         # the batch they were timed at
     bf16_conv_ratio: float | None = None  # bfloat16's conv rate over float32's, where it was looked at
     # What the run computes in (engine.train.precision.label): float32, "float32 (TF32 matmuls)",
     # bfloat16 or float16. Empty: a CPU's (bfloat16 or float32), for the choices made only on CPUs.
@@ -77,16 +77,16 @@ class Choice:
         if not self.img_s:
             return head + ")"
         rates = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.img_s.items(), key=lambda kv: -kv[1]))
-        cost = f"; probe {self.probe_seconds:.1f} s" if self.probe_seconds else ""
+        cost = f"; timed trials {self.trial_seconds:.1f} s" if self.trial_seconds else ""
         skipped = (f"; bfloat16 not timed: its convolutions ran {1 / self.bf16_conv_ratio:.1f}x slower than "
                    f"float32's" if self.bf16_conv_ratio is not None and self.bf16_conv_ratio < BF16_SCREEN else "")
-        return f"{head}: img/s at batch {self.probe_batch}: {rates}{skipped}{cost})"
+        return f"{head}: img/s at batch {self.trial_batch}: {rates}{skipped}{cost})"
 
 
 def candidates(amp, xla, deterministic: bool = False) -> list[tuple[bool, bool]]:
     """The (amp, xla) pairs an auto choice considers, the reference (everything auto off) first."""
     amps = [False, True] if amp == AUTO else [bool(amp)]
-    xlas = [False] if deterministic and xla == AUTO else [False, True] if xla == AUTO else [bool(xla)]
+    xlas = precision.xla_options(xla, deterministic)
     return [(a, x) for a in amps for x in xlas]
 
 
@@ -102,13 +102,10 @@ def pick(img_s: dict, amp, xla) -> tuple[bool, bool]:
     return best if img_s[best] >= img_s[ref] * (1 + MARGIN) else ref
 
 
-def gpu_rule(amp, xla, capabilities: list, replicas: int, deterministic: bool, tf32: bool | None = None) -> Choice:
-    """The choice on GPUs of these compute capabilities; `tf32`: TensorFlow's TF32 switch (None: ask it,
-    where a GPU has one)."""
-    from engine.train import precision
-    a = True if amp == AUTO else bool(amp)
-    float16 = precision.needs_loss_scaling(precision.policy_for(a, capabilities))
-    x = (not deterministic and not (float16 and replicas > 1)) if xla == AUTO else bool(xla)
+def gpu_choice(amp, xla, capabilities: list, replicas: int, deterministic: bool, tf32: bool | None = None) -> Choice:
+    """The choice on GPUs of these compute capabilities, by engine.train.precision's rule; `tf32`:
+    TensorFlow's TF32 switch (None: ask it, where a GPU has one)."""
+    a, x = precision.gpu_rule(amp, xla, capabilities, replicas, deterministic)
     return Choice(a, x, "GPU rule", precision=precision.label(a, capabilities, tf32),
                   tf32_matmuls=precision.tf32_matmuls(capabilities, tf32))
 
@@ -120,9 +117,8 @@ def cache_key(setting: dict) -> str:
 
 
 def machine_setting(cfg, input_side: int, batch: int, tf_version: str) -> dict:
-    flags = devices.cpu_flags()
     m = cfg.model
-    return {"tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": [f for f in RELEVANT_FLAGS if f in flags],
+    return {"tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": devices.cpu_features(),
             "cores": os.cpu_count(), "model": m.model, "width": m.width, "head": m.head, "freeze": m.freeze,
             "input_side": input_side, "batch": batch}
 
@@ -200,7 +196,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
     """The (amp, xla) a run trains with, from its config's --amp and --xla (True, False or auto)."""
     import tensorflow as tf
 
-    from engine.train import precision, resolve
+    from engine.train import resolve
     r = cfg.run
     gpus = devices.gpus()
     if r.amp != AUTO and r.xla != AUTO:
@@ -209,7 +205,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
                       tf32_matmuls=precision.tf32_matmuls(caps))
     replicas = strategy.num_replicas_in_sync
     if gpus:
-        return gpu_rule(r.amp, r.xla, devices.compute_capabilities(), replicas, r.deterministic)
+        return gpu_choice(r.amp, r.xla, devices.compute_capabilities(), replicas, r.deterministic)
     if replicas > 1 or tf.distribute.has_strategy():
         a, x = reference(r.amp, r.xla)
         return Choice(a, x, "several replicas")
@@ -218,7 +214,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
         return Choice(a, x, "feature cache")
     from engine import models
     side = models.preprocess_for(models.get(cfg.model.model), cfg.model).size
-    batch = min(cfg.optim.batch_size, PROBE_BATCH)
+    batch = min(cfg.optim.batch_size, TRIAL_BATCH)
     setting = machine_setting(cfg, side, batch, tf.__version__)
 
     said = []
@@ -270,14 +266,13 @@ def bf16_conv_ratio(reps: int = 5) -> float:
 
 
 def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, floor: float = 0.0) -> float:
-    """img/s of PROBE_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
+    """img/s of TRIAL_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
     uint8 images, after one warm-up step (tracing). Stops after one timed step below `floor`."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     from engine.data.pipeline import Pipeline
-    from engine.train import precision
     from engine.train.build import build_training
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
@@ -292,7 +287,7 @@ def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, f
         one = tf.constant(1, tf.int32)
         float(loop.train_calls(iterator, one)[0])  # warm-up: tracing, compilation
         elapsed, steps = 0.0, 0
-        while steps < PROBE_STEPS:
+        while steps < TRIAL_STEPS:
             t0 = time.perf_counter()
             float(loop.train_calls(iterator, one)[0])
             elapsed += time.perf_counter() - t0

@@ -55,17 +55,40 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text))
 
 
+SMI_TIMEOUT = 10  # seconds nvidia-smi may take to answer (it answers in well under one where it works)
+_SMI_ANSWERS: dict = {}  # (fields, PATH) -> rows: asked once per process
+
+
 def _nvidia_smi(fields: str) -> list[list[str]] | None:
-    """nvidia-smi's CSV rows for `fields`, one per GPU; [] where it is missing or hangs, None where it
-    refuses the query (an unknown field, or no driver to talk to)."""
+    """nvidia-smi's CSV rows for `fields`, one per GPU; [] where it is missing or hangs (said once), None
+    where it refuses the query (an unknown field, or no driver to talk to). Asked once per process."""
+    key = (fields, os.environ.get("PATH"))
+    if key not in _SMI_ANSWERS:
+        _SMI_ANSWERS[key] = _ask_nvidia_smi(fields)
+    rows = _SMI_ANSWERS[key]
+    return None if rows is None else [list(row) for row in rows]
+
+
+def _ask_nvidia_smi(fields: str) -> list[list[str]] | None:
     try:
         p = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, errors="replace", timeout=SMI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        if not any(v == [] and k[1] == os.environ.get("PATH") for k, v in _SMI_ANSWERS.items()):
+            print(f"warning: nvidia-smi did not answer in {SMI_TIMEOUT} s: the NVIDIA GPUs and their driver are "
+                  f"not checked", file=sys.stderr)
+        return []
     except (OSError, subprocess.SubprocessError):
         return []
     if p.returncode != 0:
         return None
     return [[c.strip() for c in row] for row in csv.reader(p.stdout.splitlines()) if row]
+
+
+def _gpu_row(row: list[str]) -> bool:
+    """A row nvidia-smi prints for a GPU: a name and a driver version (not a message such as "Failed to
+    initialize NVML: ...", which it may print with exit code 0)."""
+    return len(row) >= 2 and bool(row[0]) and re.fullmatch(r"\d+\.\d+(\.\d+)*", row[1]) is not None
 
 
 def nvidia_gpus() -> list[dict]:
@@ -75,6 +98,7 @@ def nvidia_gpus() -> list[dict]:
     rows = _nvidia_smi("name,driver_version,compute_cap")
     if rows is None:  # drivers before R510 have no compute_cap field
         rows = [row + [""] for row in _nvidia_smi("name,driver_version") or []]
+    rows = [row for row in rows if _gpu_row(row)]
     out = [{"name": name, "driver": driver, "compute_capability": _version(cc)[:2] if _version(cc) else None}
            for name, driver, cc, *_ in (row + ["", ""] for row in rows)]
     if out:

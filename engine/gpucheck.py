@@ -240,7 +240,7 @@ def plan(num_gpus: int, capabilities: list = ()) -> list[tuple[str, object]]:
 
 @cli
 def main(argv=None):
-    p = Parser(prog="python -m engine.gpucheck", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="engine gpucheck", description=__doc__.split("\n\n")[0])
     p.add_argument("--keep", help="keep the runs and engines in this folder (default: a temporary one)")
     a = p.parse_args(argv)
     from engine import devices

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from engine import devices
 from engine.cli import Parser
 from engine.errors import EngineError, cli
 
@@ -50,12 +51,7 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
-    try:
-        p = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                           text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
+    return [row[0] for row in devices._nvidia_smi("index") or [] if row and row[0].isdigit()]
 
 
 def gpu_shares(gpus: list[str], workers: int) -> list[list[str]]:
@@ -88,12 +84,12 @@ def worker_env(config: dict, threads: int, gpus: list[str] | None = None) -> dic
     # N workers share this machine's cores: give each its share unless the user chose.
     env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
     env.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as engine train keeps it alone: its errors are one line
     return env
 
 
 def parse(argv=None):
-    p = Parser(prog="python -m engine.launch", description=__doc__.split("\n\n")[1])
+    p = Parser(prog="engine launch", description=__doc__.split("\n\n")[1])
     p.add_argument("--workers", type=int, default=2, help="number of local worker processes (default 2)")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the engine.train flags for every worker")
     a = p.parse_args(argv)

@@ -126,7 +126,9 @@ def precheck(cfg: C.Config, seeds: list[int]) -> None:
     """The refusals that need no TensorFlow (what --out holds, a --data path that is not there), made
     before TensorFlow's import, so that they answer in a second."""
     from engine.data.sources import check_source
+    from engine.train.precision import float16_forced
     check_source(cfg.data.data)
+    float16_forced()  # a bad ENGINE_AMP_FLOAT16, with or without --amp
     if "TF_CONFIG" in os.environ:  # a worker of a cluster: the chief checks --out when it starts
         return
     if not seeds:

@@ -43,8 +43,9 @@ BF16_SCREEN = 0.5
 
 
 def label(amp: bool, xla: bool) -> str:
-    """A CPU candidate's name (the timed trials' img/s keys): --amp is bfloat16 on CPUs."""
-    return ("bfloat16" if amp else "float32") + (" + XLA" if xla else "")
+    """A CPU candidate's name (the timed trials' img/s keys): --amp is bfloat16 on CPUs (float16 under
+    ENGINE_AMP_FLOAT16=1)."""
+    return precision.PRECISION_WORDS[precision.policy_for(amp, [])] + (" + XLA" if xla else "")
 
 
 @dataclasses.dataclass
@@ -62,7 +63,7 @@ class Choice:
     tf32_matmuls: bool = False   # float32 matmuls and convolutions in TF32 (GPUs of compute capability >= 8.0)
 
     def __post_init__(self):
-        self.precision = self.precision or ("bfloat16" if self.amp else "float32")
+        self.precision = self.precision or precision.PRECISION_WORDS[precision.policy_for(self.amp, [])]
 
     @property
     def label(self) -> str:
@@ -118,7 +119,8 @@ def cache_key(setting: dict) -> str:
 
 def machine_setting(cfg, input_side: int, batch: int, tf_version: str) -> dict:
     m = cfg.model
-    return {"tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": devices.cpu_features(),
+    forced = {"amp": "float16"} if precision.float16_forced() else {}  # timed apart from bfloat16's figures
+    return {**forced, "tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": devices.cpu_features(),
             "cores": os.cpu_count(), "model": m.model, "width": m.width, "head": m.head, "freeze": m.freeze,
             "input_side": input_side, "batch": batch}
 

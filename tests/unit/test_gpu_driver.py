@@ -110,3 +110,32 @@ def test_tensorflows_build_info_is_read_without_importing_tensorflow():
 def test_cuda_visible_devices_can_hide_the_gpus(monkeypatch, value, hidden):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
     assert devices.gpus_hidden() == hidden
+
+
+def _script(folder, body: str) -> str:
+    path = os.path.join(folder, "nvidia-smi")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body + "\n")
+    os.chmod(path, 0o755)
+    return folder + os.pathsep + os.environ["PATH"]
+
+
+@pytest.mark.parametrize("body", [
+    r"printf '\377\376garbage\n'",                                      # not UTF-8
+    "echo 'Failed to initialize NVML: Driver/library version mismatch'",  # a message, with exit code 0
+    "echo 'garbage, unterminated\"NVIDIA, x.y, abc'",
+])
+def test_what_nvidia_smi_prints_that_is_not_a_gpu_is_no_gpu_and_no_traceback(tmp_path, monkeypatch, body):
+    monkeypatch.setenv("PATH", _script(str(tmp_path), body))
+    assert devices.nvidia_gpus() == [] and devices.gpu_setup_problems() == []
+    from engine import launch
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert launch.visible_gpus() == []
+
+
+def test_an_nvidia_smi_that_hangs_is_waited_for_once_and_said_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(devices, "SMI_TIMEOUT", 1)
+    monkeypatch.setenv("PATH", _script(str(tmp_path), "exec sleep 30"))
+    assert devices.nvidia_gpus() == [] and devices.nvidia_gpus() == []
+    err = capsys.readouterr().err
+    assert err.count("nvidia-smi did not answer in 1 s") == 1, err

@@ -149,3 +149,16 @@ def test_a_cache_entry_of_the_wrong_shape_is_measured_again(tmp_path):
         timer = Timer({FP32: 100, XLA: 150, BF16: 120, BF16_XLA: 200})
         d = decide(AUTO, AUTO, False, SETTING, timer, str(cache), bf16_ratio=lambda: 1.2)
         assert (d.amp, d.xla, d.source) == (True, True, "measured") and len(timer.calls) == 4, entry
+
+
+def test_float16_forced_on_a_cpu_is_called_float16_and_timed_apart_from_bfloat16(monkeypatch):
+    """ENGINE_AMP_FLOAT16=1 makes --amp float16: the run says so, and its timed trials are kept under
+    their own key, so that a later run without it does not take float16's rate for bfloat16's."""
+    from engine.config import Config
+    cfg = Config()
+    plain = speed.machine_setting(cfg, 32, 256, "2.21.0")
+    monkeypatch.setenv("ENGINE_AMP_FLOAT16", "1")
+    assert speed.label(True, False) == "float16" and speed.label(False, True) == "float32 + XLA"
+    assert speed.cache_key(speed.machine_setting(cfg, 32, 256, "2.21.0")) != speed.cache_key(plain)
+    d = decide(True, False, False, SETTING, Timer({}), None)
+    assert d.to_dict()["choice"] == "float16" and d.describe().startswith("speed: float16 (given")

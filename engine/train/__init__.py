@@ -13,7 +13,8 @@ In the order a run goes through them:
     feature_cache.py  frozen-backbone features computed once; the head trains on them
     loop.py           the compiled mechanics: K train steps per tf.function call, eval, TTA
     lookahead.py      airbench's lookahead (a slow copy of the weights)
-    run_dir.py        the run directory: what may be written where, checkpoints and their restore
+    session.py        the run folder's claim (--out, its lock), the data
+    checkpoints.py    checkpoints and their restore, the history, the warm start (--init-from)
     trainer.py        Trainer: the outer loop (epochs, checkpoints, history, stop conditions)
 
 From Python (a notebook):

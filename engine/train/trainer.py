@@ -7,25 +7,18 @@ Everything it steps is assembled elsewhere (build.py), every config rule is chec
 """
 from __future__ import annotations
 
-import collections
-import gc
-import logging
 import math
 import os
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 import time
-import warnings
 
 import keras
 import tensorflow as tf
 
-from engine import data, devices, layout, models, plots
-from engine.config import CONFIG_FILE, Config, default_cache_dir, is_run_dir
-from engine.errors import Diverged, EngineError, Interrupted, Preempted
+from engine import devices, layout, models, plots
+from engine.config import CONFIG_FILE, Config, default_cache_dir
+from engine.errors import Diverged, Interrupted, Preempted
 from engine.files import write_json
 from engine.train import advice, autotune, compile_cache, distribute, feature_cache, precision, resolve
 from engine.train.build import build_training
@@ -34,7 +27,9 @@ from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_
 from engine.train.feeds import Feeds
 from engine.train.loop import MAX_SKIPS
 from engine.train.optim import current_lr
-from engine.train.run_dir import Checkpoints, History, prepare_run_dir
+from engine.train.checkpoints import Checkpoints, History, warm_start
+from engine.train.distribute import StopNow, StopSignal
+from engine.train.session import load_splits, prepare_run_dir, set_determinism, warn_on_stderr
 from engine.train.stop_rules import check_epoch_loss
 
 
@@ -42,67 +37,12 @@ DIVERGED = {0: "loss became {loss:.3g}", 1: "weights became non-finite",
             2: f"the loss scale collapsed ({MAX_SKIPS} consecutive steps skipped for non-finite gradients)"}
 
 
-class StopNow(BaseException):
-    """A signal that stops the process at once (during start-up, or a second Ctrl-C): a BaseException,
-    so that no `except Exception` in between swallows it."""
-
-    def __init__(self, signame: str):
-        super().__init__(signame)
-        self.signame = signame
-
-
-class StopSignal:
-    """SIGTERM (a scheduler's preemption notice) and SIGINT (Ctrl-C). While training, each is acted on
-    at the next step boundary: checkpoint, then stop with a resume hint; a second Ctrl-C stops at once
-    (the last checkpoint stays). During start-up, before there is anything to save, either stops at
-    once. In a cluster any worker's signal stops every worker at the same step."""
-
-    SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
-
-    def __init__(self, strategy):
-        self.strategy, self.seen, self._any_worker, self._previous = strategy, None, None, {}
-        self.training = False
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-
-    def _on_signal(self, signum, frame):
-        name = self.SIGNALS[signum]
-        if not self.training or (name == "SIGINT" and self.seen == "SIGINT"):
-            raise StopNow(name)
-        self.seen = self.seen or name
-
-    def requested(self) -> bool:
-        if not distribute.is_multiworker(self.strategy):
-            return self.seen is not None
-        if self._any_worker is None:
-            self._any_worker = any_worker(self.strategy)
-        return bool(self._any_worker(tf.constant(float(self.seen is not None))) > 0)
-
-
-def any_worker(strategy):
-    """A tf.function: the sum of a flag over every replica of `strategy`, all-reduced as float32.
-    TensorFlow's collectives refuse an int32 (or bfloat16) all-reduce on GPUs ("Collective
-    all-reduce does not support datatype DT_INT32 on DEVICE_GPU"); float32 is reduced on every
-    device and, for 0/1 flags, exactly."""
-    return tf.function(lambda flag: strategy.reduce(
-        "SUM", strategy.run(lambda f: tf.identity(tf.cast(f, tf.float32)), args=(flag,)), axis=None))
-
-
 class Trainer:
     """One run: `Trainer(cfg).run()` trains, checkpoints and writes the run directory; returns metrics."""
 
-    def __init__(self, cfg: Config, log=print):
+    def __init__(self, cfg: Config, log=print, warn=warn_on_stderr):
         self.cfg = cfg
-        self.log = log
+        self.log, self.warn = log, warn
 
     def run(self) -> dict:
         resolve.check(self.cfg)
@@ -139,7 +79,7 @@ class Trainer:
                 self.log(self.cfg.summary())
                 if self.chief:
                     for w in advice.run_warnings(self.cfg):
-                        print(f"warning: {w}", file=sys.stderr)
+                        self.warn(w)
                 self._setup()
             except BaseException as e:
                 self._keep_replaced_run()
@@ -166,7 +106,7 @@ class Trainer:
             layout.drop_aside(self.replaced)
         else:
             layout.put_back(self.cfg.run.out, self.replaced)
-            print(f"{self.cfg.run.out}: the run that --overwrite was to replace is kept, as it was", file=sys.stderr)
+            self.warn(f"{self.cfg.run.out}: the run that --overwrite was to replace is kept, as it was")
         self.replaced = None
 
     def _stopped_at_start(self, signame: str, created: bool):
@@ -236,7 +176,7 @@ class Trainer:
     def _open_checkpoints(self):
         r = self.cfg.run
         self.ckpt = Checkpoints(r.out, self.model, self.optimizer, self.loop.trackables(), r.keep_checkpoints,
-                                self.loop.step)
+                                self.loop.step, self.warn)
         if self.restoring:  # other workers read the chief's checkpoints
             self.ckpt.restore(None if self.chief else self.source_out)
         self.global_step = int(self.loop.step.numpy())
@@ -398,9 +338,8 @@ class Trainer:
             return None
         n = compile_cache.entries(self.compile_cache)
         if xla and n == 0 and self.chief:
-            print(f"warning: the XLA compile cache was not used: TensorFlow had started before it was set; "
-                  f"set TF_XLA_FLAGS={compile_cache.FLAG}={self.compile_cache} before importing it",
-                  file=sys.stderr)
+            self.warn(f"the XLA compile cache was not used: TensorFlow had started before it was set; "
+                      f"set TF_XLA_FLAGS={compile_cache.FLAG}={self.compile_cache} before importing it")
             return None
         return {"directory": self.compile_cache, "entries": n}
 
@@ -417,68 +356,3 @@ class Trainer:
             device=devices.device_name(), tensorflow=tf.__version__, feature_cache=self.t.feature_cache,
             feature_seconds=self.feature_seconds, speed_choice=self.speed.to_dict(),
             compile_cache=self._compile_cache_used(r.xla))
-
-
-def warm_start(model, source: str) -> str:
-    """Load `model`'s weights from another run (RUN[:best|latest]) or a .weights.h5 file; returns
-    what was read. Only the model: the optimizer and the schedule start anew."""
-    if source.endswith(".h5"):
-        try:
-            with warnings.catch_warnings():  # Keras warns for each layer it skips before it raises
-                warnings.simplefilter("ignore")
-                model.load_weights(source)
-        except (OSError, ValueError) as e:
-            raise EngineError(f"--init-from {source}: cannot load it into {model.name}: "
-                              f"{' '.join(str(e).split())[:200]}") from None
-        return source
-    run, which = layout.parse_source(source)
-    if not is_run_dir(run):
-        raise EngineError(f"--init-from {source}: {run} is not a run directory (or pass a .weights.h5 file)")
-    not_this = (f"--init-from {source}: its model is not this one (same --model, --upsample and --head "
-                f"are needed)")
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # TensorFlow's warnings on a failed restore: the error says it in one line
-    try:
-        try:
-            path = tf.train.latest_checkpoint(layout.checkpoint_dir(run, which))
-        except (ValueError, tf.errors.OpError):  # a state file that is not even text
-            raise EngineError(f"--init-from {source}: the checkpoint state file of {run} is damaged; name a "
-                              f".weights.h5 file, or the other checkpoint (:best or :latest)") from None
-        if path is None:
-            raise EngineError(f"--init-from {source}: {run} has no {which} checkpoint")
-        try:
-            saved = collections.Counter(tuple(shape) for name, shape in tf.train.list_variables(path)
-                                        if name.endswith("VARIABLE_VALUE"))  # (weights may sit under optimizer/)
-            if collections.Counter(tuple(v.shape) for v in model.weights) - saved:
-                raise EngineError(not_this)
-            tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
-        except (AssertionError, ValueError):
-            raise EngineError(not_this) from None
-        except (tf.errors.OpError, IndexError) as e:  # IndexError: a truncated data file
-            raise EngineError(f"--init-from {source}: cannot read {path}: it is damaged or truncated "
-                              f"({type(e).__name__})") from None
-    finally:
-        gc.collect()  # a failed restore warns when its status is collected: here, while quiet
-        logger.setLevel(level)
-    return path
-
-
-def load_splits(cfg: Config, log=print):
-    """(Splits, (x, y) of train, val, test) for a run's data options."""
-    d, batch = cfg.data, cfg.optim.batch_size
-    splits = data.load(d.data, d.cache_dir or default_cache_dir(), log=log)
-    train, val, test = data.prepare(splits, d.limit, d.limit_test, d.val_split, d.val_images)
-    if len(train[0]) < batch:
-        raise EngineError(f"--batch-size {batch} is larger than the {len(train[0])} training images")
-    return splits, train, val, test
-
-
-def set_determinism(on: bool) -> None:
-    """Op determinism is process-wide in TensorFlow; set it per run so that runs in one process
-    (tests, notebooks) do not inherit it from each other."""
-    from tensorflow.python.framework import config as tf_config
-    if on:
-        tf.config.experimental.enable_op_determinism()
-    elif tf_config.is_op_determinism_enabled():
-        tf_config.disable_op_determinism()

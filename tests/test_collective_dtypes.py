@@ -30,7 +30,7 @@ strategy = tf.distribute.MultiWorkerMirroredStrategy._from_local_devices(["/cpu:
 from engine.train import precision, resolve
 from engine.train.build import build_training
 from engine.train.feeds import Feeds
-from engine.train.trainer import StopSignal
+from engine.train.distribute import StopSignal
 
 
 def all_reduces(fn):

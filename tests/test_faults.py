@@ -196,7 +196,7 @@ def test_a_preempted_seed_sweep_continues_with_the_hint(tmp_path):
 def test_resume_finds_checkpoints_under_a_relative_out(tmp_path, monkeypatch):
     """TensorFlow returns checkpoint paths already joined with a relative directory: they are used as
     given, not joined twice (runs/a/checkpoints/runs/a/checkpoints/ckpt-N)."""
-    from engine.train.run_dir import _candidates
+    from engine.train.checkpoints import _candidates
     monkeypatch.chdir(tmp_path)
     v = tf.Variable(1.0)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=v), os.path.join("runs", "a", "checkpoints"), 3)
@@ -219,7 +219,7 @@ def test_a_garbage_checkpoint_state_file_does_not_hide_the_checkpoints(tmp_path,
     err = capsys.readouterr().err
     assert "WARNING" not in err and "checkpoint.damaged" in err
     assert (out / "checkpoints" / "checkpoint.damaged").read_bytes().startswith(b"\x82")  # kept, not deleted
-    from engine.train.run_dir import _candidates
+    from engine.train.checkpoints import _candidates
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(), str(out / "checkpoints"), 3)
     assert _candidates(manager)[0] == str(out / "checkpoints" / f"ckpt-{newest}")
 

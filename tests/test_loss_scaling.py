@@ -82,10 +82,10 @@ def test_skipped_steps_still_count_and_a_resume_is_exact(tmp_path, float16, monk
     kw = dict(epochs=2, schedule="onecycle", run=dict(checkpoint_every=10, keep_checkpoints=20))
     straight = train(tmp_path / "s", **kw)
     steps = straight.metrics["steps"]
-    assert int(straight.loop.step.numpy()) == steps == 2 * (straight.train_images // 64)
+    assert int(straight.loop.step.numpy()) == steps == 2 * (straight.session.sizes.train // 64)
     assert float(straight.optimizer.dynamic_scale.numpy()) <= 2.0 ** 20  # some steps were skipped
     assert int(straight.optimizer.iterations.numpy()) == steps
-    schedule = make_schedule(straight.cfg.optim, steps // 2)
+    schedule = make_schedule(straight.config.optim, steps // 2)
     assert schedule.values[1] > max(schedule.values[0], schedule.values[2])  # a schedule that moves: up, then down
     for epoch, entry in enumerate(straight.history.entries, 1):  # the LR of the epoch's next step
         assert entry["lr"] == pytest.approx(np.interp(epoch * steps // 2, schedule.steps, schedule.values), abs=1e-6)

@@ -1,20 +1,22 @@
 """Training: `python -m engine.train`. Importing this package imports no TensorFlow.
 
-In the order a run goes through them:
+Who owns what (each module decides its part and nothing else):
 
-    __main__.py       argv -> resolve -> Trainer
-    resolve.py        the config a run trains with (model recipe, --recipe, flags, saved run) and
-                      every check of it, before anything is built (no TensorFlow)
-    distribute.py     the tf.distribute strategy, the chief, how a batch splits over replicas
-    precision.py      float32 / mixed_bfloat16 / mixed_float16 (+ loss scaling)
-    advice.py         what was measured to be slow on this kind of machine, said before a run
-    optim.py          learning-rate schedules, optimizers (TorchSGD), the run's length in steps
-    build.py          model + optimizer + TrainLoop for a config: a Training
-    feature_cache.py  frozen-backbone features computed once; the head trains on them
-    loop.py           the compiled mechanics: K train steps per tf.function call, eval, TTA
-    lookahead.py      airbench's lookahead (a slow copy of the weights)
-    run_dir.py        the run directory: what may be written where, checkpoints and their restore
-    trainer.py        Trainer: the outer loop (epochs, checkpoints, history, stop conditions)
+    cli.py, __main__.py  `engine train`: argv -> resolve -> Trainer
+    resolve.py        the config: model recipe, --recipe, file, flags, a saved run; every rule of it,
+                      before anything is built (no TensorFlow)
+    session.py        the order of a run's start, once (start -> Session): run folder and lock,
+                      data, speed choice, build, warm start, config.json, feeds, checkpoints
+    speed.py          the speed choice (--amp/--xla auto), with precision.py (the mixed policy,
+                      loss scaling) and advice.py (what is slow on this kind of machine)
+    distribute.py     the tf.distribute strategy, the chief, a batch over replicas, the stop signal
+    compile_cache.py  XLA's compiled steps kept between runs
+    build.py          assembly: model + optimizer (optim.py, muon.py) + TrainLoop: a Training
+    loop.py           per-step mechanics: K train steps per tf.function call, eval, TTA, lookahead.py
+    feeds.py, feature_cache.py  the datasets the loop reads; frozen-backbone features computed once
+    trainer.py        epochs, train calls, evaluation, stop rules (stop_rules.py), metrics (clock.py)
+    actions.py        what an epoch's end does, in order: history, checkpoints, stop, early stop
+    checkpoints.py    checkpoints and their restore, the history, the warm start (--init-from)
 
 From Python (a notebook):
 
@@ -25,10 +27,12 @@ From Python (a notebook):
 """
 
 
-def run(config=None, log=print) -> dict:
+def run(config=None, log=print, warn=None) -> dict:
     """Train one run in this process and return its metrics (what metrics.json holds). `config`: an
     engine.config.Config, e.g. `engine.train.resolve.defaults("tiny").replace(...)`; default: the
-    default model's recipe. Every rule of the command line is checked first (resolve.check)."""
-    from engine.train import resolve
+    default model's recipe. Every rule of the command line is checked first (resolve.check). `log`
+    receives the run's lines, `warn` its warnings (default: `warning: ...` on stderr)."""
+    from engine.train import resolve, session
     from engine.train.trainer import Trainer
-    return Trainer(config if config is not None else resolve.defaults(), log=log).run()
+    return Trainer(config if config is not None else resolve.defaults(), log=log,
+                   warn=warn or session.warn_on_stderr).run()

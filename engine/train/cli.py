@@ -1,5 +1,5 @@
 """`python -m engine.train` (run by engine/train/__main__.py): argparse over the config
-dataclasses -> resolve -> Trainer."""
+dataclasses -> resolve (and its checks, before TensorFlow is imported) -> Trainer."""
 from __future__ import annotations
 
 import json
@@ -156,7 +156,7 @@ def main(argv=None):
     devices.warn_gpu_setup()  # TensorFlow's own word on a GPU it cannot use is kept quiet: ours, in one line
     from engine.train.trainer import Trainer  # builds Keras and the models: only once the flags are sane
     if not seeds:
-        Trainer(cfg).run()
+        Trainer(cfg, checked=True).run()  # (checked above, once)
         return
     outs = [os.path.join(cfg.run.out, f"seed-{seed}") for seed in seeds]
     for seed, out in zip(seeds, outs):
@@ -170,7 +170,7 @@ def main(argv=None):
         else:
             seed_cfg = cfg.replace("run", seed=seed, out=out, resume=False)
         try:
-            Trainer(seed_cfg).run()
+            Trainer(seed_cfg).run()  # (each seed's config is checked when its run starts)
         except (Interrupted, Preempted) as e:  # the hint continues the whole sweep, not one seed
             raise type(e)(str(e).replace(f"--resume --out {out}",
                                          f"--resume --seeds {','.join(map(str, seeds))} --out {cfg.run.out}")) from None

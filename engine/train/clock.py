@@ -10,6 +10,7 @@ TRAINING = "training steps"
 FIRST_CALL = "first call (tracing, compilation)"
 EVALUATION = "evaluation"
 TTA = "test-time augmentation"
+CHECKPOINT_SAVES = "checkpoint saves"
 
 
 class Clock:

@@ -12,11 +12,14 @@ Under MultiWorkerMirroredStrategy every worker runs the same program on its shar
 batch; the chief (worker 0, or the task of type "chief") writes the run directory, the others write
 to a temporary directory that is removed at the end (checkpoints are saved by all workers: saving
 may run collective ops). `python -m engine.launch` starts N local workers with their TF_CONFIG.
+A signal on any worker stops every worker at the same step (StopSignal).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 
 from engine.config import STRATEGIES
 from engine.devices import gpus
@@ -124,3 +127,60 @@ def shard(num_replicas: int, pipeline_id: int, num_pipelines: int, global_batch:
     per_replica = check_batch_split(global_batch, num_replicas)
     local = num_replicas // num_pipelines
     return pipeline_id * local, local, per_replica
+
+
+class StopNow(BaseException):
+    """A signal that stops the process at once (during start-up, or a second Ctrl-C): a BaseException,
+    so that no `except Exception` in between swallows it."""
+
+    def __init__(self, signame: str):
+        super().__init__(signame)
+        self.signame = signame
+
+
+class StopSignal:
+    """SIGTERM (a scheduler's preemption notice) and SIGINT (Ctrl-C). While training, each is acted on
+    at the next step boundary: checkpoint, then stop with a resume hint; a second Ctrl-C stops at once
+    (the last checkpoint stays). During start-up, before there is anything to save, either stops at
+    once. In a cluster any worker's signal stops every worker at the same step."""
+
+    SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+
+    def __init__(self, strategy):
+        self.strategy, self.seen, self._any_worker, self._previous = strategy, None, None, {}
+        self.training = False
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+
+    def _on_signal(self, signum, frame):
+        name = self.SIGNALS[signum]
+        if not self.training or (name == "SIGINT" and self.seen == "SIGINT"):
+            raise StopNow(name)
+        self.seen = self.seen or name
+
+    def requested(self) -> bool:
+        if not is_multiworker(self.strategy):
+            return self.seen is not None
+        if self._any_worker is None:
+            self._any_worker = any_worker(self.strategy)
+        import tensorflow as tf
+        return bool(self._any_worker(tf.constant(float(self.seen is not None))) > 0)
+
+
+def any_worker(strategy):
+    """A tf.function: the sum of a flag over every replica of `strategy`, all-reduced as float32.
+    TensorFlow's collectives refuse an int32 (or bfloat16) all-reduce on GPUs ("Collective
+    all-reduce does not support datatype DT_INT32 on DEVICE_GPU"); float32 is reduced on every
+    device and, for 0/1 flags, exactly."""
+    import tensorflow as tf
+    return tf.function(lambda flag: strategy.reduce(
+        "SUM", strategy.run(lambda f: tf.identity(tf.cast(f, tf.float32)), args=(flag,)), axis=None))

@@ -233,6 +233,9 @@ class TrainLoop:
         step is a non-finite loss (why 0) or, under loss scaling, where a step skipped for
         non-finite gradients is normal, weights that became non-finite (1) or MAX_SKIPS consecutive
         skipped steps (2: the loss scale collapsed)."""
+        if not tf.is_tensor(num_steps):  # (checked when traced: a Python int would trace a new call per value)
+            raise TypeError(f"train_calls: num_steps must be a tf.Tensor, e.g. tf.constant({num_steps!r}, tf.int32), "
+                            f"not {type(num_steps).__name__}: each new Python value traces the call again")
         s = self.strategy
         loss_total = tf.constant(0.0)
         correct_total = tf.constant(0.0)

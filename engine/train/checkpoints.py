@@ -1,64 +1,31 @@
-"""The run directory: what a run may write where, its checkpoints and its history.
+"""A run's checkpoints and history, and the warm start from another run's weights.
 
-    config.json  classes.json  history.json  metrics.json  curves.png  checkpoints/  checkpoints/best/  tb/
+    checkpoints/  checkpoints/best/  history.json  tb/
 
-A run never loses another: --out is checked against --resume/--overwrite before any work starts,
---overwrite removes only the files a run writes, and a damaged newest checkpoint falls back to the
-one before it.
+A damaged newest checkpoint falls back to the one before it; a damaged checkpoint state file is
+kept aside and the checkpoints beside it are found by name.
 """
 from __future__ import annotations
 
+import collections
+import gc
 import logging
 import os
 import re
-import sys
-import tempfile
+import warnings
 
 import tensorflow as tf
 
-from engine import files, layout
+from engine import layout
 from engine.errors import EngineError
 from engine.files import read_json, write_json
-
-def prepare_run_dir(run) -> tuple[bool, files.Lock]:
-    """Check --out against --resume/--overwrite before any work starts, make it, and lock it for this
-    process (a second process on the same --out is refused). Returns (whether --out was created here,
-    so that a start that fails removes it again; the lock, held until the run ends)."""
-    out = run.out
-    created = not os.path.lexists(out)
-    if created:  # (an existing folder is locked first: a run in progress there is "in use", whatever it holds)
-        layout.check_out(out, run.resume, run.overwrite)
-    elif not os.path.isdir(out):
-        raise EngineError(f"--out {out} is a file, not a directory")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise EngineError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    lock = files.Lock(out, "a run writes there")
-    try:
-        layout.check_out(out, run.resume, run.overwrite)  # again, now that no other process can start a run
-        _check_writable(out)
-    except BaseException:
-        lock.release()
-        raise
-    return created, lock
-
-
-def _check_writable(out: str) -> None:
-    try:
-        with tempfile.TemporaryFile(dir=out) as f:
-            f.write(b"x" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise EngineError(f"cannot write to --out {out}: {e.strerror or e}") from None
-
 
 class Checkpoints:
     """The latest-N checkpoints of the whole training state (model, optimizer, epoch, and what the
     loop adds: the lookahead's slow copy) and the best-validation model, under out/checkpoints."""
 
-    def __init__(self, out: str, model, optimizer, loop_state: dict, keep: int, step):
+    def __init__(self, out: str, model, optimizer, loop_state: dict, keep: int, step, warn):
+        self._warn = warn  # (a damaged checkpoint or state file is said, and passed over)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # The training loss, correct count and images of the epoch so far, for a checkpoint written
         # inside an epoch: a resumed epoch's history entry covers all of its steps, not only the last.
@@ -72,10 +39,10 @@ class Checkpoints:
         # the optimizer's, which then counted every step (no loss scaling skipped any on CPUs).
         self._iterations = optimizer.iterations
         self._latest = self._manager(out)
-        self._best = _manager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(out, "best"), max_to_keep=1)
+        self._best = _manager(tf.train.Checkpoint(model=model), layout.checkpoint_dir(out, "best"), warn, max_to_keep=1)
 
     def _manager(self, out: str):
-        return _manager(self._ckpt, layout.checkpoint_dir(out), max_to_keep=self._keep,
+        return _manager(self._ckpt, layout.checkpoint_dir(out), self._warn, max_to_keep=self._keep,
                         step_counter=self._step_counter)
 
     @property
@@ -102,12 +69,11 @@ class Checkpoints:
             try:
                 self._restore(path)
                 if path != candidates[0]:
-                    print(f"warning: newest checkpoint unreadable; resumed from {path}", file=sys.stderr)
+                    self._warn(f"newest checkpoint unreadable; resumed from {path}")
                 return path
             except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:  # IndexError: truncated file
-                print(f"warning: cannot read checkpoint {path}: {type(e).__name__}", file=sys.stderr)
+                self._warn(f"cannot read checkpoint {path}: {type(e).__name__}")
         raise EngineError(f"no readable checkpoint in {manager.directory}")
-
 
     def _restore(self, path: str) -> None:
         saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
@@ -119,7 +85,7 @@ class Checkpoints:
             self._step_counter.assign(tf.cast(self._iterations, tf.int64))
 
 
-def _manager(checkpoint, directory: str, **kw):
+def _manager(checkpoint, directory: str, warn, **kw):
     """A CheckpointManager; where its state file (`checkpoint`) is damaged beyond reading, the file is
     kept aside as checkpoint.damaged (with a warning) and the checkpoints beside it are found by name."""
     try:
@@ -127,8 +93,8 @@ def _manager(checkpoint, directory: str, **kw):
     except (ValueError, tf.errors.OpError) as e:  # UnicodeDecodeError: random bytes
         state = os.path.join(directory, "checkpoint")
         os.replace(state, state + ".damaged")
-        print(f"warning: the checkpoint state file {state} is unreadable ({type(e).__name__}); kept as "
-              f"{state}.damaged, the checkpoints beside it are used", file=sys.stderr)
+        warn(f"the checkpoint state file {state} is unreadable ({type(e).__name__}); kept as "
+             f"{state}.damaged, the checkpoints beside it are used")
         return tf.train.CheckpointManager(checkpoint, directory, **kw)
 
 
@@ -197,3 +163,48 @@ class History:
             for k in self.SCALARS:
                 tf.summary.scalar(k, entry[k])
         self._writer.flush()
+
+
+def warm_start(model, source: str) -> str:
+    """Load `model`'s weights from another run (RUN[:best|latest]) or a .weights.h5 file; returns
+    what was read. Only the model: the optimizer and the schedule start anew."""
+    if source.endswith(".h5"):
+        try:
+            with warnings.catch_warnings():  # Keras warns for each layer it skips before it raises
+                warnings.simplefilter("ignore")
+                model.load_weights(source)
+        except (OSError, ValueError) as e:
+            raise EngineError(f"--init-from {source}: cannot load it into {model.name}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
+        return source
+    run, which = layout.parse_source(source)
+    if not layout.is_run_dir(run):
+        raise EngineError(f"--init-from {source}: {run} is not a run directory (or pass a .weights.h5 file)")
+    not_this = (f"--init-from {source}: its model is not this one (same --model, --upsample and --head "
+                f"are needed)")
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # TensorFlow's warnings on a failed restore: the error says it in one line
+    try:
+        try:
+            path = tf.train.latest_checkpoint(layout.checkpoint_dir(run, which))
+        except (ValueError, tf.errors.OpError):  # a state file that is not even text
+            raise EngineError(f"--init-from {source}: the checkpoint state file of {run} is damaged; name a "
+                              f".weights.h5 file, or the other checkpoint (:best or :latest)") from None
+        if path is None:
+            raise EngineError(f"--init-from {source}: {run} has no {which} checkpoint")
+        try:
+            saved = collections.Counter(tuple(shape) for name, shape in tf.train.list_variables(path)
+                                        if name.endswith("VARIABLE_VALUE"))  # (weights may sit under optimizer/)
+            if collections.Counter(tuple(v.shape) for v in model.weights) - saved:
+                raise EngineError(not_this)
+            tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError):
+            raise EngineError(not_this) from None
+        except (tf.errors.OpError, IndexError) as e:  # IndexError: a truncated data file
+            raise EngineError(f"--init-from {source}: cannot read {path}: it is damaged or truncated "
+                              f"({type(e).__name__})") from None
+    finally:
+        gc.collect()  # a failed restore warns when its status is collected: here, while quiet
+        logger.setLevel(level)
+    return path

@@ -189,7 +189,7 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> Session:
         devices.tf32_override()  # NVIDIA_TF32_OVERRIDE=0: float32 is float32 here too (before the choice says which)
         # The speed choice needs the strategy and the data's classes; --amp/--xla auto become what it
         # chose, in the config.json a resume reads.
-        speed = choose(here, strategy, splits.num_classes, cache_dir, log)
+        speed = choose(here, strategy, splits.num_classes, cache_dir, log, warn)
         log(speed.describe())
         config = here.replace("run", amp=speed.amp, xla=speed.xla)
         keras.utils.set_random_seed(config.run.seed)  # before any weight is made

@@ -125,8 +125,12 @@ def machine_setting(cfg, input_side: int, batch: int, tf_version: str) -> dict:
             "input_side": input_side, "batch": batch}
 
 
+def _warn_on_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: str | None,
-           bf16_ratio=None) -> Choice:
+           bf16_ratio=None, warn=_warn_on_stderr) -> Choice:
     """Choose on a CPU. `measure(amp, xla, floor)` returns a candidate's img/s (it may stop early once
     it is below `floor`); what it measured is cached under `setting` in `cache_path`. `bf16_ratio()`,
     if given, is a cheap first look at bfloat16 (its convolution rate over float32's): below
@@ -139,8 +143,8 @@ def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: st
     key = cache_key(setting)
     cache = read_json(cache_path, {}) if cache_path else {}
     if not isinstance(cache, dict):  # e.g. null or a list: not one of ours; measured again and replaced
-        print(f"warning: ignoring {cache_path}: it holds {json.dumps(cache)[:30]}, not the speed choices' "
-              f"JSON object; measuring again", file=sys.stderr)
+        warn(f"ignoring {cache_path}: it holds {json.dumps(cache)[:30]}, not the speed choices' "
+             f"JSON object; measuring again")
         cache = {}
     entry = _usable_entry(cache.get(key), setting)
     new = False
@@ -163,7 +167,7 @@ def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: st
             os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
             write_json(cache_path, cache)
         except OSError as e:  # a read-only cache: the choice holds for this run, the next one measures again
-            print(f"warning: cannot cache the speed choice in {cache_path}: {e.strerror or e}", file=sys.stderr)
+            warn(f"cannot cache the speed choice in {cache_path}: {e.strerror or e}")
     a, x = pick(img_s, amp, xla)
     return Choice(a, x, "measured" if new else "cached", {label(*p): v for p, v in img_s.items()},
                   round(time.perf_counter() - t0, 2) if new else 0.0, setting.get("batch", 0),
@@ -194,7 +198,7 @@ def _worth_combining(img_s: dict, ref) -> bool:
     return any(v > img_s[ref] for p, v in img_s.items() if p != ref)
 
 
-def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice:
+def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print, warn=_warn_on_stderr) -> Choice:
     """The (amp, xla) a run trains with, from its config's --amp and --xla (True, False or auto)."""
     import tensorflow as tf
 
@@ -233,7 +237,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print) -> Choice
     def ratio() -> float:
         announce()
         return bf16_conv_ratio()
-    return decide(r.amp, r.xla, r.deterministic, setting, measure, os.path.join(cache_dir, CACHE_FILE), ratio)
+    return decide(r.amp, r.xla, r.deterministic, setting, measure, os.path.join(cache_dir, CACHE_FILE), ratio, warn)
 
 
 def bf16_conv_ratio(reps: int = 5) -> float:

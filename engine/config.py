@@ -70,9 +70,6 @@ def _recipe(key: str, help, choices=None, range=None):
     return _opt(_RECIPE[key], help, choices, range, recipe=key)
 
 
-from engine.layout import CONFIG_FILE, is_run_dir  # noqa: E402,F401 (the run folder's names: engine.layout)
-
-
 def default_cache_dir() -> str:
     return os.environ.get("ENGINE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "engine")
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from engine import data, devices
 from engine.cli import Parser, import_tensorflow_quietly, integer
-from engine.config import add_data_flags, default_cache_dir, is_run_dir
+from engine.config import add_data_flags, default_cache_dir
+from engine.layout import is_run_dir
 from engine.errors import EngineError, cli
 from engine import layout
 from engine.files import claim_output, free_name, write_json

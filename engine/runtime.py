@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from engine.cli import import_tensorflow_quietly
-from engine.config import is_run_dir
+from engine.layout import is_run_dir
 from engine import devices
 from engine.contract import CONTRACT, IMAGE_SHAPE, INPUT, OPENVINO_RT_INFO, OUTPUT, check_images, inference_batch
 from engine.errors import EngineError

@@ -17,7 +17,8 @@ import keras
 import tensorflow as tf
 
 from engine import __version__, files, layout, models
-from engine.config import CONFIG_FILE, Config, data_default, is_run_dir
+from engine.config import Config, data_default
+from engine.layout import CONFIG_FILE, is_run_dir
 from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT
 from engine.errors import EngineError, is_disk_full
 from engine.kernels import Preprocess

@@ -95,7 +95,7 @@ def _sweep_config(outs: list) -> C.Config:
     command line of a resume names only --resume, --seeds and --out)."""
     for out in outs:
         if layout.is_run_dir(out):
-            return C.Config.load(os.path.join(out, C.CONFIG_FILE))
+            return C.Config.load(layout.run_file(out, layout.CONFIG_FILE))
     raise EngineError(f"nothing to resume: no seed of the sweep in {os.path.dirname(outs[0]) or '.'} has started")
 
 

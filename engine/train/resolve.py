@@ -285,14 +285,14 @@ def _typed(path: str, key: tuple, value):
 
 
 def require_run(out: str) -> None:
-    if not C.is_run_dir(out):
+    if not layout.is_run_dir(out):
         raise EngineError(f"nothing to resume: {out} holds no engine run")
 
 
 def _resumed(out: str, overrides: dict) -> C.Config:
     """The saved config of the run in `out` with the flags given over it."""
     require_run(out)
-    saved = C.Config.load(os.path.join(out, C.CONFIG_FILE))
+    saved = C.Config.load(layout.run_file(out, layout.CONFIG_FILE))
     for section, name in C.RESUME_FIXED:
         was = getattr(getattr(saved, section), name)
         if (section, name) in overrides and overrides[(section, name)] != was:

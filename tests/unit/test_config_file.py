@@ -168,7 +168,7 @@ def test_a_run_config_json_never_decides_where_a_rerun_writes(tmp_path, monkeypa
 
 
 def test_config_with_resume_is_refused(tmp_path):
-    resolve.defaults("tiny").save(str(tmp_path / C.CONFIG_FILE))
+    resolve.defaults("tiny").save(str(tmp_path / "config.json"))
     path = write(tmp_path, "change.yaml", "optim:\n  optimizer: adam\n")
     with pytest.raises(EngineError) as e:
         flags("--config", path, "--resume", "--out", tmp_path)
@@ -219,7 +219,7 @@ def test_an_unknown_key_is_one_line_naming_the_closest_field(tmp_path, text, mes
     (lambda d: [d], "expected a JSON object of sections (data, model, optim, run), got a list"),
 ])
 def test_a_damaged_run_config_is_one_line_naming_file_and_key(tmp_path, edit, message):
-    path = tmp_path / C.CONFIG_FILE
+    path = tmp_path / "config.json"
     path.write_text(json.dumps(edit(resolve.defaults("tiny").to_dict())))
     with pytest.raises(EngineError) as e:
         C.Config.load(str(path))
@@ -231,13 +231,13 @@ def test_a_damaged_run_config_is_one_line_naming_file_and_key(tmp_path, edit, me
 
 def test_a_run_config_that_is_not_a_small_regular_file_is_one_line(tmp_path):
     (tmp_path / "deep").mkdir()
-    (tmp_path / "deep" / C.CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "deep" / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(EngineError, match="nested too deeply"):
-        C.Config.load(str(tmp_path / "deep" / C.CONFIG_FILE))
+        C.Config.load(str(tmp_path / "deep" / "config.json"))
     (tmp_path / "zero").mkdir()
-    os.symlink("/dev/zero", tmp_path / "zero" / C.CONFIG_FILE)
+    os.symlink("/dev/zero", tmp_path / "zero" / "config.json")
     with pytest.raises(EngineError, match="is not a regular file"):
-        C.Config.load(str(tmp_path / "zero" / C.CONFIG_FILE))
+        C.Config.load(str(tmp_path / "zero" / "config.json"))
 
 
 def test_a_saved_config_round_trips():

@@ -40,7 +40,7 @@ def test_a_resumed_user_model_run_keeps_the_recipe_it_was_started_with(tmp_path)
     resumes with it: its saved config.json is the base, not today's defaults."""
     old = resolve.defaults("tiny").with_overrides(recipes.dotted(recipes.CLASSIC))
     old = old.replace("model", model=str(tmp_path / "my.keras"), normalization="unit")
-    old.save(str(tmp_path / C.CONFIG_FILE))
+    old.save(str(tmp_path / "config.json"))
     cfg = parse(["--resume", "--out", str(tmp_path), "--epochs", "30"])
     assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.batch_size, cfg.optim.schedule) == ("sgd", 0.4, 512,
                                                                                                "onecycle")

@@ -31,7 +31,7 @@ def test_environment_defaults_sit_under_the_flags(monkeypatch):
 
 def test_resume_starts_from_the_saved_config(tmp_path):
     saved = resolve.defaults("tiny").replace("optim", epochs=3).replace("run", strategy="multiworker")
-    saved.save(str(tmp_path / C.CONFIG_FILE))
+    saved.save(str(tmp_path / "config.json"))
     cfg = flags("--resume", "--out", str(tmp_path), "--epochs", "5")
     assert cfg.model.model == "tiny" and cfg.optim.epochs == 5 and cfg.run.resume
     assert cfg.run.strategy == "auto"  # where it continues is this launch's choice

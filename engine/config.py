@@ -78,9 +78,16 @@ def default_cache_dir() -> str:
 class DataConfig:
     data: str = _opt(
         "cifar10",
-        "cifar10 (Keras download), a train/<class>/ test/<class>/ folder tree, a .tar/.tar.gz of "
-        "one, cifar-10-python.tar.gz, or digits (scikit-learn's 8x8 digits at 32x32); the ENGINE_DATA environment variable sets the default",
+        "cifar10, cifar100, mnist or fashion_mnist (Keras downloads), a train/<class>/ test/<class>/ folder tree "
+        "(images of one size, greyscale or colour), a .tar/.tar.gz of one, cifar-10-python.tar.gz, "
+        "cifar-100-python.tar.gz, mnist.npz, a folder of MNIST's *-ubyte.gz files, or digits (scikit-learn's 8x8 "
+        "digits at 32x32); the ENGINE_DATA environment variable sets the default",
         env="ENGINE_DATA")
+    label_mode: str = _opt("fine", "CIFAR-100: its 100 fine classes or its 20 coarse superclasses",
+                           choices=["fine", "coarse"])
+    image_size: str = _opt(
+        "", "folder trees and archives: resize every image to HxW, e.g. 64x64 (PIL's bilinear filter); without it "
+            "all images must have one size")
     limit: int = _opt(0, "use a class-balanced subset of N training images (0: all)", range=COUNT)
     limit_test: int = _opt(0, "use a class-balanced subset of N test images (0: all)", range=COUNT)
     val_split: float = _opt(
@@ -211,7 +218,7 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run
 # tests/unit/test_resolve.py checks that). The config sections above are how config.json stores them.
 HELP_GROUPS = {
     "start from": ["recipe", "init_from"],
-    "data": ["data", "limit", "limit_test", "val_split", "val_images", "cache_dir"],
+    "data": ["data", "label_mode", "image_size", "limit", "limit_test", "val_split", "val_images", "cache_dir"],
     "model": ["model", "weights", "freeze", "head", "width", "normalization", "upsample", "upsample_method",
               "data_init", "feature_cache"],
     "augmentation and test-time augmentation (TTA)": ["crop_pad", "pad_mode", "flip", "tta"],

@@ -74,7 +74,7 @@ CASES = {
     "train: corrupt jpeg": ("engine.train", lambda t, r, d: [
         "--data", _bad_tree(t, "train/a/bad.jpg", b"\xff\xd8\xff\xe0garbage")], ["cannot decode image", "bad.jpg"]),
     "train: wrong shape": ("engine.train", lambda t, r, d: [
-        "--data", _bad_tree(t, "test/b/big.png", png_bytes(make_images(1, 0)[0][:, :31]))], ["big.png is 32x31x3"]),
+        "--data", _bad_tree(t, "test/b/big.png", png_bytes(make_images(1, 0)[0][:, :31]))], ["big.png is 32x31 but the first image"]),
     "train: hostile tar": ("engine.train", lambda t, r, d: ["--data", _evil_tar(t)],
                            ["refusing tar member", "leaves the archive"]),
     "train: hostile pickle": ("engine.train", lambda t, r, d: ["--data", _evil_pickle(t)],

@@ -126,20 +126,27 @@ def test_missing_class_in_test_split(tree):
         load(root)
 
 
-def test_wrong_size_image_named(tree):
+def test_an_image_of_another_size_is_named_with_the_first_images_size(tree):
     from PIL import Image
     root, _ = tree
     Image.new("RGB", (33, 32)).save(root / "train" / "ant" / "big.png")
-    with pytest.raises(EngineError, match=r"big\.png is 32x33x3 uint8, expected 32x32x3"):
+    with pytest.raises(EngineError, match=r"train/ant/big\.png is 32x33 but the first image, test/ant/000\.png, "
+                                          r"is 32x32: .*--image-size HxW"):
         load(root)
 
 
-def test_grayscale_image_named(tree):
+def test_a_greyscale_image_among_colour_ones_is_converted_to_rgb_and_said_once(tree):
     from PIL import Image
     root, _ = tree
-    Image.new("L", (32, 32)).save(root / "test" / "cat" / "gray.png")
-    with pytest.raises(EngineError, match=r"gray\.png is 32x32 uint8"):
-        load(root)
+    grey = np.random.default_rng(5).integers(0, 256, (32, 32), dtype=np.uint8)
+    Image.fromarray(grey).save(root / "test" / "cat" / "gray.png")
+    said = []
+    s = data.load(str(root), None, log=said.append)
+    assert s.image_shape == (32, 32, 3)
+    i = int(np.flatnonzero(s.y_test == s.class_names.index("cat"))[-1])  # gray.png sorts after 00N.png
+    np.testing.assert_array_equal(s.x_test[i], np.repeat(grey[..., None], 3, axis=2))
+    notes = [m for m in said if m.startswith("note:")]
+    assert len(notes) == 1 and "1 of the 19 images" in notes[0] and "converted to RGB" in notes[0]
 
 
 def test_truncated_jpeg_named(tree):
@@ -269,7 +276,7 @@ def test_oversized_images_refused_from_their_header_before_decoding(tmp_path):
     # by its size although its pixel data would not even decode
     for name, payload, match in [("bomb.png", _png_header_only(50000, 50000), r"bomb\.png: it declares "
                                   r"2,500,000,000 pixels, over the limit"),
-                                 ("big.png", _png_header_only(100, 100), r"big\.png is 100x100x3 uint8, expected 32x32x3")]:
+                                 ("big.png", _png_header_only(100, 100), r"big\.png is 100x100 but the first image, d/train/a/0\.png, is 32x32")]:
         with pytest.raises(EngineError, match=match):
             load(make_tar(tmp_path / f"{name}.tar", _tree_members([(name, payload)])))
 

@@ -1,7 +1,7 @@
 """The on-disk cache of decoded sources: uint8 arrays in an .npz keyed by the source's path, size and
 mtime (every file's, for a folder), so the second run starts in seconds. Written atomically, with a
-record (`meta`: format version, split sizes, number of classes, a SHA-256 of the class names and
-labels) that is checked on every read, with the arrays' shapes, dtypes and label range: a damaged or
+record (`meta`: format version, split sizes, image shape [H, W, C], number of classes, a SHA-256 of
+the class names and labels) that is checked on every read, with the arrays' shapes, dtypes and label range: a damaged or
 inconsistent cache is decoded again (with a warning), never trusted."""
 from __future__ import annotations
 
@@ -15,24 +15,24 @@ import zlib
 
 import numpy as np
 
-from engine.contract import IMAGE_SIDE
 from engine.data.splits import Splits
 from engine.files import atomic_open
 
-CACHE_VERSION = 2  # 2: a record of the shapes, classes and a checksum of the labels
+CACHE_VERSION = 3  # 2: a record of the shapes, classes and a checksum of the labels; 3: any [H, W, C]
 
 
-def cache_path(path: str, cache_dir: str) -> str:
-    """Where the decoded arrays of source `path` are cached."""
-    return os.path.join(cache_dir, f"{_slug(path)}-{_fingerprint(path)}.npz")
+def cache_path(path: str, cache_dir: str, variant: str = "") -> str:
+    """Where the decoded arrays of source `path` are cached; `variant` names the options that change
+    what is decoded from it (e.g. a resize, coarse labels)."""
+    return os.path.join(cache_dir, f"{_slug(path)}-{_fingerprint(path, variant)}.npz")
 
 
 def _slug(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path.rstrip("/")))[:60]
 
 
-def _fingerprint(path: str) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}:{path}".encode("utf-8", "surrogateescape"))
+def _fingerprint(path: str, variant: str = "") -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{variant}:{path}".encode("utf-8", "surrogateescape"))
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):
             dirs.sort()
@@ -72,7 +72,7 @@ def read_cache(cache_file: str) -> Splits | None:
 
 
 def _meta(s: Splits) -> dict:
-    return {"version": CACHE_VERSION, "train": len(s.y_train), "test": len(s.y_test),
+    return {"version": CACHE_VERSION, "train": len(s.y_train), "test": len(s.y_test), "shape": list(s.image_shape),
             "num_classes": s.num_classes, "labels_sha256": _labels_digest(s)}
 
 
@@ -87,9 +87,13 @@ def _problem(s: Splits, meta) -> str | None:
     """What is wrong with splits read from a cache, or None."""
     if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
         return "not written by this version"
+    shape = meta.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(d) is int and d > 0 for d in shape)
+            and shape[2] in (1, 3)):
+        return f"its record's image shape {str(shape)[:40]} is not [H, W, 1 or 3]"
     for split, x, y in (("train", s.x_train, s.y_train), ("test", s.x_test, s.y_test)):
-        if x.dtype != np.uint8 or x.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE, 3) or x.ndim != 4:
-            return f"{split} images are {x.dtype} {x.shape}"
+        if x.dtype != np.uint8 or x.ndim != 4 or list(x.shape[1:]) != shape:
+            return f"{split} images are {x.dtype} {x.shape}, its record says [N, {', '.join(map(str, shape))}]"
         if y.dtype != np.int32 or y.shape != (len(x),) or len(x) != meta.get("train" if split == "train" else "test"):
             return f"{split} labels are {y.dtype} {y.shape} for {len(x)} images"
         if len(y) and (y.min() < 0 or y.max() >= s.num_classes):

@@ -1,4 +1,5 @@
-"""The official CIFAR-10 python batches (cifar-10-python.tar.gz), read without trusting the pickle."""
+"""The official CIFAR-10 and CIFAR-100 python pickles (cifar-10-python.tar.gz, cifar-100-python.tar.gz),
+read without trusting the pickle."""
 from __future__ import annotations
 
 import io
@@ -20,6 +21,8 @@ from engine.errors import EngineError
 MAX_BATCH_BYTES = 48 << 20    # one pickled batch (an official one is 31 MB)
 MAX_BATCH_IMAGES = 10_000     # what an official batch holds
 MAX_IMAGES = 1_000_000        # all batches together (CIFAR-10 has 60,000)
+MAX_CIFAR100_BYTES = 200 << 20  # CIFAR-100's train pickle (an official one is 155 MB, 50,000 images)
+MAX_CIFAR100_IMAGES = 50_000
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -38,10 +41,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     }
     MAX_ARRAYS = 16
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, max_text: int = MAX_BATCH_BYTES, **kwargs):
         super().__init__(*args, **kwargs)
         self._arrays = 0
         self._encoded = 0
+        self._max_text = max_text
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -70,14 +74,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
             raise pickle.UnpicklingError("_codecs.encode other than of latin-1 text")
         self._encoded += len(obj)
-        if self._encoded > MAX_BATCH_BYTES:
-            raise pickle.UnpicklingError(f"more than {MAX_BATCH_BYTES} bytes of encoded text")
+        if self._encoded > self._max_text:
+            raise pickle.UnpicklingError(f"more than {self._max_text} bytes of encoded text")
         return obj.encode("latin1")
 
 
-def restricted_unpickle(data: bytes, name: str):
+def restricted_unpickle(data: bytes, name: str, max_text: int = MAX_BATCH_BYTES):
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes", max_text=max_text).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, OverflowError, RecursionError, UnicodeError) as e:
         raise EngineError(f"refusing pickle {name}: {str(e)[:200] or type(e).__name__}") from None
@@ -92,15 +96,15 @@ def _get(d, key):
     raise EngineError(f"a CIFAR batch pickle has no {key!r} entry")
 
 
-def _batch_arrays(d, name):
+def _batch_arrays(d, name, label_key="labels", max_images=MAX_BATCH_IMAGES):
     data = _get(d, "data")
     if not isinstance(data, np.ndarray):
         raise EngineError(f"{name}: data is a {type(data).__name__}, expected a uint8 array [N, 3072]")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIDE * IMAGE_SIDE:
         raise EngineError(f"{name}: data is {data.dtype} {data.shape}, expected uint8 [N, 3072]")
-    if len(data) > MAX_BATCH_IMAGES:
-        raise EngineError(f"{name}: {len(data):,} images; a CIFAR batch holds at most {MAX_BATCH_IMAGES:,}")
-    labels = _labels(_get(d, "labels"), name)
+    if len(data) > max_images:
+        raise EngineError(f"{name}: {len(data):,} images; a CIFAR batch holds at most {max_images:,}")
+    labels = _labels(_get(d, label_key), name)
     if len(labels) != len(data):
         raise EngineError(f"{name}: {len(data)} images but {len(labels)} labels")
     return data.reshape(-1, 3, IMAGE_SIDE, IMAGE_SIDE).transpose(0, 2, 3, 1).copy(), labels
@@ -128,9 +132,9 @@ def _what(v) -> str:
     return f"{type(v).__name__} {str(v)[:30]!r}"
 
 
-def _label_names(meta, path) -> list:
-    names = _get(meta, "label_names")
-    where = f"{path}:batches.meta"
+def _label_names(meta, path, key="label_names", where="batches.meta") -> list:
+    names = _get(meta, key)
+    where = f"{path}:{where}"
     if not isinstance(names, (list, tuple)) or not names:
         raise EngineError(f"{where}: label_names must be a list of class names, not {_what(names)}")
     out = []
@@ -141,10 +145,10 @@ def _label_names(meta, path) -> list:
             except UnicodeDecodeError:
                 raise EngineError(f"{where}: label name {n[:30]!r} is not UTF-8") from None
         if not isinstance(n, str) or not n:
-            raise EngineError(f"{where}: label_names must be a list of class names, not {_what(names)}")
+            raise EngineError(f"{where}: {key} must be a list of class names, not {_what(names)}")
         out.append(n)
     if len(set(out)) != len(out):
-        raise EngineError(f"{where}: label_names names a class twice")
+        raise EngineError(f"{where}: {key} names a class twice")
     return out
 
 
@@ -164,4 +168,37 @@ def splits_from_batches(batches: dict, path: str) -> Splits:
     ytr = np.concatenate([y for _, y in train])
     if max(ytr.max(), yte.max()) >= len(names) or min(ytr.min(), yte.min()) < 0:
         raise EngineError(f"{path}: labels outside 0..{len(names) - 1} (the {len(names)} classes of its label names)")
+    return Splits(xtr, ytr, xte, yte, names)
+
+
+# the official CIFAR-100 class names (its meta file's order), for the Keras download, which has none
+CIFAR100_FINE = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
+    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
+    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
+    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
+    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
+    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm").split()
+CIFAR100_COARSE = (
+    "aquatic_mammals fish flowers food_containers fruit_and_vegetables household_electrical_devices "
+    "household_furniture insects large_carnivores large_man-made_outdoor_things large_natural_outdoor_scenes "
+    "large_omnivores_and_herbivores medium_mammals non-insect_invertebrates people reptiles small_mammals trees "
+    "vehicles_1 vehicles_2").split()
+CIFAR100_FILES = ("train", "test", "meta")
+
+
+def splits_from_cifar100(pickles: dict, path: str, label_mode: str = "fine") -> Splits:
+    """Splits of the unpickled `train`, `test` and `meta` of cifar-100-python: the 100 fine labels,
+    or with label_mode "coarse" the 20 superclasses; class names from `meta`."""
+    missing = [n for n in CIFAR100_FILES if n not in pickles]
+    if missing:
+        raise EngineError(f"{path}: CIFAR-100 needs train, test and meta; {missing[0]} is missing")
+    key = f"{label_mode}_labels"
+    xtr, ytr = _batch_arrays(pickles["train"], f"{path}:train", key, MAX_CIFAR100_IMAGES)
+    xte, yte = _batch_arrays(pickles["test"], f"{path}:test", key, MAX_CIFAR100_IMAGES)
+    names = _label_names(pickles["meta"], path, f"{label_mode}_label_names", "meta")
+    if max(ytr.max(initial=0), yte.max(initial=0)) >= len(names):
+        raise EngineError(f"{path}: {label_mode} labels outside 0..{len(names) - 1} "
+                          f"(the {len(names)} classes of its {label_mode}_label_names)")
     return Splits(xtr, ytr, xte, yte, names)

@@ -114,3 +114,32 @@ def to_rgb(img):
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")
     return img.convert("RGB")
+
+
+GRAY_MODES = ("1", "L", "LA", "F", *HIGH_BIT_MODES)
+RESIZE_FILTER = "bilinear"  # PIL's, which averages over the source pixels when it shrinks (antialiased)
+
+
+def channels_of(img) -> int:
+    """1 for a greyscale image (8- or 16-bit, with or without alpha), 3 for any other."""
+    return 1 if img.mode in GRAY_MODES else 3
+
+
+def to_gray(img):
+    """8-bit greyscale of a decoded greyscale image (16-bit scaled to 0..255 as to_rgb does)."""
+    from PIL import Image
+    if img.mode in HIGH_BIT_MODES:
+        a = np.asarray(img).astype(np.float64)
+        return Image.fromarray(np.round(np.clip(a, 0, 65535) / 257.0).astype(np.uint8))
+    return img if img.mode == "L" else img.convert("L")
+
+
+def pixels(img, size: tuple | None = None) -> np.ndarray:
+    """uint8 [H, W, C] of a decoded image: C = 1 for greyscale, else 3 (RGB); resized to
+    size = (H, W) with PIL's bilinear filter when given and different."""
+    from PIL import Image
+    img = to_gray(img) if channels_of(img) == 1 else to_rgb(img)
+    if size is not None and (img.height, img.width) != tuple(size):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr

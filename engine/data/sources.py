@@ -1,16 +1,20 @@
-"""Data sources -> uint8 arrays [N,32,32,3] + int labels (host side: no TensorFlow).
+"""Data sources -> uint8 arrays [N,H,W,C] (C = 1 or 3, one shape per data set) + int labels (host side:
+no TensorFlow).
 
 Sources (`--data`):
-- `cifar10`: the Keras download (needs internet).
+- `cifar10`, `cifar100`, `mnist`, `fashion_mnist`: the Keras downloads (need internet, or Keras's own
+  cache in ~/.keras/datasets).
 - `digits`: scikit-learn's 8x8 digits scaled to 32x32 RGB (ships with the package; for probes).
-- a folder tree `train/<class>/*` and `test/<class>/*` (JPEG or PNG; optionally under one top folder),
+- a folder tree `train/<class>/*` and `test/<class>/*` (JPEG, PNG or BMP, of one size, greyscale or
+  colour; optionally under one top folder), or resized to `--image-size HxW`,
 - a `.tar` / `.tar.gz` of such a tree, streamed member by member, never extracted to disk,
-- the official `cifar-10-python.tar.gz` (or its extracted folder): pickled batches, read with an
-  unpickler that admits only the few numpy names those files hold.
+- the official `cifar-10-python.tar.gz` and `cifar-100-python.tar.gz` (or their extracted folders):
+  pickled batches, read with an unpickler that admits only the few numpy names those files hold,
+- Keras's `mnist.npz`, or a folder of the official MNIST / Fashion-MNIST IDX files (`*-ubyte.gz`).
 
 Decoded arrays are cached on disk, keyed by the source's path, size and mtime (every file's, for a
-folder), so the second run starts in seconds. Class order is alphabetical, which for CIFAR-10 is the
-official label order.
+folder) and the options that change them, so the second run starts in seconds. Class order is
+alphabetical for folder trees, which for CIFAR-10 is the official label order.
 """
 from __future__ import annotations
 
@@ -23,48 +27,88 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.contract import CIFAR10_CLASSES, IMAGE_SIDE
+from engine.contract import CIFAR10_CLASSES
+from engine.data import mnist
 from engine.data.cache import cache_path, read_cache, write_cache
-from engine.data.cifar_batches import MAX_BATCH_BYTES, restricted_unpickle, splits_from_batches
-from engine.data.images import MAX_IMAGE_BYTES, decode, open_image, read_regular, shape_of, size_checked_here
-from engine.data.splits import Splits, balanced_subset
+from engine.data.cifar_batches import (CIFAR100_COARSE, CIFAR100_FILES, CIFAR100_FINE, MAX_BATCH_BYTES,
+                                       MAX_CIFAR100_BYTES, restricted_unpickle, splits_from_batches,
+                                       splits_from_cifar100)
+from engine.data.images import (MAX_IMAGE_BYTES, RESIZE_FILTER, channels_of, decode, open_image,
+                                pixels, read_regular, size_checked_here)
+from engine.data.splits import Splits, balanced_subset, check_fits, memory_limit
 from engine.errors import EngineError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 MAX_TOTAL_BYTES = 8 << 30   # all files of a source together (the CIFAR-10 archives hold 55-180 MB)
-MAX_IMAGES = 1_000_000      # 3 GB decoded (CIFAR-10 has 60,000)
+MAX_IMAGES = 1_000_000      # images of a source (CIFAR-10 has 60,000); memory_limit() bounds their bytes
+MAX_SIDE = 4096             # a side of --image-size
+NAMED = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits")
 OFFLINE_HINT = ("pass --data PATH (or set ENGINE_DATA) to a train/<class>/ test/<class>/ folder tree, "
-                "a .tar/.tar.gz of one, or cifar-10-python.tar.gz")
+                "a .tar/.tar.gz of one, cifar-10-python.tar.gz, cifar-100-python.tar.gz, mnist.npz "
+                "or a folder of MNIST's *-ubyte.gz files")
+OFFICIAL_FILES = {  # what to fetch once on a machine with internet, for each Keras download
+    "cifar10": "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html",
+    "cifar100": "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html",
+    "mnist": "mnist.npz from https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+    "fashion_mnist": ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+                      "t10k-labels-idx1-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist into a "
+                      "folder whose name holds 'fashion'"),
+}
+_IMAGE_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
-def check_source(source: str) -> str | None:
+def parse_image_size(text: str) -> tuple | None:
+    """(H, W) of `--image-size HxW`, None for "" (keep the images' own size); a one-line error otherwise."""
+    if not text:
+        return None
+    m = _IMAGE_SIZE_RE.match(text)
+    if not m or not all(1 <= int(v) <= MAX_SIDE for v in m.groups()):
+        raise EngineError(f"--image-size {text!r}: expected HxW, e.g. 64x64, each side 1 to {MAX_SIDE}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def check_source(source: str, image_size: str = "") -> str | None:
     """The absolute path of a path source, or a one-line error if nothing readable as one is there
-    (a quick check: no file is opened); None for the named sources (cifar10, digits)."""
-    if source in ("cifar10", "digits"):
+    (a quick check: no file is opened); None for the named sources (cifar10, mnist, ..., digits)."""
+    parse_image_size(image_size)
+    if source in NAMED:
         return None
     path = os.path.abspath(os.path.expanduser(source))
     if not os.path.exists(path):
         raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
-    if os.path.isfile(path) and not _is_tar_name(path):
-        raise EngineError(f"unsupported data file {source}: expected a folder, .tar, .tar.gz or .tgz")
+    if os.path.isfile(path) and not (_is_tar_name(path) or path.endswith(".npz")):
+        raise EngineError(f"unsupported data file {source}: expected a folder, .tar, .tar.gz, .tgz or .npz")
     return path
 
 
-def load(source: str, cache_dir: str | None = None, log=print) -> Splits:
-    """Load a data source (see module doc) into uint8 arrays, through the on-disk cache."""
-    if source == "cifar10":
-        return _load_keras_cifar10()
+def load(source: str, cache_dir: str | None = None, log=print, label_mode: str = "fine",
+         image_size: str = "") -> Splits:
+    """Load a data source (see module doc) into uint8 arrays, through the on-disk cache.
+
+    label_mode: CIFAR-100's "fine" (100 classes) or "coarse" (20) labels; image_size: "HxW" resizes
+    every image of a folder tree or archive to it ("" keeps their own, which must then be one size)."""
+    if label_mode not in ("fine", "coarse"):
+        raise EngineError(f"--label-mode {label_mode!r}: expected fine or coarse")
+    size = parse_image_size(image_size)
+    if source in NAMED and source != "digits":
+        return _load_keras(source, label_mode)
     if source == "digits":
         return load_digits()
     path = check_source(source)
     cache_file = None
     if cache_dir:
-        cache_file = cache_path(path, cache_dir)
+        variant = f"labels={label_mode}:size={size}" if (label_mode != "fine" or size) else ""
+        cache_file = cache_path(path, cache_dir, variant)
         cached = read_cache(cache_file)
         if cached is not None:
             return cached
     log(f"decoding {source} (once; cached for later runs)")
-    splits = _read_tree(path)
+    if path.endswith(".npz"):
+        splits = mnist.load_npz(path)
+    elif mnist.is_idx_folder(path):
+        splits = mnist.load_idx_folder(path)
+    else:
+        splits = _read_tree(path, label_mode, size, log)
     if cache_file:
         write_cache(cache_file, splits, log)
     return splits
@@ -88,25 +132,36 @@ def _is_tar_name(path: str) -> bool:
     return path.endswith((".tar", ".tar.gz", ".tgz"))
 
 
-def _load_keras_cifar10() -> Splits:
+def _load_keras(name: str, label_mode: str = "fine") -> Splits:
+    """A Keras download (cifar10, cifar100, mnist, fashion_mnist) as Splits; offline, a one-line
+    error naming the official file to fetch instead."""
     import keras
+    loader = getattr(keras.datasets, name).load_data
     try:
-        (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
+        (xtr, ytr), (xte, yte) = loader(label_mode=label_mode) if name == "cifar100" else loader()
     except Exception as e:  # noqa: BLE001 - any download failure means the same thing to the user
-        raise EngineError(f"could not download CIFAR-10 ({str(e)[:100] or type(e).__name__}); "
-                          f"{OFFLINE_HINT}") from None
-    return Splits(xtr, ytr.reshape(-1).astype(np.int32), xte, yte.reshape(-1).astype(np.int32),
-                  list(CIFAR10_CLASSES))
+        pretty = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+        raise EngineError(f"could not download {pretty[name]} ({str(e)[:100] or type(e).__name__}); "
+                          f"offline, fetch {OFFICIAL_FILES[name]} and pass --data PATH to it") from None
+    names = {"cifar10": list(CIFAR10_CLASSES), "mnist": list(mnist.DIGITS),
+             "fashion_mnist": list(mnist.FASHION_MNIST_CLASSES),
+             "cifar100": list(CIFAR100_COARSE if label_mode == "coarse" else CIFAR100_FINE)}[name]
+    if xtr.ndim == 3:  # MNIST and Fashion-MNIST: [N, 28, 28] greyscale
+        xtr, xte = xtr[..., None], xte[..., None]
+    return Splits(xtr, ytr.reshape(-1).astype(np.int32), xte, yte.reshape(-1).astype(np.int32), names)
 
 
 def _entries(path: str):
-    """Yield (relative path, read(limit)) for every file of a folder or member of a tar archive.
+    """Yield (relative path, read(limit)) for every file of a folder or member of a tar archive, and
+(relative path, None) for every folder (in an archive: every folder member).
 
     A tar archive is streamed: each member's bytes can be read only while it is current, and the
     declared sizes of all members together (read or skipped, both cost decompression) are capped."""
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):
             dirs.sort()
+            for d in dirs:
+                yield os.path.relpath(os.path.join(root, d), path).replace(os.sep, "/"), None
             for name in sorted(files):
                 full = os.path.join(root, name)
                 yield (os.path.relpath(full, path).replace(os.sep, "/"),
@@ -123,6 +178,7 @@ def _entries(path: str):
                 if m.issym() or m.islnk():
                     raise EngineError(f"refusing link member {name!r} in {path}")
                 if m.isdir():
+                    yield name.rstrip("/"), None
                     continue
                 if not m.isfile():
                     raise EngineError(f"refusing special member {name!r} in {path}")
@@ -147,7 +203,8 @@ _BATCH_RE = re.compile(r"^(data_batch_\d+|test_batch|batches\.meta)$")
 class _Decoder:
     """Decodes images on a few threads, in chunks, while the source is still being read: at most
     2 chunks per thread (each of at most CHUNK_IMAGES images or about CHUNK_BYTES) are held
-    undecoded; what stays is the decoded 32x32 arrays. A decoding error surfaces soon after."""
+    undecoded; what stays is the decoded arrays. A decoding error surfaces soon after, the first
+    file's in reading order first."""
 
     CHUNK_IMAGES = 256
     CHUNK_BYTES = 8 << 20
@@ -159,9 +216,10 @@ class _Decoder:
         self.in_flight = deque()   # those not yet known to be done
         self.pending, self.pending_bytes = [], 0
 
-    def add(self, data: bytes, name: str) -> tuple[int, int]:
-        """Queue an image file's bytes; returns the reference `get` takes once `finish` has run."""
-        self.pending.append((data, name))
+    def add(self, data: bytes, name: str, size: tuple | None) -> tuple[int, int]:
+        """Queue an image file's bytes (to be resized to size = (H, W) if given); returns the
+        reference `get` takes once `finish` has run."""
+        self.pending.append((data, name, size))
         self.pending_bytes += len(data)
         ref = (len(self.chunks), len(self.pending) - 1)
         if len(self.pending) >= self.CHUNK_IMAGES or self.pending_bytes >= self.CHUNK_BYTES:
@@ -189,55 +247,111 @@ class _Decoder:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_tree(path: str) -> Splits:
+class _Tally:
+    """What the reading has seen: the first image's size, the decoded bytes the images need (as
+    they are, and all as RGB), the class folders, and whether decoding stopped at the memory limit."""
+
+    def __init__(self, size):
+        self.size = size            # --image-size (H, W) or None
+        self.first = None           # (name, H, W) of the first image read
+        self.need = self.need_rgb = 0
+        self.limit = memory_limit()
+        self.over = False
+        self.class_dirs = []        # (split, class, relative path)
+
+
+def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, log=print) -> Splits:
     """Read and decode a folder tree or archive in one pass. Images are decoded as they are read
-    (_Decoder), so memory holds the decoded 32x32 arrays, not the files; the bytes read and the
-    number of images are capped."""
-    images = {"train": [], "test": []}   # (class, relpath, _Decoder reference)
-    batches = {}                          # basename -> unpickled dict
+    (_Decoder), so memory holds the decoded arrays, not the files; the bytes read, the number of
+    images and the bytes they decode to are capped."""
+    images = {"train": [], "test": []}   # (class, relpath, _Decoder reference, channels)
+    batches, c100 = {}, {}               # basename -> unpickled dict
     decoder = _Decoder()
+    tally = _Tally(size)
     try:
         with size_checked_here():
-            _read_entries(path, images, batches, decoder)
-            decoder.finish()
-        if batches and (images["train"] or images["test"]):
-            raise EngineError(f"{path} holds both pickled CIFAR batches and image folders; use one")
+            _read_entries(path, images, batches, c100, decoder, tally)
+            if not tally.over:
+                decoder.finish()
+        found = [what for what, there in (("pickled CIFAR-10 batches", batches), ("CIFAR-100 pickles", c100),
+                                          ("image folders", images["train"] or images["test"])) if there]
+        if len(found) > 1:
+            raise EngineError(f"{path} holds both {found[0]} and {found[1]}; use one")
         if batches:
             return splits_from_batches(batches, path)
-        return _splits_from_images(images, path, decoder)
+        if c100:
+            return splits_from_cifar100(c100, path, label_mode)
+        return _splits_from_images(images, path, decoder, tally, log)
     finally:
         decoder.close()
 
 
-def _read_entries(path: str, images: dict, batches: dict, decoder: _Decoder) -> None:
+def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _Decoder, tally: _Tally) -> None:
     total = count = 0
     for rel, read in _entries(path):
         parts = rel.split("/")
         base = parts[-1]
         if base.startswith("."):
             continue
-        is_batch = bool(_BATCH_RE.match(base))
-        if not is_batch and not (len(parts) >= 3 and parts[-3] in images and base.lower().endswith(IMAGE_EXTS)):
+        if read is None:  # a folder
+            if len(parts) >= 2 and parts[-2] in images:
+                tally.class_dirs.append((parts[-2], base, rel))
             continue
-        data = read(MAX_BATCH_BYTES if is_batch else MAX_IMAGE_BYTES)
+        is_batch = bool(_BATCH_RE.match(base))
+        is_c100 = base in CIFAR100_FILES and (len(parts) == 1 or parts[-2] == "cifar-100-python")
+        is_image = len(parts) >= 3 and parts[-3] in images and base.lower().endswith(IMAGE_EXTS)
+        if not (is_batch or is_c100 or is_image):
+            continue
+        data = read(MAX_BATCH_BYTES if is_batch else MAX_CIFAR100_BYTES if is_c100 else MAX_IMAGE_BYTES)
         total += len(data)
         if total > MAX_TOTAL_BYTES:
             raise EngineError(f"refusing {path}: it holds more than {MAX_TOTAL_BYTES >> 30} GiB of data")
         if is_batch:
             batches[base] = restricted_unpickle(data, f"{path}:{rel}")
             continue
+        if is_c100:
+            c100[base] = restricted_unpickle(data, f"{path}:{rel}", max_text=MAX_CIFAR100_BYTES)
+            continue
         count += 1
         if count > MAX_IMAGES:
             raise EngineError(f"refusing {path}: it holds more than {MAX_IMAGES:,} images")
-        images[parts[-3]].append((parts[-2], rel, decoder.add(data, f"{path}:{rel}")))
+        name = f"{path}:{rel}"
+        channels = _check_header(data, name, rel, tally)
+        ref = None if tally.over else decoder.add(data, name, tally.size)
+        images[parts[-3]].append((parts[-2], rel, ref, channels))
 
 
-def _splits_from_images(images: dict, path: str, decoder: _Decoder) -> Splits:
+def _check_header(data: bytes, name: str, rel: str, tally: _Tally) -> int:
+    """The channels (1 or 3) of an image file, from its header: its size checked against the first
+    image's (unless every image is resized) and the bytes it decodes to counted against the limit."""
+    img = open_image(data, name)   # the header only: the size is checked before decoding
+    with img:
+        w, h = img.size
+        channels = channels_of(img)
+    if tally.size is None:
+        if tally.first is None:
+            tally.first = (rel, h, w)
+        elif (h, w) != tally.first[1:]:
+            first, fh, fw = tally.first
+            raise EngineError(f"image {name} is {h}x{w} but the first image, {first}, is {fh}x{fw}: a data set's "
+                              f"images must have one size (or pass --image-size HxW to resize them all)")
+    th, tw = tally.size or (h, w)
+    tally.need += th * tw * channels
+    tally.need_rgb += th * tw * 3
+    if tally.need > tally.limit:
+        tally.over = True  # stop decoding; the reading goes on to say how much the whole set needs
+    return channels
+
+
+def _splits_from_images(images: dict, path: str, decoder: _Decoder, tally: _Tally, log=print) -> Splits:
     if not images["train"]:
         raise EngineError(f"no training images in {path}: expected train/<class>/*.jpg|png "
                           f"and test/<class>/*.jpg|png")
-    classes = sorted({c for c, _, _ in images["train"]})
-    test_classes = {c for c, _, _ in images["test"]}
+    for split, cls, rel in tally.class_dirs:
+        if not any(c == cls for c, _, _, _ in images[split]):
+            raise EngineError(f"class folder {rel} of {path} holds no images (.jpg, .jpeg, .png or .bmp)")
+    classes = sorted({c for c, _, _, _ in images["train"]})
+    test_classes = {c for c, _, _, _ in images["test"]}
     missing = [c for c in classes if c not in test_classes]
     if missing:
         raise EngineError(f"test split of {path} has no images of class {missing[0]!r} "
@@ -245,27 +359,29 @@ def _splits_from_images(images: dict, path: str, decoder: _Decoder) -> Splits:
     extra = sorted(test_classes - set(classes))
     if extra:
         raise EngineError(f"test split of {path} has class {extra[0]!r}, which train does not have")
+    all_items = images["train"] + images["test"]
+    gray = sum(ch == 1 for *_, ch in all_items)
+    mixed = 0 < gray < len(all_items)
+    check_fits(tally.need_rgb if mixed else tally.need, f"{path} ({len(all_items):,} images)")
+    if mixed:
+        log(f"note: {gray:,} of the {len(all_items):,} images of {path} are greyscale and the others colour; "
+            f"the greyscale ones are converted to RGB")
+    if tally.size:
+        log(f"resized every image of {path} to {tally.size[0]}x{tally.size[1]} ({RESIZE_FILTER} filter)")
     index = {c: i for i, c in enumerate(classes)}
     out = []
     for split in ("train", "test"):
         items = sorted(images[split], key=lambda t: (t[0], t[1]))
-        out += [np.stack([decoder.get(ref) for _, _, ref in items]),
-                np.array([index[c] for c, _, _ in items], dtype=np.int32)]
+        arrays = (decoder.get(ref) for _, _, ref, _ in items)
+        if mixed:
+            arrays = (np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays)
+        out += [np.stack(list(arrays)), np.array([index[c] for c, _, _, _ in items], dtype=np.int32)]
     return Splits(*out, class_names=classes)
 
 
 def _pixels_of(images: list) -> list:
     out = []
-    for data, name in images:
-        img = open_image(data, name)   # the header only: the size is checked before decoding
-        if img.size != (IMAGE_SIDE, IMAGE_SIDE):
-            shape = shape_of(img)
-            img.close()
-            raise EngineError(f"image {name} is {shape}, expected 32x32x3 uint8 RGB")
-        with img:
-            arr = np.asarray(decode(img, name))
-        if arr.shape != (IMAGE_SIDE, IMAGE_SIDE, 3) or arr.dtype != np.uint8:
-            shape = "x".join(map(str, arr.shape))
-            raise EngineError(f"image {name} is {shape} {arr.dtype}, expected 32x32x3 uint8 RGB")
-        out.append(arr)
+    for data, name, size in images:
+        with open_image(data, name) as img:
+            out.append(pixels(decode(img, name), size))
     return out

@@ -1,6 +1,7 @@
 """The decoded data set in memory (uint8 arrays and labels) and the subsets a run takes of it."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ from engine.errors import EngineError
 
 @dataclass
 class Splits:
-    x_train: np.ndarray  # uint8 [N,32,32,3]
+    x_train: np.ndarray  # uint8 [N,H,W,C], one H, W and C (1 or 3) for both splits
     y_train: np.ndarray  # int32 [N]
     x_test: np.ndarray
     y_test: np.ndarray
@@ -19,6 +20,49 @@ class Splits:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple:
+        """(H, W, C) of every image of the data set."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable of /proc/meminfo; elsewhere the free pages),
+    8 GiB if neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def memory_limit() -> int:
+    """The most decoded image bytes a data set may hold in memory: half the memory available when
+    it is loaded (a run holds a second copy of the arrays on its way to the device)."""
+    return available_memory() // 2
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """A one-line error if `nbytes` of decoded images would not fit under memory_limit()."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise EngineError(f"{what} needs {_size(nbytes)} of memory as decoded uint8 images, over the limit of "
+                          f"{_size(limit)} (half the memory available now); use a smaller data set, "
+                          f"or --image-size HxW to shrink a folder's images")
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
 
 
 def balanced_subset(x, y, n: int, seed: int = 0, num_classes: int | None = None):

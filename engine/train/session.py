@@ -297,7 +297,7 @@ def _check_writable(out: str) -> None:
 def load_splits(cfg: Config, cache_dir: str, log=print):
     """(Splits, (x, y) of train, val, test) for a run's data options."""
     d, batch = cfg.data, cfg.optim.batch_size
-    splits = data.load(d.data, cache_dir, log=log)
+    splits = data.load(d.data, cache_dir, log=log, label_mode=d.label_mode, image_size=d.image_size)
     train, val, test = data.prepare(splits, d.limit, d.limit_test, d.val_split, d.val_images)
     if len(train[0]) < batch:
         raise EngineError(f"--batch-size {batch} is larger than the {len(train[0])} training images")

@@ -216,10 +216,11 @@ class _Decoder:
         self.in_flight = deque()   # those not yet known to be done
         self.pending, self.pending_bytes = [], 0
 
-    def add(self, data: bytes, name: str, size: tuple | None) -> tuple[int, int]:
-        """Queue an image file's bytes (to be resized to size = (H, W) if given); returns the
-        reference `get` takes once `finish` has run."""
-        self.pending.append((data, name, size))
+    def add(self, data: bytes, name: str, size: tuple | None, first: tuple | None) -> tuple[int, int]:
+        """Queue an image file's bytes, to be resized to size = (H, W) if given, else checked to have
+        the size of first = (relative path, H, W); returns the reference `get` takes once `finish`
+        has run."""
+        self.pending.append((data, name, size, first))
         self.pending_bytes += len(data)
         ref = (len(self.chunks), len(self.pending) - 1)
         if len(self.pending) >= self.CHUNK_IMAGES or self.pending_bytes >= self.CHUNK_BYTES:
@@ -248,13 +249,15 @@ class _Decoder:
 
 
 class _Tally:
-    """What the reading has seen: the first image's size, the decoded bytes the images need (as
-    they are, and all as RGB), the class folders, and whether decoding stopped at the memory limit."""
+    """What the reading has seen: the first image's size and channels (from its header), the
+    decoded bytes the images need (estimated with the first image's channels), the class folders,
+    and whether decoding stopped at the memory limit."""
 
     def __init__(self, size):
         self.size = size            # --image-size (H, W) or None
-        self.first = None           # (name, H, W) of the first image read
-        self.need = self.need_rgb = 0
+        self.first = None           # (relative path, H, W) of the first image read
+        self.channels = 3
+        self.need = 0
         self.limit = memory_limit()
         self.over = False
         self.class_dirs = []        # (split, class, relative path)
@@ -264,7 +267,7 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
     """Read and decode a folder tree or archive in one pass. Images are decoded as they are read
     (_Decoder), so memory holds the decoded arrays, not the files; the bytes read, the number of
     images and the bytes they decode to are capped."""
-    images = {"train": [], "test": []}   # (class, relpath, _Decoder reference, channels)
+    images = {"train": [], "test": []}   # (class, relpath, _Decoder reference)
     batches, c100 = {}, {}               # basename -> unpickled dict
     decoder = _Decoder()
     tally = _Tally(size)
@@ -316,31 +319,15 @@ def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _
         if count > MAX_IMAGES:
             raise EngineError(f"refusing {path}: it holds more than {MAX_IMAGES:,} images")
         name = f"{path}:{rel}"
-        channels = _check_header(data, name, rel, tally)
-        ref = None if tally.over else decoder.add(data, name, tally.size)
-        images[parts[-3]].append((parts[-2], rel, ref, channels))
-
-
-def _check_header(data: bytes, name: str, rel: str, tally: _Tally) -> int:
-    """The channels (1 or 3) of an image file, from its header: its size checked against the first
-    image's (unless every image is resized) and the bytes it decodes to counted against the limit."""
-    img = open_image(data, name)   # the header only: the size is checked before decoding
-    with img:
-        w, h = img.size
-        channels = channels_of(img)
-    if tally.size is None:
         if tally.first is None:
-            tally.first = (rel, h, w)
-        elif (h, w) != tally.first[1:]:
-            first, fh, fw = tally.first
-            raise EngineError(f"image {name} is {h}x{w} but the first image, {first}, is {fh}x{fw}: a data set's "
-                              f"images must have one size (or pass --image-size HxW to resize them all)")
-    th, tw = tally.size or (h, w)
-    tally.need += th * tw * channels
-    tally.need_rgb += th * tw * 3
-    if tally.need > tally.limit:
-        tally.over = True  # stop decoding; the reading goes on to say how much the whole set needs
-    return channels
+            with open_image(data, name) as img:  # the header only
+                tally.first, tally.channels = (rel, img.height, img.width), channels_of(img)
+        th, tw = tally.size or tally.first[1:]
+        tally.need += th * tw * tally.channels
+        if tally.need > tally.limit:
+            tally.over = True  # stop decoding; the reading goes on to say how much the whole set needs
+        ref = None if tally.over else decoder.add(data, name, tally.size, None if tally.size else tally.first)
+        images[parts[-3]].append((parts[-2], rel, ref))
 
 
 def _splits_from_images(images: dict, path: str, decoder: _Decoder, tally: _Tally, log=print) -> Splits:
@@ -348,10 +335,10 @@ def _splits_from_images(images: dict, path: str, decoder: _Decoder, tally: _Tall
         raise EngineError(f"no training images in {path}: expected train/<class>/*.jpg|png "
                           f"and test/<class>/*.jpg|png")
     for split, cls, rel in tally.class_dirs:
-        if not any(c == cls for c, _, _, _ in images[split]):
+        if not any(c == cls for c, _, _ in images[split]):
             raise EngineError(f"class folder {rel} of {path} holds no images (.jpg, .jpeg, .png or .bmp)")
-    classes = sorted({c for c, _, _, _ in images["train"]})
-    test_classes = {c for c, _, _, _ in images["test"]}
+    classes = sorted({c for c, _, _ in images["train"]})
+    test_classes = {c for c, _, _ in images["test"]}
     missing = [c for c in classes if c not in test_classes]
     if missing:
         raise EngineError(f"test split of {path} has no images of class {missing[0]!r} "
@@ -360,9 +347,13 @@ def _splits_from_images(images: dict, path: str, decoder: _Decoder, tally: _Tall
     if extra:
         raise EngineError(f"test split of {path} has class {extra[0]!r}, which train does not have")
     all_items = images["train"] + images["test"]
-    gray = sum(ch == 1 for *_, ch in all_items)
+    what = f"{path} ({len(all_items):,} images)"
+    if tally.over:
+        check_fits(tally.need, what)
+    shapes = [decoder.get(ref).shape for _, _, ref in all_items]
+    gray = sum(sh[2] == 1 for sh in shapes)
     mixed = 0 < gray < len(all_items)
-    check_fits(tally.need_rgb if mixed else tally.need, f"{path} ({len(all_items):,} images)")
+    check_fits(sum(h * w * (3 if mixed else c) for h, w, c in shapes), what)
     if mixed:
         log(f"note: {gray:,} of the {len(all_items):,} images of {path} are greyscale and the others colour; "
             f"the greyscale ones are converted to RGB")
@@ -372,16 +363,21 @@ def _splits_from_images(images: dict, path: str, decoder: _Decoder, tally: _Tall
     out = []
     for split in ("train", "test"):
         items = sorted(images[split], key=lambda t: (t[0], t[1]))
-        arrays = (decoder.get(ref) for _, _, ref, _ in items)
+        arrays = (decoder.get(ref) for _, _, ref in items)
         if mixed:
             arrays = (np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays)
-        out += [np.stack(list(arrays)), np.array([index[c] for c, _, _, _ in items], dtype=np.int32)]
+        out += [np.stack(list(arrays)), np.array([index[c] for c, _, _ in items], dtype=np.int32)]
     return Splits(*out, class_names=classes)
 
 
 def _pixels_of(images: list) -> list:
     out = []
-    for data, name, size in images:
-        with open_image(data, name) as img:
+    for data, name, size, first in images:
+        with open_image(data, name) as img:  # the header only: the size is checked before decoding
+            if first and (img.height, img.width) != first[1:]:
+                rel, fh, fw = first
+                raise EngineError(f"image {name} is {img.height}x{img.width} but the first image, {rel}, is "
+                                  f"{fh}x{fw}: a data set's images must have one size (or pass --image-size HxW "
+                                  f"to resize them all)")
             out.append(pixels(decode(img, name), size))
     return out

@@ -129,6 +129,17 @@ def test_cifar100_archive_fine_labels_by_default_coarse_on_request(tmp_path):
     np.testing.assert_array_equal(coarse.y_train, arrays["train"][2])
 
 
+def test_an_extracted_cifar100_folder_reads_as_its_archive(tmp_path):
+    import tarfile
+    path, arrays = _cifar100_tar(tmp_path, 100, 100)
+    with tarfile.open(path) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    for folder in (tmp_path / "x", tmp_path / "x" / "cifar-100-python"):
+        s = load(folder, label_mode="coarse")
+        np.testing.assert_array_equal(s.x_test, arrays["test"][0])
+        np.testing.assert_array_equal(s.y_test, arrays["test"][2])
+
+
 def test_cifar100_fine_and_coarse_are_cached_apart(tmp_path):
     path, _ = _cifar100_tar(tmp_path, 100, 100, protocol=4)
     cache = tmp_path / "cache"

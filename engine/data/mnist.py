@@ -71,7 +71,8 @@ def _splits(xtr, ytr, xte, yte, names, where) -> Splits:
             raise EngineError(f"{where}: y_{split} is {y.dtype}, expected integer class indices")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(names)):
             bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-            raise EngineError(f"{where}: a {split} label is {bad}, outside the {len(names)} classes 0..{len(names) - 1}")
+            raise EngineError(f"{where}: a {split} label is {bad}, outside the {len(names)} classes "
+                              f"0..{len(names) - 1}")
         return y.astype(np.int32)
 
     return Splits(np.ascontiguousarray(images(xtr)), labels(ytr, "train"),
@@ -94,7 +95,8 @@ def load_npz(path: str, names: list | None = None) -> Splits:
                     read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
                     if read_header is None:
-                        raise EngineError(f"{path}: {k} is in .npy format {version[0]}.{version[1]}; expected 1.0 or 2.0")
+                        raise EngineError(f"{path}: {k} is in .npy format {version[0]}.{version[1]}; "
+                                          f"expected 1.0 or 2.0")
                     shape, fortran, dtype = read_header(f)
                 if dtype.hasobject:
                     raise EngineError(f"{path}: {k} holds Python objects, not numbers")

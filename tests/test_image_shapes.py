@@ -110,3 +110,52 @@ def test_the_start_takes_the_shape_from_the_data_and_holds_a_resume_to_it():
         with_image_shape(cfg.replace("model", crop_pad=28), (28, 28, 1), False)
     with pytest.raises(EngineError, match="C 1 \\(grayscale\\) or 3 \\(RGB\\)"):
         with_image_shape(cfg, (28, 28, 2), False)
+
+
+def test_predict_converts_a_png_to_the_runs_shape_and_says_so(tmp_path, shaped_data, capsys, monkeypatch):
+    from PIL import Image
+
+    from engine import predict
+    from engine.export.cli import main as export
+    out = train(tmp_path, "tiny", "28x28x1")
+    onnx_path = os.path.join(out, "model.onnx")
+    export(["onnx", out, "--out", onnx_path])
+    monkeypatch.chdir(tmp_path)
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save("photo.png")
+    Image.fromarray(rgb[:28, :28, 0]).save("digit.png")  # grey, at the run's size: taken as it is
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        predict.main(["photo.png", "--model", onnx_path])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err
+    assert err == "error: image photo.png is 40x40x3, the model takes 28x28x1 grayscale; pass --resize to scale it"
+    predict.main(["photo.png", "digit.png", "--model", onnx_path, "--resize", "--json"])
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert [r["image"] for r in results] == ["photo.png", "digit.png"] and len(results[0]["top"]) == 4
+    predict.main(["digit.png", "--model", onnx_path])
+    assert capsys.readouterr().err == ""  # nothing converted
+    x, mode = predict.decode("photo.png", True, (28, 28, 1))
+    assert x.shape == (28, 28, 1) and mode == "RGB"
+    gray = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28), Image.BILINEAR))
+    np.testing.assert_array_equal(x[..., 0], gray)  # luminance, then the size
+    x, mode = predict.decode("digit.png", True, (64, 64, 3))  # grey to an RGB model: repeated
+    assert x.shape == (64, 64, 3) and mode == "L" and np.all(x[..., 0] == x[..., 1])
+
+
+def test_a_grayscale_image_is_the_rgb_image_of_its_repeated_channel_for_an_rgb_model():
+    """Preprocess repeats a 1-channel image before normalising (each mode's RGB statistics per copy),
+    and a 1-channel model normalises by the mean of those statistics."""
+    import tensorflow as tf
+
+    from engine.kernels import Preprocess
+    gray = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
+    rgb = np.repeat(gray, 3, axis=-1)
+    for mode in ("caffe", "torch", "tf", "cifar10"):
+        p = Preprocess(64, mode, "bilinear", channels=3)
+        np.testing.assert_array_equal(p(tf.constant(gray)).numpy(), p(tf.constant(rgb)).numpy())
+    one = Preprocess(28, "cifar10", channels=1)(tf.constant(gray)).numpy()
+    assert one.shape == (2, 28, 28, 1)
+    np.testing.assert_allclose(one, (gray / 255.0 - np.mean((0.4914, 0.4822, 0.4465))) / np.mean((0.2470, 0.2435, 0.2616)),
+                               rtol=1e-5, atol=1e-5)

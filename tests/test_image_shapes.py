@@ -84,6 +84,15 @@ def test_a_run_trains_exports_and_evaluates_at_its_data_shape(tmp_path, shaped_d
         evaluate.main([onnx_path, "--data", "shape:32x32x3"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip().endswith(f"takes {shape}: evaluate it on the data it was trained on")
+    if model == "tiny":  # OpenVINO's IR of the same run: the same input shape, the same top-1
+        pytest.importorskip("openvino")
+        xml = os.path.join(out, "model.xml")
+        export(["openvino", out, "--out", xml])
+        ov = open_predictor(xml)
+        assert ov.image_shape == dims and json.loads(ov.metadata["input_shape"]) == list(dims)
+        evaluate.main([xml, "--data", f"shape:{shape}", "--against", onnx_path, "--report", report + "2"])
+        with open(report + "2") as f:
+            assert json.load(f)["against"]["top1_agreement"] >= 0.999
 
 
 def test_grayscale_reaches_an_rgb_backbone_through_the_graph(tmp_path, shaped_data):
@@ -159,3 +168,24 @@ def test_a_grayscale_image_is_the_rgb_image_of_its_repeated_channel_for_an_rgb_m
     assert one.shape == (2, 28, 28, 1)
     np.testing.assert_allclose(one, (gray / 255.0 - np.mean((0.4914, 0.4822, 0.4465))) / np.mean((0.2470, 0.2435, 0.2616)),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (64, 64, 3)])
+@pytest.mark.parametrize("name", ["tiny", "airbench", "airbench-muon", "resnet9", "vgg16"])
+def test_every_model_family_builds_for_the_runs_shape(name, shape):
+    """Each family at 28x28 grayscale and 64x64 RGB: its input, its data init (airbench's whitening
+    stem: 8 filters of 2x2x1 for grayscale), and logits for uint8 images of that shape."""
+    import tensorflow as tf
+
+    from engine import models
+    spec = models.get(name)
+    opts = resolve.defaults(name).replace("model", weights="none").model  # (no download)
+    pre = models.preprocess_for(spec, opts, shape)
+    model = models.build(name, pre.size, 10, opts, channels=pre.channels)
+    want = (64, 64, 3) if spec.backbone else shape
+    assert model.input_shape == (None, *want) and (pre.size, pre.channels) == (want[0], want[2])
+    x = np.random.default_rng(0).integers(0, 256, (16, *shape), dtype=np.uint8)
+    if spec.data_init:
+        models.data_init(spec, model, x, pre)
+        assert tuple(model.get_layer("whiten").kernel.shape) == (2, 2, shape[2], 8 * shape[2])
+    assert model(pre(tf.constant(x)), training=False).shape == (16, 10)

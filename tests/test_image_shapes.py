@@ -84,7 +84,13 @@ def test_a_run_trains_exports_and_evaluates_at_its_data_shape(tmp_path, shaped_d
         evaluate.main([onnx_path, "--data", "shape:32x32x3"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip().endswith(f"takes {shape}: evaluate it on the data it was trained on")
-    if model == "tiny":  # OpenVINO's IR of the same run: the same input shape, the same top-1
+    if model == "tiny":  # a SavedModel and OpenVINO's IR of the same run: the same input shape, the same top-1
+        saved = os.path.join(out, "model.savedmodel")
+        export(["savedmodel", out, "--out", saved])
+        sm = open_predictor(saved)
+        assert sm.image_shape == dims
+        np.testing.assert_allclose(sm.predict(synthetic(dims).x_test[:8]), p.predict(synthetic(dims).x_test[:8]),
+                                   atol=1e-3)
         pytest.importorskip("openvino")
         xml = os.path.join(out, "model.xml")
         export(["openvino", out, "--out", xml])

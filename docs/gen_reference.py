@@ -58,12 +58,15 @@ def models_page() -> str:
              "`engine train --model NAME`. Each brings a training recipe: the defaults of its flags "
              "(`airbench`: airbench94's; `classic`: Page's ResNet-9 recipe; `transfer`: a frozen backbone "
              "with a small head). Your own model: `--model FILE.keras` or `--model pkg.module:function`, with "
-             "the `user` recipe (Adam at 1e-3, as `model.fit`).\n\n",
+             "the `user` recipe (Adam at 1e-3, as `model.fit`). A model trains at the data's image side "
+             "unless `--upsample` enlarges it; a backbone at least at its default side, on RGB (a grayscale "
+             "image's channel repeated in the graph).\n\n",
              "| model | what it is | input side (default, smallest) | input scaling | recipe |\n",
              "|---|---|---|---|---|\n"]
     for spec in models.specs():
         default = " (the default)" if spec.name == recipes.DEFAULT else ""
-        lines.append(f"| `{spec.name}`{default} | {spec.description} | {spec.default_size}, {spec.min_size} | "
+        side = spec.default_size or "the images' side"
+        lines.append(f"| `{spec.name}`{default} | {spec.description} | {side}, {spec.min_size} | "
                      f"{spec.normalization} | {spec.recipe} |\n")
     lines.append("\n## The model recipes\n\n| field | " + " | ".join(recipes.MODEL_RECIPES) + " |\n")
     lines.append("|---|" + "---|" * len(recipes.MODEL_RECIPES) + "\n")

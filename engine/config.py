@@ -17,7 +17,7 @@ import stat
 from dataclasses import dataclass, field
 
 from engine import recipes
-from engine.contract import NORMALIZATIONS, UPSAMPLE_METHODS
+from engine.contract import NORMALIZATIONS, UPSAMPLE_METHODS, IMAGE_SHAPE, parse_shape, shape_text
 from engine.errors import EngineError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -99,6 +99,9 @@ class DataConfig:
               "TTA always use the whole test split", range=COUNT)
     cache_dir: str = _opt(
         "", "where decoded uint8 arrays are cached (default: $ENGINE_CACHE or ~/.cache/engine)")
+    # Not a flag: the data's image shape "HxWxC", written once when the run starts (engine.train.session);
+    # "" in a run saved before it was stored: CIFAR-10's 32x32x3 (engine.contract.parse_shape).
+    image_shape: str = _opt("", "the training images' shape HxWxC, read from the data", internal=True)
 
 
 @dataclass
@@ -115,11 +118,13 @@ class ModelConfig:
         "", "your --model FILE.keras|module:function: the input scaling it expects (a kernels mode: cifar10, torch, "
             "tf, caffe, unit, raw; default cifar10, required for a .keras file); registered models bring their own",
         choices=["", *NORMALIZATIONS])
-    upsample: int = _opt(0, "resize 32x32 inputs to NxN on the device (0: the model's default size)",
+    upsample: int = _opt(0, "enlarge the images to NxN on the device (0: the model's default size: the images' "
+                            "own, or a backbone's default side)",
                          range=Range(0, 1024, note="a side in pixels, at most 1024"))
     upsample_method: str = _opt("nearest", "upsampling interpolation", choices=list(UPSAMPLE_METHODS))
-    crop_pad: int = _recipe("model.crop_pad", "random-translate augmentation: pad by N pixels, crop back to 32 (0: off)",
-                           range=Range(0, 31, note="a padding below the 32-pixel image side"))
+    crop_pad: int = _recipe("model.crop_pad", "random-translate augmentation: pad by N pixels, crop back to the "
+                                              "image's size (0: off; below the image's side)",
+                           range=Range(0, 1023, note="a padding below the image's side"))
     pad_mode: str = _recipe("model.pad_mode", "padding for random crops", choices=["reflect", "constant"])
     flip: str = _recipe("model.flip", "horizontal flips: random per image and step, or alternate (a fixed "
                                   "random half of the images mirrored on even epochs, the other half on "
@@ -292,6 +297,11 @@ class Config:
             lines.append(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         return "config:\n" + "\n".join(lines)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The run's image shape [H, W, C] (a run saved without one: 32x32x3)."""
+        return parse_shape(self.data.image_shape) if self.data.image_shape else IMAGE_SHAPE
+
     def save(self, path: str) -> None:
         from engine.files import write_json
         write_json(path, self.to_dict())  # whole or not at all, like every run file
@@ -371,6 +381,8 @@ def coerce(section: str, name: str, value):
             return switch(value)
         except ValueError:
             raise ValueError("expected true, false or auto") from None
+    if (section, name) == ("data", "image_shape"):
+        return shape_text(parse_shape(value)) if value else ""  # ValueError says what it takes
     kind = _KINDS[str(f.type)]
     if kind is float and isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
         value = float(value)  # YAML reads 1e-3 (no dot) as text; it is the number the user wrote

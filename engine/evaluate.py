@@ -19,6 +19,7 @@ import numpy as np
 from engine import data, devices
 from engine.cli import Parser, import_tensorflow_quietly, integer
 from engine.config import add_data_flags, default_cache_dir
+from engine.contract import shape_text
 from engine.layout import is_run_dir
 from engine.errors import EngineError, cli
 from engine import layout
@@ -118,6 +119,10 @@ def main(argv=None):
     other = open_(*a.against.split(":", 1)) if a.against else None
     splits = data.load(a.data, a.cache_dir or default_cache_dir())
     x, y = splits.x_test, splits.y_test
+    for p in (predictor, other):
+        if p is not None and tuple(x.shape[1:]) != tuple(p.image_shape):
+            raise EngineError(f"--data {a.data} has {shape_text(x.shape[1:])} images but {p.path} takes "
+                              f"{shape_text(p.image_shape)}: evaluate it on the data it was trained on")
     if a.limit_test:
         x, y, _, _ = data.balanced_subset(x, y, a.limit_test, seed=0, num_classes=splits.num_classes)
     logits, ips = timed_predict(predictor, x)

@@ -4,8 +4,10 @@ and probabilities for PNG/JPEG images, from any export (the backend follows from
     engine predict cat.png --model runs/airbench
     engine predict photos/ --model runs/airbench/model.onnx --topk 3 --json
 
-Images must be 32x32 (the exported contract); `--resize` scales other sizes first. Grey, 16-bit,
-palette, RGBA and CMYK images are converted to RGB (said once on stderr). A folder is read with its
+Images must have the model's size (its export's input, e.g. 32x32 for CIFAR-10, 28x28 for MNIST);
+`--resize` scales other sizes first. Images are converted to the model's channels (said once on
+stderr): grey, 16-bit, palette, RGBA and CMYK to RGB for an RGB model, colour to grey (luminance) for
+a grayscale one. A folder is read with its
 subfolders.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from engine.data.images import decode as decode_pixels
 from engine.errors import EngineError, cli
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
-SIZE = (IMAGE_SHAPE[1], IMAGE_SHAPE[0])  # PIL's (width, height)
+SIZE = (IMAGE_SHAPE[1], IMAGE_SHAPE[0])  # PIL's (width, height) of CIFAR-10's images
 
 
 def parse(argv=None):
@@ -37,8 +39,8 @@ def parse(argv=None):
     p.add_argument("--topk", type=integer, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of lines")
     p.add_argument("--resize", action="store_true",
-                   help="scale images of another size to 32x32 (up to 67 megapixels; grey, palette and RGBA "
-                        "images are converted to RGB without it)")
+                   help="scale images of another size to the model's (up to 67 megapixels; grey, palette "
+                        "and RGBA images are converted to the model's channels without it)")
     a = p.parse_args(argv)
     if a.topk < 1:
         raise EngineError("--topk must be at least 1")
@@ -101,23 +103,33 @@ def printable(text: str) -> str:
                    for c in text)
 
 
-def decode(path: str, resize: bool) -> tuple[np.ndarray, str | None]:
-    """A 32x32x3 uint8 image and the mode it was converted from (None for RGB). The size is checked
-    from the header before any pixel is decoded; other modes (grey, 16-bit grey, palette, RGBA,
-    CMYK) are converted to RGB; other sizes are scaled only with `resize`."""
+def decode(path: str, resize: bool, shape=IMAGE_SHAPE) -> tuple[np.ndarray, str | None]:
+    """A uint8 image of `shape` [H, W, C] (the model's) and the mode it was converted from (None where
+    it had the model's: RGB, or L for C = 1). The size is checked from the header before any pixel is
+    decoded; other modes are converted (to RGB: grey, 16-bit grey, palette, RGBA, CMYK; to grey: any
+    of those by its luminance); other sizes are scaled only with `resize`."""
     from PIL import Image
+    h, w, c = shape
+    size, want = (w, h), "RGB" if c == 3 else "L"
     name = printable(path)
     img = open_image(read_regular(path, MAX_IMAGE_BYTES, "image", name), name, MAX_IMAGE_PIXELS)
     with img:
-        if img.size != SIZE and not resize:
-            raise EngineError(f"image {name} is {shape_of(img).split()[0]}, the model takes 32x32x3 RGB; "
-                              f"pass --resize to scale it")
+        if img.size != size and not resize:
+            raise EngineError(f"image {name} is {shape_of(img).split()[0]}, the model takes {h}x{w}x{c} "
+                              f"{'RGB' if c == 3 else 'grayscale'}; pass --resize to scale it")
         mode = img.mode
-        rgb = to_rgb(decode_pixels(img, name))
-        if rgb.size != SIZE:
-            rgb = rgb.resize(SIZE, Image.BILINEAR)
-        arr = np.asarray(rgb)
-    return arr, (None if mode == "RGB" else mode)
+        out = decode_pixels(img, name)
+        out = out if out.mode == want else to_rgb(out) if want == "RGB" else _to_gray(out)
+        if out.size != size:
+            out = out.resize(size, Image.BILINEAR)
+        arr = np.asarray(out)
+    return arr.reshape(h, w, c), (None if mode == want else mode)
+
+
+def _to_gray(img):
+    """8-bit grey (PIL's L: ITU-R 601-2 luminance) of a decoded image, through to_rgb's handling of
+    16-bit grey, palettes and alpha."""
+    return to_rgb(img).convert("L")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -133,15 +145,18 @@ def main(argv=None):
     from engine.runtime import backend_of, open_predictor
     backend = backend_of(a.model)
     files = image_files(a.images)
+    predictor = open_predictor(backend, a.model)  # its input says the images' shape
+    shape = predictor.image_shape
     with size_checked_here():
-        decoded = [decode(f, a.resize) for f in files]
+        decoded = [decode(f, a.resize, shape) for f in files]
     images = np.stack([arr for arr, _ in decoded])
     modes = sorted({m for _, m in decoded if m})
     if modes and not a.resize:
         n = sum(m is not None for _, m in decoded)
         alpha = " (transparency ignored)" if any("A" in m or "a" in m for m in modes) else ""
-        print(f"note: converted {n} image{'s' * (n > 1)} from mode {', '.join(modes)} to RGB{alpha}", file=sys.stderr)
-    predictor = open_predictor(backend, a.model)
+        target = "RGB" if shape[2] == 3 else "grayscale (L)"
+        print(f"note: converted {n} image{'s' * (n > 1)} from mode {', '.join(modes)} to {target}{alpha}",
+              file=sys.stderr)
     probs = softmax(predictor.predict(images).astype(np.float64))
     names = class_names(a.model, backend, predictor) or [str(i) for i in range(probs.shape[1])]
     results = []

@@ -75,10 +75,10 @@ def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray
     from engine.models import backbones
     from engine.train import feature_cache
     spec = models.get(name)
-    size = models.input_size(spec, upsample)
+    size = models.input_size(spec, upsample, images.shape[1:])
     keras.utils.set_random_seed(seed)  # --weights none: the same random backbone every run
     base = backbones.backbone(name, size, weights)
-    out = feature_cache.extract(base, images, Preprocess(size, spec.normalization))
+    out = feature_cache.extract(base, images, Preprocess(size, spec.normalization, channels=3))
     return out.reshape(len(out), -1)
 
 

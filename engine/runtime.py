@@ -1,7 +1,7 @@
 """One Predictor interface over TensorFlow, ONNX Runtime, OpenVINO and TensorRT.
 
     p = open_predictor("onnx", "runs/x/model.onnx")
-    logits = p.predict(images)   # uint8 [N,32,32,3] in, float32 [N,classes] out, batched inside
+    logits = p.predict(images)   # uint8 [N,H,W,C] in (the export's shape), float32 [N,classes] out, batched inside
 
 Every backend runs the same exported contract, so any two can be compared (`engine.evaluate
 --against`). Inputs are checked once, here, with a one-line error for the wrong dtype or shape.
@@ -17,7 +17,8 @@ import numpy as np
 from engine.cli import import_tensorflow_quietly
 from engine.layout import is_run_dir
 from engine import devices
-from engine.contract import CONTRACT, IMAGE_SHAPE, INPUT, OPENVINO_RT_INFO, OUTPUT, check_images, inference_batch
+from engine.contract import (CONTRACT_ANY, IMAGE_SHAPE, INPUT, OPENVINO_RT_INFO, OUTPUT, check_images, export_shape,
+                             inference_batch)
 from engine.errors import EngineError
 from engine.export import openvino_weights
 
@@ -37,6 +38,7 @@ class Predictor:
             raise EngineError(f"batch size must be >= 1, got {batch_size}")
         self.path = path
         self.batch_size = batch_size or 256
+        self.image_shape = IMAGE_SHAPE  # the uint8 [H, W, C] images the export takes (its input says)
 
     def _default_batch(self, batch_size: int | None, side) -> None:
         if batch_size is None and side:
@@ -50,7 +52,7 @@ class Predictor:
         return {}
 
     def predict(self, images) -> np.ndarray:
-        images = check_images(images)
+        images = check_images(images, self.image_shape)
         out = [self._run(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -68,12 +70,15 @@ class TFPredictor(Predictor):
             from engine.export.load import load_run
             exp = load_run(path)
             self._fn = exp.serve_fn()
+            self.image_shape = exp.image_shape
             self._default_batch(batch_size, exp.size)
         else:
             try:
                 self._fn = tf.saved_model.load(path).signatures["serving_default"]
             except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
                 raise EngineError(f"cannot load SavedModel {path}: {type(e).__name__}") from None
+            spec = self._fn.structured_input_signature[1].get(INPUT)
+            self.image_shape = (spec is not None and export_shape(spec.shape.as_list())) or IMAGE_SHAPE
             try:
                 with open(os.path.join(path, "assets.extra.engine.json")) as f:
                     self._default_batch(batch_size, json.load(f).get("input_side"))
@@ -94,12 +99,11 @@ def _describe(args) -> str:
 
 def check_onnx_contract(path: str, inputs, outputs) -> int | None:
     """A one-line error unless an ONNX model's inputs and outputs (onnxruntime's NodeArgs) are the
-    exported contract: one input `images` uint8 [N,32,32,3], an output `logits` float [N,classes].
-    Returns the number of classes where the graph fixes it."""
-    expects = f"the engine runs models of its export contract ({CONTRACT}; input {INPUT!r}, output {OUTPUT!r})"
+    exported contract: one input `images` uint8 [N,H,W,C] (C 1 or 3), an output `logits` float
+    [N,classes]. Returns the number of classes where the graph fixes it."""
+    expects = f"the engine runs models of its export contract ({CONTRACT_ANY}; input {INPUT!r}, output {OUTPUT!r})"
     ok = len(inputs) == 1 and inputs[0].name == INPUT and inputs[0].type == "tensor(uint8)" \
-        and len(inputs[0].shape) == 4 and all(not isinstance(d, int) or d == want
-                                              for d, want in zip(inputs[0].shape[1:], IMAGE_SHAPE))
+        and export_shape(inputs[0].shape) is not None
     if not ok:
         raise EngineError(f"{path}: {expects}; its inputs are {_describe(inputs)}")
     logits = [o for o in outputs if o.name == OUTPUT]
@@ -158,6 +162,7 @@ class ONNXPredictor(Predictor):
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise EngineError(f"cannot load ONNX model {path}: {str(e).splitlines()[0][:160]}") from None
         classes = check_onnx_contract(path, self._session.get_inputs(), self._session.get_outputs())
+        self.image_shape = export_shape(self._session.get_inputs()[0].shape)
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         check_class_names(path, self.metadata, classes)
         side = self.metadata.get("input_side", "")
@@ -227,21 +232,23 @@ class OpenVINOPredictor(Predictor):
         self._default_batch(batch_size, int(side) if side.isdigit() else None)
 
     def _check_contract(self, path: str) -> int | None:
-        """A one-line error unless the compiled model takes one uint8 [N,32,32,3] input and gives float32
-        [N,classes] first; returns the number of classes where the model fixes it."""
+        """A one-line error unless the compiled model takes one uint8 [N,H,W,C] input (C 1 or 3; its shape
+        becomes the predictor's) and gives float32 [N,classes] first; returns the number of classes
+        where the model fixes it."""
         def describe(ports):
             return ", ".join(f"{p.get_element_type().get_type_name()} {p.get_partial_shape()}" for p in ports) or "none"
         inputs, outputs = self._compiled.inputs, self._compiled.outputs
         shape = inputs[0].get_partial_shape() if len(inputs) == 1 else None
-        if shape is None or inputs[0].get_element_type().get_type_name() != "u8" or shape.rank.is_dynamic \
-                or shape.rank.get_length() != 4 \
-                or any(d.is_static and d.get_length() != want for d, want in zip(list(shape)[1:], IMAGE_SHAPE)):
-            raise EngineError(f"{path}: the engine runs models of its export contract ({CONTRACT}); its inputs "
+        image = None if shape is None or shape.rank.is_dynamic else \
+            export_shape([d.get_length() if d.is_static else None for d in shape])
+        if image is None or inputs[0].get_element_type().get_type_name() != "u8":
+            raise EngineError(f"{path}: the engine runs models of its export contract ({CONTRACT_ANY}); its inputs "
                               f"are {describe(inputs)}")
+        self.image_shape = image
         out = outputs[0].get_partial_shape() if outputs else None
         if out is None or outputs[0].get_element_type().get_type_name() != "f32" or out.rank.is_dynamic \
                 or out.rank.get_length() != 2:
-            raise EngineError(f"{path}: the engine runs models of its export contract ({CONTRACT}); its outputs "
+            raise EngineError(f"{path}: the engine runs models of its export contract ({CONTRACT_ANY}); its outputs "
                               f"are {describe(outputs)}")
         last = list(out)[1]
         return last.get_length() if last.is_static else None
@@ -271,7 +278,9 @@ class TRTPredictor(Predictor):
                               "on a machine with an NVIDIA GPU") from None
         self._runner = TrtRunner(EngineFromBytes(BytesFromPath(path)))
         self._runner.activate()
-        largest = int(self._runner.engine.get_tensor_profile_shape(INPUT, 0)[2][0])
+        profile = self._runner.engine.get_tensor_profile_shape(INPUT, 0)  # [min, opt, max] shapes
+        largest = int(profile[2][0])
+        self.image_shape = export_shape([int(d) for d in profile[2]]) or IMAGE_SHAPE
         if batch_size is None:
             self.batch_size = min(self.batch_size, largest)
         elif batch_size > largest:

@@ -465,8 +465,12 @@ def test_airbench_schedule_and_fractional_epochs():
 
 
 def test_airbench_input_size_is_enforced():
-    with pytest.raises(Exception, match="at least 32x32"):
+    with pytest.raises(Exception, match="at least 9x9"):
+        models.input_size(models.get("airbench"), 8, None)
+    with pytest.raises(Exception, match=r"--upsample 16 is smaller than the images \(32x32\)"):
         models.input_size(models.get("airbench"), 16)
+    with pytest.raises(Exception, match=r"images of 8x8; give --upsample 9 or more"):
+        models.input_size(models.get("airbench"), 0, (8, 8, 1))
 
 
 def test_airbench_resume_is_exact_with_lookahead_and_stem_freeze(tmp_path, shared_data):

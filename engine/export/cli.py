@@ -1,7 +1,8 @@
 """`engine export {savedmodel,onnx,trt} RUN` (or `python -m engine.export`): a trained run -> a deployable
 inference graph, written into the run directory unless --out says where.
 
-The exported contract, for every format: input `images`, uint8 NHWC [N,32,32,3] (dynamic N);
+The exported contract, for every format: input `images`, uint8 NHWC [N,H,W,C] of the run's image
+shape (32x32x3 for CIFAR-10; dynamic N);
 output `logits`, float32 [N,num_classes]. In between: the run's kernels.Preprocess (upsample ->
 normalise) -> the model in inference mode, the same kernels the training step used. Built under a
 float32 policy whatever the run trained in (bf16 graphs do not give valid ONNX; weights are float32
@@ -183,5 +184,5 @@ def main(argv=None):
         cache = a.timing_cache or os.path.join(os.path.dirname(os.path.abspath(a.out)), "timing.cache")
         build_trt_engine(onnx_path, a.out, a.min_batch, a.opt_batch, a.max_batch, cache,
                          overwrite=a.overwrite)
-    print(f"exported {a.format}: {a.out} ({CONTRACT})")
+    print(f"exported {a.format}: {a.out} ({exp.metadata.get('contract', CONTRACT)})")
 

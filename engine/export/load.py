@@ -19,7 +19,7 @@ import tensorflow as tf
 from engine import __version__, files, layout, models
 from engine.config import Config, data_default
 from engine.layout import CONFIG_FILE, is_run_dir
-from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT
+from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT, contract_text
 from engine.errors import EngineError, is_disk_full
 from engine.kernels import Preprocess
 from engine.models.user import check as check_model
@@ -29,7 +29,9 @@ from engine.models.user import ends_in_softmax, load_keras_file
 class Exportable:
     """A model with the preprocessing it was trained with: what every exporter starts from."""
 
-    def __init__(self, model, preprocess: Preprocess, class_names: list, metadata: dict, data_source: str):
+    def __init__(self, model, preprocess: Preprocess, class_names: list, metadata: dict, data_source: str,
+                 image_shape: tuple = IMAGE_SHAPE):
+        self.image_shape = tuple(int(d) for d in image_shape)  # the uint8 [H, W, C] images it takes
         self.model = model
         self.preprocess = preprocess
         self.class_names = class_names
@@ -43,7 +45,7 @@ class Exportable:
     def serve_fn(self):
         model, preprocess = self.model, self.preprocess
 
-        @tf.function(input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name=INPUT)])
+        @tf.function(input_signature=[tf.TensorSpec([None, *self.image_shape], tf.uint8, name=INPUT)])
         def serve(images):
             return {OUTPUT: tf.identity(model(preprocess(images), training=False), name=OUTPUT)}
         return serve
@@ -92,13 +94,16 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     latest = find_checkpoint(ckpt_dir, f"no {checkpoint} checkpoint in {path}")
     keras.mixed_precision.set_global_policy("float32")
     spec = models.get(cfg.model.model)
-    preprocess = models.preprocess_for(spec, cfg.model)
+    shape = cfg.image_shape  # (a run saved without one: 32x32x3)
+    preprocess = models.preprocess_for(spec, cfg.model, shape)
     # The checkpoint holds every weight: never download or read the run's starting weights again.
-    model = models.build(spec.name, preprocess.size, len(class_names), dataclasses.replace(cfg.model, weights="none"))
+    model = models.build(spec.name, preprocess.size, len(class_names), dataclasses.replace(cfg.model, weights="none"),
+                         channels=preprocess.channels)
     restore_model(model, latest, class_names, cfg.model.model)
     meta = {"engine_version": __version__, "source_run": os.path.abspath(path), "checkpoint": latest,
-            "class_names": class_names, "config": cfg.to_dict(), "contract": CONTRACT, "input_side": preprocess.size}
-    return Exportable(model, preprocess, class_names, meta, cfg.data.data)
+            "class_names": class_names, "config": cfg.to_dict(), "contract": contract_text(shape),
+            "input_side": preprocess.size, "input_shape": list(shape)}
+    return Exportable(model, preprocess, class_names, meta, cfg.data.data, shape)
 
 
 @contextlib.contextmanager
@@ -219,5 +224,5 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
                                                        name=OUTPUT)(model(inputs)))
     meta = {"engine_version": __version__, "source_model": os.path.abspath(path), "class_names": names,
             "normalization": normalization, "softmax_to_logits": softmax, "contract": CONTRACT,
-            "input_side": int(shape[0])}
+            "input_side": int(shape[0]), "input_shape": list(IMAGE_SHAPE)}
     return Exportable(net, Preprocess(int(shape[0]), normalization, upsample_method), names, meta, data_default())

@@ -14,7 +14,7 @@ import tensorflow as tf
 from engine import data as data_mod
 from engine import files
 from engine.config import default_cache_dir
-from engine.contract import IMAGE_SHAPE, INPUT, OUTPUT
+from engine.contract import INPUT, OUTPUT
 from engine.errors import EngineError
 from engine import devices
 from engine.export import INT8_TARGETS, OPSET, PRECISIONS, cpu_int8_weights
@@ -126,6 +126,10 @@ def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = Tru
 def calibration_images(exp: Exportable, n: int, data: str | None = None, cache_dir: str | None = None):
     """n class-balanced training images of the run's data source (or `data`)."""
     splits = data_mod.load(data or exp.data_source, cache_dir or default_cache_dir(), log=lambda *a: None)
+    if tuple(splits.x_train.shape[1:]) != exp.image_shape:
+        have, want = ("x".join(map(str, t)) for t in (splits.x_train.shape[1:], exp.image_shape))
+        raise EngineError(f"calibration data {data or exp.data_source} has {have} images but the model takes {want}: "
+                          f"give --data the data it was trained on")
     x, _, _, _ = data_mod.balanced_subset(splits.x_train, splits.y_train, n, seed=0,
                                           num_classes=splits.num_classes)
     return x
@@ -138,7 +142,7 @@ def export_onnx(exp: Exportable, out: str, overwrite: bool = False, precision: s
     onnxslim first if asked and if it keeps parity), with metadata. Written to a temporary file and
     moved into place only when whole."""
     files.claim_output(out, overwrite)
-    check = np.random.default_rng(0).integers(0, 256, (8, *IMAGE_SHAPE), dtype=np.uint8)
+    check = np.random.default_rng(0).integers(0, 256, (8, *exp.image_shape), dtype=np.uint8)
     reference = exp.serve_fn()(tf.constant(check))[OUTPUT].numpy()
     proto = _fp32_onnx(exp, check, reference)
     meta = dict(exp.metadata, precision=precision)

@@ -14,7 +14,7 @@ import onnx
 import tensorflow as tf
 
 from engine import files
-from engine.contract import IMAGE_SHAPE, OPENVINO_RT_INFO, OUTPUT
+from engine.contract import OPENVINO_RT_INFO, OUTPUT
 from engine.errors import EngineError
 from engine.export import OPENVINO_PRECISIONS, openvino_weights
 from engine.export.load import Exportable, writing
@@ -38,7 +38,7 @@ def export_openvino(exp: Exportable, out: str, overwrite: bool = False, precisio
         raise EngineError(f"OpenVINO export: --precision {precision}; choose from {', '.join(OPENVINO_PRECISIONS)}")
     files.claim_output(openvino_weights(out), overwrite)
     files.claim_output(out, overwrite)
-    check = np.random.default_rng(0).integers(0, 256, (8, *IMAGE_SHAPE), dtype=np.uint8)
+    check = np.random.default_rng(0).integers(0, 256, (8, *exp.image_shape), dtype=np.uint8)
     reference = exp.serve_fn()(tf.constant(check))[OUTPUT].numpy()
     proto = _fp32_onnx(exp, check, reference)
     with tempfile.TemporaryDirectory(prefix="engine-ov-") as d:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from engine import files
-from engine.contract import IMAGE_SHAPE, INPUT
+from engine.contract import INPUT
 from engine.devices import gpus, tf32_allowed
 from engine.errors import EngineError
 from engine.export.load import writing
@@ -38,8 +38,10 @@ def build_trt_engine(onnx_path: str, out: str, min_batch: int, opt_batch: int, m
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if not tf32_allowed():  # NVIDIA_TF32_OVERRIDE=0: float32 layers in float32, not TF32 (TensorRT's default)
         config.clear_flag(trt.BuilderFlag.TF32)
+    # The export's image shape [H, W, C] is static in its ONNX input (only the batch is dynamic).
+    image = tuple(network.get_input(0).shape)[1:]
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT, (min_batch, *IMAGE_SHAPE), (opt_batch, *IMAGE_SHAPE), (max_batch, *IMAGE_SHAPE))
+    profile.set_shape(INPUT, (min_batch, *image), (opt_batch, *image), (max_batch, *image))
     config.add_optimization_profile(profile)
     cache_bytes = b""
     if timing_cache and os.path.exists(timing_cache):

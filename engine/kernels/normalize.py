@@ -1,4 +1,7 @@
-"""Pixel normalisation: uint8 (or float 0..255) RGB in, float32 model input out.
+"""Pixel normalisation: uint8 (or float 0..255) RGB or grayscale in, float32 model input out.
+
+A grayscale (1-channel) image takes each mode's statistics averaged over the three channels (caffe:
+no channel reversal), so a model that keeps one channel sees values on the scale an RGB model does.
 
 Each mode is one model family's convention, written once here and used by training and export:
 - `cifar10`: scale to [0,1], subtract the CIFAR-10 channel mean, divide by its std.
@@ -19,16 +22,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
+def _stats(values, channels):
+    """Per-channel constants for `channels` channels: as given for 3, their mean for 1."""
+    return tf.constant(values if channels == 3 else (sum(values) / len(values),) * channels)
+
+
 def normalize(images, mode="cifar10"):
     x = tf.cast(images, tf.float32)
+    c = x.shape[-1]
     if mode == "cifar10":
-        return (x / 255.0 - tf.constant(CIFAR10_MEAN)) / tf.constant(CIFAR10_STD)
+        return (x / 255.0 - _stats(CIFAR10_MEAN, c)) / _stats(CIFAR10_STD, c)
     if mode == "torch":
-        return (x / 255.0 - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+        return (x / 255.0 - _stats(IMAGENET_MEAN, c)) / _stats(IMAGENET_STD, c)
     if mode == "tf":
         return x / 127.5 - 1.0
     if mode == "caffe":
-        return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_MEAN_BGR)
+        return (tf.reverse(x, axis=[-1]) if c == 3 else x) - _stats(CAFFE_MEAN_BGR, c)
     if mode == "unit":
         return x / 255.0
     if mode == "raw":

@@ -1,5 +1,6 @@
-"""The inference preprocessing of a model: uint8 32x32 images -> the float32 input the model takes
-(normalised, upsampled to its input side). One object, shared by the train step, the export graph,
+"""The inference preprocessing of a model: uint8 [H,W,C] images -> the float32 input the model takes
+(normalised, upsampled to its input side; a grayscale image's channel repeated for a model taking RGB,
+e.g. a keras.applications backbone). One object, shared by the train step, the export graph,
 the linear probe and data-dependent inits, so that all of them see the same pixels.
 
 Normalising comes first: it is per-pixel and per-channel affine, so it commutes with both upsampling
@@ -10,15 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tensorflow as tf
+
 from engine.kernels.normalize import normalize
 from engine.kernels.upsample import upsample
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    size: int                      # the model's input side (32: no upsampling)
+    size: int                      # the model's input side (the image's side: no upsampling)
     normalization: str = "cifar10"  # a kernels.normalize mode
     method: str = "nearest"        # a kernels.upsample method
+    channels: int = 3              # the model's input channels: 3 repeats a 1-channel image's (gray -> RGB)
 
     def __call__(self, images):
+        if images.shape[-1] == 1 and self.channels == 3:
+            # Repeated before normalising: an RGB model's per-channel statistics apply to each copy.
+            images = tf.concat([images] * 3, axis=-1)
         return upsample(normalize(images, self.normalization), self.size, self.method)

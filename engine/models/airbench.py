@@ -1,6 +1,6 @@
 """airbench94 (Keller Jordan, 2024) in Keras: the fastest known CIFAR-10 recipe, 94% in 3.8 s on an A100.
 
-    2x2 conv 3->24, frozen, initialised by patch whitening (bias trains 3 epochs) -> GELU
+    2x2 conv C->8C (24 for RGB, 8 for grayscale), frozen, initialised by patch whitening (bias trains 3 epochs) -> GELU
     3 groups (widths 64, 256, 256): conv3x3 -> maxpool2 -> BN -> GELU -> conv3x3 -> BN -> GELU
     maxpool 3 -> dense 256->10 (no bias) -> x 1/9
 
@@ -78,7 +78,8 @@ def body(x, num_classes, opts=None, name="airbench"):
     # bfloat16 its bias's gradient came out wrong (relative error 2.0 against float32's after 8
     # airbench-muon steps; 0.02 with the stem in float32), and airbench-muon trains that bias at a
     # large LR: its bfloat16 runs scored far below float32's.
-    whiten = L.Conv2D(2 * 3 * WHITEN_KERNEL ** 2, WHITEN_KERNEL, padding="valid", use_bias=True, name="whiten",
+    # One filter pair per component of a k x k patch: 24 for RGB, 8 for grayscale.
+    whiten = L.Conv2D(2 * x.shape[-1] * WHITEN_KERNEL ** 2, WHITEN_KERNEL, padding="valid", use_bias=True, name="whiten",
                       dtype="float32")
     x = GELU(dtype="float32")(whiten(x))
     whiten.kernel.trainable = False  # set from the data by data_init; only its bias trains

@@ -7,7 +7,9 @@ that listing models or checking a config loads no TensorFlow. A family module de
 training data, `data_init(model, images, preprocess)`.
 
 Every model takes float32 images at its input size, already upsampled and normalised (a
-kernels.Preprocess: the training step and the export graph both apply it), and returns float32
+kernels.Preprocess: the training step and the export graph both apply it): the run's images' own
+side and channels (engine.contract; keras.applications backbones: at least their default side, and
+RGB, a grayscale channel repeated in the graph), and returns float32
 logits: `build` appends the float32 cast once, so mixed-precision models need no care of their own.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from engine.contract import IMAGE_SHAPE
 from engine.errors import EngineError
 
 
@@ -27,8 +30,10 @@ class ModelSpec:
     normalization: str      # a kernels.normalize mode
     description: str
     recipe: str = "classic"  # the engine.recipes.MODEL_RECIPES entry its training flags default to
-    default_size: int = 32  # input side the model is trained at unless --upsample says otherwise
-    min_size: int = 32
+    # Input side the model is trained at unless --upsample says otherwise: 0 the images' own side;
+    # a backbone's is a floor (larger images are not shrunk).
+    default_size: int = 0
+    min_size: int = 32      # the smallest input side its layers take
     # An init from training data, run once before training (not on resume): the family's
     # data_init(model, uint8 training images, kernels.Preprocess).
     data_init: bool = False
@@ -75,30 +80,53 @@ def get(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def input_size(spec: ModelSpec, upsample: int) -> int:
-    """The side length the model sees: --upsample if given, else the model's default (a user's
-    model: its own input side, which loading it tells)."""
-    size = upsample or spec.default_size or _family(spec).input_side(spec.name)
+def input_size(spec: ModelSpec, upsample: int, image_shape: tuple | None = IMAGE_SHAPE) -> int:
+    """The side length the model sees: --upsample if given, else the model's default for images of
+    `image_shape` [H, W, C] (None: not known yet, only --upsample is checked); a user's model: its
+    own input side, which loading it tells."""
+    side = None if image_shape is None else image_shape[0]
+    if image_shape is not None and image_shape[0] != image_shape[1] and not upsample:
+        raise EngineError(f"the images are {image_shape[0]}x{image_shape[1]}, not square: give --upsample N to "
+                          f"train on NxN inputs")
+    if upsample:
+        size = upsample
+        if side is not None and upsample < max(image_shape[:2]):
+            raise EngineError(f"--upsample {upsample} is smaller than the images ({image_shape[0]}x{image_shape[1]}): "
+                              f"it enlarges them only")
+    elif spec.family == "user":
+        size = _family(spec).input_side(spec.name)
+    elif side is None:
+        return 0
+    else:
+        size = max(spec.default_size, side)
     if size < spec.min_size:
+        given = f"--upsample {size}" if upsample else f"images of {side}x{side}"
         raise EngineError(f"model {spec.name} needs inputs of at least {spec.min_size}x{spec.min_size}, "
-                          f"got --upsample {size}")
+                          f"got {given}" + ("" if upsample else f"; give --upsample {spec.min_size} or more"))
     return size
 
 
-def preprocess_for(spec: ModelSpec, opts):
-    """The kernels.Preprocess that turns uint8 32x32 images into this model's input (`opts`: a
-    config.ModelConfig, for --upsample and --upsample-method)."""
+def input_channels(spec: ModelSpec, image_shape: tuple = IMAGE_SHAPE) -> int:
+    """The channels the model takes: the images' own, but RGB for a keras.applications backbone and a
+    model of yours (a grayscale channel is repeated in the graph, kernels.Preprocess)."""
+    return 3 if spec.backbone or spec.family == "user" else int(image_shape[2])
+
+
+def preprocess_for(spec: ModelSpec, opts, image_shape: tuple = IMAGE_SHAPE):
+    """The kernels.Preprocess that turns uint8 images of `image_shape` [H, W, C] into this model's
+    input (`opts`: a config.ModelConfig, for --upsample and --upsample-method)."""
     from engine.kernels import Preprocess
     normalization = getattr(opts, "normalization", "") or spec.normalization
-    return Preprocess(input_size(spec, opts.upsample), normalization, opts.upsample_method)
+    return Preprocess(input_size(spec, opts.upsample, image_shape), normalization, opts.upsample_method,
+                      input_channels(spec, image_shape))
 
 
 def _family(spec: ModelSpec):
     return importlib.import_module(f"{__package__}.{spec.family}")
 
 
-def build(name: str, size: int, num_classes: int, opts=None, *, sync_bn: bool = False):
-    """A functional Keras model: float32 [N,size,size,3] normalised images -> float32 logits, every
+def build(name: str, size: int, num_classes: int, opts=None, *, sync_bn: bool = False, channels: int = 3):
+    """A functional Keras model: float32 [N,size,size,channels] normalised images -> float32 logits, every
     layer in its own Keras form (engine.models.cpu_step rewrites a training step's layers for speed;
     engine.train.build applies it). `opts` (a config.ModelConfig) carries the options some models take
     (--weights, --freeze, --head, --width) and --no-data-init (the weights data_init would set and
@@ -107,7 +135,7 @@ def build(name: str, size: int, num_classes: int, opts=None, *, sync_bn: bool = 
     import keras
     spec = get(name)
     family = _family(spec)
-    inputs = keras.Input((size, size, 3), name="images")
+    inputs = keras.Input((size, size, channels), name="images")
     x = family.body(inputs, num_classes, opts, spec.name)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     model = keras.Model(inputs, logits, name=_keras_name(spec))

@@ -61,7 +61,7 @@ def measured_rates(cfg: Config, cache_dir: str = "") -> dict:
     from engine.train import speed
     if models.is_user_model(cfg.model.model):  # its input side is known once it is loaded: not before a run
         return {}
-    side = models.preprocess_for(models.get(cfg.model.model), cfg.model).size
+    side = models.preprocess_for(models.get(cfg.model.model), cfg.model, cfg.image_shape).size
     setting = speed.machine_setting(cfg, side, min(cfg.optim.batch_size, speed.TRIAL_BATCH), tf.__version__)
     cache = read_json(os.path.join(cache_dir or cfg.data.cache_dir or default_cache_dir(), speed.CACHE_FILE), {})
     entry = cache.get(speed.cache_key(setting)) if isinstance(cache, dict) else None

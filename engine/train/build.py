@@ -39,11 +39,11 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
     o = cfg.optim
     length = RunLength.of(o, train_size)
     spec = models.get(cfg.model.model)
-    preprocess = models.preprocess_for(spec, cfg.model)
+    preprocess = models.preprocess_for(spec, cfg.model, cfg.image_shape)
     cache = resolve.feature_cache_applies(cfg)
     with strategy.scope():
         model = models.build(spec.name, preprocess.size, num_classes, cfg.model,
-                             sync_bn=strategy.num_replicas_in_sync > 1)
+                             sync_bn=strategy.num_replicas_in_sync > 1, channels=preprocess.channels)
         step_changes = cpu_step.apply(model, xla=cfg.run.xla, cpu_flags=devices.cpu_flags(),
                                       has_gpu=bool(devices.gpus()))
         horizons = {path: n * length.steps_per_epoch for path, n in spec.train_epochs.items()}

@@ -53,8 +53,8 @@ def parse_with_seeds(argv=None) -> tuple[C.Config, list[int]]:
         width = max(len(spec.name) for spec in specs)
         for spec in specs:
             default = "; the default" if spec.name == recipes.DEFAULT else ""
-            print(f"{spec.name:{width}s} {spec.description}{default} (input >= {spec.min_size}, "
-                  f"default {spec.default_size})")
+            side = spec.default_size or "the images' side"
+            print(f"{spec.name:{width}s} {spec.description}{default} (input >= {spec.min_size}, default {side})")
         raise SystemExit(0)
     overrides = resolve.overrides_from(ns)
     file_values = resolve.read_config_file(ns.config, overrides) if getattr(ns, "config", None) else {}

@@ -323,7 +323,8 @@ def check(cfg: C.Config) -> None:
                 raise EngineError(f"{C.flag(name)} {e}, got {C.shown(value)}") from None
     spec = models.get(cfg.model.model)
     if not models.is_user_model(spec.name) or cfg.model.upsample:  # (a user's model: its own side, when built)
-        models.input_size(spec, cfg.model.upsample)
+        # (the images' shape is known here only for a resumed run; the start checks it against the data)
+        models.input_size(spec, cfg.model.upsample, cfg.image_shape if cfg.data.image_shape else None)
     _check_options(spec, cfg.model)
     if spec.name.endswith(".keras") and not cfg.model.normalization:
         raise EngineError(f"--model {spec.name} needs --normalization, the input scaling it was trained with: "

@@ -183,6 +183,7 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> Session:
         # again from step 0 with its saved config.
         restoring = here.run.resume and layout.has_checkpoint(source_out)
         splits, train, val, test = load_splits(here, cache_dir, log)
+        here = with_image_shape(here, splits.x_train.shape[1:], restoring)  # the run's shape, from here on
         val_is_test = val[0] is test[0]  # (data.prepare validates on the test arrays themselves)
         if cache_note:
             log(cache_note)
@@ -302,6 +303,25 @@ def load_splits(cfg: Config, cache_dir: str, log=print):
     if len(train[0]) < batch:
         raise EngineError(f"--batch-size {batch} is larger than the {len(train[0])} training images")
     return splits, train, val, test
+
+
+def with_image_shape(cfg: Config, shape, resuming: bool) -> Config:
+    """`cfg` with the data's image shape [H, W, C], which config.json stores: a resumed run's data must
+    have the shape it was trained on (a run saved without one: 32x32x3); the augmentation's padding
+    must stay below the image's side."""
+    from engine.contract import CHANNELS, shape_text
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != 3 or shape[2] not in CHANNELS:
+        raise EngineError(f"--data {cfg.data.data}: images of shape {list(shape)}; the engine takes [H, W, C] "
+                          f"images with C 1 (grayscale) or 3 (RGB)")
+    if resuming and shape != cfg.image_shape:
+        raise EngineError(f"--data {cfg.data.data} has {shape_text(shape)} images but the run being resumed "
+                          f"trained on {shape_text(cfg.image_shape)}; start a new --out instead")
+    side = min(shape[:2])
+    if cfg.model.crop_pad >= side:
+        raise EngineError(f"--crop-pad {cfg.model.crop_pad} must be below the images' side ({side}); give "
+                          f"--crop-pad 0 (off) to {side - 1}")
+    return cfg.replace("data", image_shape=shape_text(shape))
 
 
 def set_determinism(on: bool) -> None:

@@ -122,7 +122,9 @@ def machine_setting(cfg, input_side: int, batch: int, tf_version: str) -> dict:
     forced = {"amp": "float16"} if precision.float16_forced() else {}  # timed apart from bfloat16's figures
     return {**forced, "tensorflow": tf_version, "cpu": devices.cpu_model(), "cpu_flags": devices.cpu_features(),
             "cores": os.cpu_count(), "model": m.model, "width": m.width, "head": m.head, "freeze": m.freeze,
-            "input_side": input_side, "batch": batch}
+            "input_side": input_side, "batch": batch,
+            # (grayscale is timed apart; RGB keeps the key it had before shapes were stored)
+            **({"channels": cfg.image_shape[2]} if cfg.image_shape[2] != 3 else {})}
 
 
 def _warn_on_stderr(message: str) -> None:
@@ -219,7 +221,7 @@ def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print, warn=_war
         a, x = reference(r.amp, r.xla)
         return Choice(a, x, "feature cache")
     from engine import models
-    side = models.preprocess_for(models.get(cfg.model.model), cfg.model).size
+    side = models.preprocess_for(models.get(cfg.model.model), cfg.model, cfg.image_shape).size
     batch = min(cfg.optim.batch_size, TRIAL_BATCH)
     setting = machine_setting(cfg, side, batch, tf.__version__)
 
@@ -273,7 +275,7 @@ def bf16_conv_ratio(reps: int = 5) -> float:
 
 def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, floor: float = 0.0) -> float:
     """img/s of TRIAL_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
-    uint8 images, after one warm-up step (tracing). Stops after one timed step below `floor`."""
+    uint8 images of the run's shape, after one warm-up step (tracing). Stops after one timed step below `floor`."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -285,7 +287,7 @@ def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, f
     policy = precision.apply(amp)
     c = cfg.replace("run", amp=amp, xla=xla).replace("optim", batch_size=batch).replace("model", data_init=False)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (batch * 2, 32, 32, 3), dtype=np.uint8)
+    x = rng.integers(0, 256, (batch * 2, *cfg.image_shape), dtype=np.uint8)
     y = rng.integers(0, num_classes, batch * 2).astype(np.int64)
     try:
         loop = build_training(c, num_classes, len(x), policy).loop

@@ -56,7 +56,7 @@ def test_a_run_saved_before_a_field_existed_gets_the_value_it_was_trained_with(t
     (("run", {"deterministic": True, "xla": True}), "cannot be combined with --xla"),
     (("run", {"resume": True, "overwrite": True}), "contradict"),
     (("data", {"val_split": 1.0}), "--val-split must be in [0, 1)"),
-    (("model", {"upsample": 16}), "at least 32x32"),
+    (("model", {"upsample": 8}), "at least 9x9"),
     (("model", {"width": 2.0, "model": "tiny"}), "--width does not apply to model tiny"),
     (("model", {"head": "gap"}), "--head does not apply to model airbench; it is for densenet121"),
     (("run", {"strategy": "ring"}), "unknown --strategy"),
@@ -126,9 +126,19 @@ def test_a_keras_model_path_is_recorded_absolute_and_needs_its_normalization(tmp
 
 
 def test_every_config_field_is_in_exactly_one_help_group():
-    names = [f.name for dc in C.SECTIONS.values() for f in dataclasses.fields(dc)]
+    names = [f.name for dc in C.SECTIONS.values() for f in dataclasses.fields(dc) if not f.metadata.get("internal")]
     grouped = [name for group in C.HELP_GROUPS.values() for name in group]
     assert sorted(grouped) == sorted(names)  # none missing, none twice, none unknown
+
+
+def test_the_image_shape_is_stored_not_a_flag():
+    assert C.Config().image_shape == (32, 32, 3)  # a run saved without one: CIFAR-10's
+    cfg = C.Config.from_dict({"data": {"image_shape": "28x28x1"}})
+    assert cfg.image_shape == (28, 28, 1) and cfg.data.image_shape == "28x28x1"
+    with pytest.raises(EngineError, match=r"data.image_shape is '28x28x2', expected HxWxC with sides >= 1 and C 1 or 3"):
+        C.Config.from_dict({"data": {"image_shape": "28x28x2"}})
+    with pytest.raises(EngineError, match="unrecognized arguments: --image-shape"):
+        resolve.build_parser("engine train", "").parse_args(["--image-shape", "28x28x1"])
 
 
 def test_a_second_phase_recipe_needs_the_first_phases_run():

@@ -84,7 +84,7 @@ CASES = {
     "train: negative": ("engine.train", lambda t, r, d: ["--batch-size", "-4"], ["--batch-size", "must be at least 1, got -4"]),
     "train: bad choice": ("engine.train", lambda t, r, d: ["--optimizer", "lion"], ["invalid choice: 'lion'"]),
     "train: unknown flag": ("engine.train", lambda t, r, d: ["--learning-rate", "0.1"], ["unrecognized arguments"]),
-    "train: too small input": ("engine.train", lambda t, r, d: ["--upsample", "16"], ["at least 32x32"]),
+    "train: too small input": ("engine.train", lambda t, r, d: ["--upsample", "16"], ["smaller than the images (32x32)"]),
     "train: xla + deterministic": ("engine.train", lambda t, r, d: ["--xla", "--deterministic"], ["cannot be combined"]),
     "train: option of another model": ("engine.train", lambda t, r, d: ["--width", "2"],
                                        ["--width does not apply to model tiny"]),

@@ -189,7 +189,8 @@ class FakeTensorRT(types.ModuleType):
 
         class Builder:
             def __init__(self, logger): pass
-            def create_network(self, flags): return "network"
+            def create_network(self, flags):  # its input as the ONNX parser leaves it: dynamic batch
+                return types.SimpleNamespace(get_input=lambda i: types.SimpleNamespace(shape=(-1, 32, 32, 3)))
             def create_builder_config(self): return Config()
             def create_optimization_profile(self): return types.SimpleNamespace(set_shape=lambda *a: None)
             def build_serialized_network(self, network, config): return b"plan"

@@ -40,10 +40,10 @@ def shaped_data(monkeypatch):
     """`--data shape:HxWxC` gives synthetic arrays of that shape (other sources load as usual)."""
     real = data.load
 
-    def load(source, cache_dir=None, log=print):
+    def load(source, cache_dir=None, log=print, **options):
         if source.startswith("shape:"):
             return synthetic(tuple(int(d) for d in source.split(":")[1].split("x")))
-        return real(source, cache_dir, log=log)
+        return real(source, cache_dir, log=log, **options)
     monkeypatch.setattr(data, "load", load)
 
 

@@ -99,7 +99,7 @@ class DataConfig:
               "TTA always use the whole test split", range=COUNT)
     cache_dir: str = _opt(
         "", "where decoded uint8 arrays are cached (default: $ENGINE_CACHE or ~/.cache/engine)")
-    # Not a flag: the data's image shape "HxWxC", written once when the run starts (engine.train.session);
+    # Not a flag: the data's image shape "HxWxC", written once when the run starts (engine.train.startup);
     # "" in a run saved before it was stored: CIFAR-10's 32x32x3 (engine.contract.parse_shape).
     image_shape: str = _opt("", "the training images' shape HxWxC, read from the data", internal=True)
 

@@ -114,7 +114,7 @@ def test_grayscale_reaches_an_rgb_backbone_through_the_graph(tmp_path, shaped_da
 
 
 def test_the_start_takes_the_shape_from_the_data_and_holds_a_resume_to_it():
-    from engine.train.session import with_image_shape
+    from engine.train.startup import with_image_shape
     cfg = resolve.defaults("tiny")
     assert with_image_shape(cfg, (28, 28, 1), False).data.image_shape == "28x28x1"
     old = cfg.replace("data", image_shape="")  # a run saved before shapes were stored: 32x32x3

@@ -5,7 +5,7 @@ Who owns what (each module decides its part and nothing else):
     cli.py, __main__.py  `engine train`: argv -> resolve -> Trainer
     resolve.py        the config: model recipe, --recipe, file, flags, a saved run; every rule of it,
                       before anything is built (no TensorFlow)
-    session.py        the order of a run's start, once (start -> Session): run folder and lock,
+    startup.py        the order of a run's start, once (start -> RunStart): run folder and lock,
                       data, speed choice, build, warm start, config.json, feeds, checkpoints
     speed.py          the speed choice (--amp/--xla auto), with precision.py (the mixed policy,
                       loss scaling) and advice.py (what is slow on this kind of machine)
@@ -32,7 +32,7 @@ def run(config=None, log=print, warn=None) -> dict:
     engine.config.Config, e.g. `engine.train.resolve.defaults("tiny").replace(...)`; default: the
     default model's recipe. Every rule of the command line is checked first (resolve.check). `log`
     receives the run's lines, `warn` its warnings (default: `warning: ...` on stderr)."""
-    from engine.train import resolve, session
+    from engine.train import resolve, startup
     from engine.train.trainer import Trainer
     return Trainer(config if config is not None else resolve.defaults(), log=log,
-                   warn=warn or session.warn_on_stderr).run()
+                   warn=warn or startup.warn_on_stderr).run()

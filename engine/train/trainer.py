@@ -17,7 +17,7 @@ from engine import devices, layout, plots
 from engine.config import Config
 from engine.errors import Diverged, Interrupted
 from engine.files import write_json
-from engine.train import actions, clock, compile_cache, session as sessions
+from engine.train import actions, clock, compile_cache, startup
 from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
 from engine.train.distribute import StopNow
 from engine.train.loop import MAX_SKIPS
@@ -33,20 +33,20 @@ class Trainer:
     `Trainer().fit(session)` fits a run started by the caller. After either, `.model`, `.optimizer`
     and `.loop` are the run's."""
 
-    def __init__(self, cfg: Config | None = None, log=print, warn=sessions.warn_on_stderr, *, checked=False):
+    def __init__(self, cfg: Config | None = None, log=print, warn=startup.warn_on_stderr, *, checked=False):
         self._start_with = (cfg, log, warn, checked)  # (checked: resolve.check ran on cfg already)
         self.session = None
 
     def run(self) -> dict:
         cfg, log, warn, checked = self._start_with
-        with sessions.start(cfg, log, warn, checked=checked) as session:
+        with startup.start(cfg, log, warn, checked=checked) as session:
             return self.fit(session)
 
     model = property(lambda self: self.session.training.model)
     optimizer = property(lambda self: self.session.training.optimizer)
     loop = property(lambda self: self.session.training.loop)
 
-    def fit(self, session: sessions.Session) -> dict:
+    def fit(self, session: startup.RunStart) -> dict:
         """Train from the session's position to its last epoch (or a stop rule); returns the metrics."""
         self.session, self.config, self.training = session, session.config, session.training
         self.log, self.checkpoints, self.history = session.log, session.checkpoints, session.history

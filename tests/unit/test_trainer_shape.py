@@ -1,4 +1,4 @@
-"""The trainer runs epochs; starting a run is engine.train.session's (and the trainer never
+"""The trainer runs epochs; starting a run is engine.train.startup's (and the trainer never
 rewrites the config it was given)."""
 import ast
 

@@ -1,4 +1,4 @@
-"""The start of a run, in order and once: `start(cfg, log, warn) -> Session`, which `Trainer.fit` runs.
+"""The start of a run, in order and once: `start(cfg, log, warn) -> RunStart`, which `Trainer.fit` runs.
 
 Each step needs those above it; the comment on each says why it stands where it does:
 
@@ -7,7 +7,7 @@ Each step needs those above it; the comment on each says why it stands where it 
     Training -> warm start | data init -> feature cache -> --overwrite's move-aside ->
     config.json -> Feeds -> checkpoints (restored on a resume) and history
 
-A Session is a context manager (`with start(cfg) as session:`). Closing it drops the run that
+A RunStart is a context manager (`with start(cfg) as session:`). Closing it drops the run that
 --overwrite replaced once the new run has a checkpoint (else puts it back as it was), releases the
 run folder's lock, restores the signal handlers and removes a worker's scratch folder. A start that
 fails (or a signal during it) leaves no run folder it created behind.
@@ -110,7 +110,7 @@ class RunFolder:
 
 
 @dataclasses.dataclass(frozen=True)
-class Session:
+class RunStart:
     """A started run: what `Trainer.fit` steps, evaluates, checkpoints and reports."""
     config: Config              # the final config: --out decided, --amp/--xla as the speed choice made them
     source_out: str             # the run folder a resume reads (a cluster's other workers write elsewhere)
@@ -132,7 +132,7 @@ class Session:
     warn: Callable[[str], None]
     _closing: contextlib.ExitStack = dataclasses.field(repr=False)
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> "RunStart":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -145,13 +145,13 @@ class Session:
             self._closing.close()
 
 
-def start(cfg: Config, log=print, warn=warn_on_stderr, *, checked: bool = False) -> Session:
+def start(cfg: Config, log=print, warn=warn_on_stderr, *, checked: bool = False) -> RunStart:
     """Start the run `cfg` describes: everything before its first training step, in order, once.
     `checked`: the caller has run resolve.check on `cfg` (the command line does, before it imports
     TensorFlow); else it runs here. A signal (SIGTERM, Ctrl-C) during the start stops at once."""
     if not checked:
         resolve.check(cfg)  # every rule of the config, before anything is made
-    closing = contextlib.ExitStack()  # what Session.close undoes, last first
+    closing = contextlib.ExitStack()  # what RunStart.close undoes, last first
     try:
         return _start(resolve.with_out(cfg), log, warn, closing)  # (a config made in Python may have no --out)
     except BaseException:
@@ -159,7 +159,7 @@ def start(cfg: Config, log=print, warn=warn_on_stderr, *, checked: bool = False)
         raise
 
 
-def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> Session:
+def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
     source_out, cache_dir = given.run.out, given.data.cache_dir or default_cache_dir()
     # TensorFlow reads TF_XLA_FLAGS when its runtime starts: the compile cache before anything else.
     cache, cache_note = _compile_cache(given, cache_dir)
@@ -233,7 +233,7 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> Session:
             log(f"resumed at step {position.step} (epoch {position.epoch + 1}, step {position.step_in_epoch})")
         else:
             history = History(config.run.out, [])
-        return Session(config=config, source_out=source_out, strategy=strategy, chief=chief, speed=speed,
+        return RunStart(config=config, source_out=source_out, strategy=strategy, chief=chief, speed=speed,
                        training=training, feeds=feeds, checkpoints=checkpoints, history=history, position=position,
                        sizes=sizes, val_is_test=val_is_test, feature_seconds=feature_seconds, compile_cache=cache,
                        stop=stop, run_folder=run_folder, log=log, warn=warn, _closing=closing)

@@ -1,4 +1,4 @@
-"""The start of a run has one owner (engine.train.session): the config is checked once, warnings
+"""The start of a run has one owner (engine.train.startup): the config is checked once, warnings
 reach the caller's `warn`, and the trainer's train calls stay the size the flags give."""
 import pytest
 import tensorflow as tf

@@ -62,3 +62,8 @@ def cli(main):
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
+
+
+def warn_on_stderr(message: str) -> None:
+    """The default `warn` of the engine's library calls: `warning: ...` on stderr (a notebook may pass its own)."""
+    print(f"warning: {message}", file=sys.stderr)

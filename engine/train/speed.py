@@ -24,11 +24,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 
 from engine import devices
 from engine.config import AUTO
+from engine.errors import warn_on_stderr
 from engine.files import read_json, write_json
 from engine.train import precision
 
@@ -127,12 +127,8 @@ def machine_setting(cfg, input_side: int, batch: int, tf_version: str) -> dict:
             **({"channels": cfg.image_shape[2]} if cfg.image_shape[2] != 3 else {})}
 
 
-def _warn_on_stderr(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def decide(amp, xla, deterministic: bool, setting: dict, measure, cache_path: str | None,
-           bf16_ratio=None, warn=_warn_on_stderr) -> Choice:
+           bf16_ratio=None, warn=warn_on_stderr) -> Choice:
     """Choose on a CPU. `measure(amp, xla, floor)` returns a candidate's img/s (it may stop early once
     it is below `floor`); what it measured is cached under `setting` in `cache_path`. `bf16_ratio()`,
     if given, is a cheap first look at bfloat16 (its convolution rate over float32's): below
@@ -200,7 +196,7 @@ def _worth_combining(img_s: dict, ref) -> bool:
     return any(v > img_s[ref] for p, v in img_s.items() if p != ref)
 
 
-def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print, warn=_warn_on_stderr) -> Choice:
+def choose(cfg, strategy, num_classes: int, cache_dir: str, log=print, warn=warn_on_stderr) -> Choice:
     """The (amp, xla) a run trains with, from its config's --amp and --xla (True, False or auto)."""
     import tensorflow as tf
 

@@ -19,7 +19,6 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 import tempfile
 from typing import Callable
 
@@ -28,7 +27,7 @@ import tensorflow as tf
 
 from engine import data, devices, files, layout, models
 from engine.config import Config, default_cache_dir
-from engine.errors import EngineError, Interrupted, Preempted
+from engine.errors import EngineError, Interrupted, Preempted, warn_on_stderr  # (the default warn of a run)
 from engine.files import write_json
 from engine.train import advice, compile_cache, distribute, feature_cache, precision, resolve
 from engine.train.speed import Choice, choose
@@ -38,9 +37,6 @@ from engine.train.distribute import StopNow, StopSignal
 from engine.train.feeds import Feeds
 
 
-def warn_on_stderr(message: str) -> None:
-    """The default `warn` of a run: `warning: ...` on stderr (a notebook may pass its own)."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def _silent(*args, **kwargs) -> None:

@@ -120,6 +120,11 @@ def nvidia_gpus() -> list[dict]:
     return out
 
 
+def nvidia_gpu_indices() -> list[str]:
+    """The driver's index of each GPU (CUDA_VISIBLE_DEVICES names), without TensorFlow; empty without it."""
+    return [row[0] for row in _nvidia_smi("index") or [] if row and row[0].isdigit()]
+
+
 def nvidia_gpu_models() -> list[str]:
     """The NVIDIA driver's model name of each GPU, without starting TensorFlow's runtime; empty without
     the driver."""

@@ -51,7 +51,7 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
-    return [row[0] for row in devices._nvidia_smi("index") or [] if row and row[0].isdigit()]
+    return devices.nvidia_gpu_indices()
 
 
 def gpu_shares(gpus: list[str], workers: int) -> list[list[str]]:

@@ -97,6 +97,9 @@ class DataConfig:
         2000, "without --val-split: validate each epoch on a fixed class-balanced subset of N test images "
               "(0: all), which keeps the per-epoch curves at a fifth of the cost; the final test accuracy and "
               "TTA always use the whole test split", range=COUNT)
+    eval_every: int = _opt(1, "validate after every N-th epoch and the last (0: never during training; the final "
+                              "test accuracy is the run's measurement, checkpoints/best its final weights)",
+                           range=COUNT)
     cache_dir: str = _opt(
         "", "where decoded uint8 arrays are cached (default: $ENGINE_CACHE or ~/.cache/engine)")
     # Not a flag: the data's image shape "HxWxC", written once when the run starts (engine.train.startup);
@@ -129,12 +132,24 @@ class ModelConfig:
     flip: str = _recipe("model.flip", "horizontal flips: random per image and step, or alternate (a fixed "
                                   "random half of the images mirrored on even epochs, the other half on "
                                   "odd epochs)", choices=["none", "random", "alternate"])
+    brightness: float = _opt(0.0, "colour jitter: add to each training image a random shift in [-X, X] of the "
+                                  "model's input units (standard deviations for cifar10 normalisation; 0: off)",
+                             range=NON_NEGATIVE)
+    contrast: float = _opt(0.0, "colour jitter: then multiply each training image by a random factor in [1-X, 1+X] "
+                                "(0: off)", range=FRACTION)
+    whiten_bias_epochs: float = _opt(recipes.WHITEN_BIAS_EPOCHS, "airbench: epochs the whitening stem's bias trains "
+                                     "(its LR falling to 0) before it is frozen; a fraction ends it mid-epoch, at "
+                                     "the step rounded up", range=NON_NEGATIVE)
     data_init: bool = _opt(True, "the model's init from training data (airbench: the frozen patch-whitening "
                                  "stem); --no-data-init trains that layer from a random init instead")
     feature_cache: bool = _opt(True, "backbone models, fully frozen, no augmentation: compute the backbone's "
                                      "features once and train the head on them")
     tta: int = _recipe("model.tta", "test-time augmentation for the final test accuracy: 0 none, 1 mirror, "
                        "2 mirror + 1-px translations (6 views)", choices=[0, 1, 2])
+    tta_fraction: float = _opt(1.0, "apply the TTA views only to this fraction of the test images, those whose "
+                                    "plain prediction is least confident (lowest top softmax probability); the "
+                                    "others keep the plain prediction (1: all images)",
+                               range=Range(0.0, 1.0, low_open=True))
 
 
 @dataclass
@@ -223,10 +238,12 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run
 # tests/unit/test_resolve.py checks that). The config sections above are how config.json stores them.
 HELP_GROUPS = {
     "start from": ["recipe", "init_from"],
-    "data": ["data", "label_mode", "image_size", "limit", "limit_test", "val_split", "val_images", "cache_dir"],
+    "data": ["data", "label_mode", "image_size", "limit", "limit_test", "val_split", "val_images", "eval_every",
+             "cache_dir"],
     "model": ["model", "weights", "freeze", "head", "width", "normalization", "upsample", "upsample_method",
-              "data_init", "feature_cache"],
-    "augmentation and test-time augmentation (TTA)": ["crop_pad", "pad_mode", "flip", "tta"],
+              "data_init", "feature_cache", "whiten_bias_epochs"],
+    "augmentation and test-time augmentation (TTA)": ["crop_pad", "pad_mode", "flip", "brightness",
+                                                      "contrast", "tta", "tta_fraction"],
     "optimisation": ["optimizer", "lr", "momentum", "nesterov", "sgd_momentum", "aux_lr", "aux_momentum", "weight_decay",
                      "weight_decay_mode", "bias_lr_scale", "schedule", "warmup", "lr_start", "lr_end",
                      "lr_step_epochs", "lr_decay", "label_smoothing", "lookahead"],

@@ -188,6 +188,10 @@ class Metrics:
     feature_seconds: float | None = None
     speed_choice: dict | None = None         # the automatic choice: what was chosen and why
     compile_cache: dict | None = None        # the XLA compile cache used, or None
+    eval_every: int | None = None            # validated every N-th epoch and the last (0: never)
+    tta_fraction: float | None = None        # the fraction of the test images the TTA views were for
+    tta_images: int | None = None            # the test images the TTA views were computed for
+    flops: dict | None = None                # training_flops, evaluation_flops and what they count
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Metrics":

@@ -14,7 +14,10 @@ def curves(history: list, path: str, title: str = "") -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
         ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {label}")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label=f"validation {label}")
+        validated = [h for h in history if h[f"val_{key}"] is not None]  # (--eval-every: not every epoch)
+        if validated:
+            ax.plot([h["epoch"] for h in validated], [h[f"val_{key}"] for h in validated], "s-",
+                    label=f"validation {label}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

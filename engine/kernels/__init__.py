@@ -4,10 +4,10 @@ import nothing of the engine but its contract (the image format and the names of
 The training step and the export graph both call these, so that what a model saw while training is
 what it sees when deployed (TF, ONNX and TensorRT agree by construction).
 """
-from engine.kernels.augment import alternating_flip, flip_left_right, random_crop, random_flip, translate
+from engine.kernels.augment import alternating_flip, color_jitter, flip_left_right, random_crop, random_flip, translate
 from engine.kernels.normalize import NORMALIZATIONS, normalize
 from engine.kernels.preprocess import Preprocess
 from engine.kernels.upsample import METHODS, upsample
 
-__all__ = ["METHODS", "NORMALIZATIONS", "Preprocess", "alternating_flip", "flip_left_right", "normalize", "random_crop", "random_flip",
+__all__ = ["METHODS", "NORMALIZATIONS", "Preprocess", "alternating_flip", "color_jitter", "flip_left_right", "normalize", "random_crop", "random_flip",
            "translate", "upsample"]

@@ -71,3 +71,16 @@ def alternating_flip(images, index, epoch, seed, num_images):
     odd = tf.equal(tf.math.floormod(tf.cast(epoch, tf.int64), 2), 1)
     mask = tf.math.logical_xor(base, odd)
     return tf.where(mask[:, None, None, None], flip_left_right(images), images)
+
+
+def color_jitter(images, seed, brightness=0.0, contrast=0.0, index=None, num_images=0):
+    """Per-image colour jitter of float images (the model's input: after normalisation), as hiverge's
+    CIFAR-10 speedrun: add a shift drawn from [-brightness, brightness], then multiply by a factor
+    drawn from [1 - contrast, 1 + contrast] (around the input's zero: the data set's mean for the
+    cifar10 normalisation). One fused elementwise pass over the batch."""
+    if not brightness and not contrast:
+        return images
+    draws = _uniform(2, images, seed, index, num_images, minval=-1.0, maxval=1.0)
+    shift = tf.cast(draws[0] * brightness, images.dtype)[:, None, None, None]
+    scale = tf.cast(1.0 + draws[1] * contrast, images.dtype)[:, None, None, None]
+    return (images + shift) * scale

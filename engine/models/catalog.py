@@ -1,5 +1,4 @@
 """Every registered model, declared without building it (engine.models.registry)."""
-from engine import recipes
 from engine.models.registry import ModelSpec, register
 
 # The smallest sides the nets take (each 2x2 max pool halves the side, dropping an odd last row):
@@ -10,14 +9,14 @@ register(ModelSpec(
     "airbench", "airbench", normalization="cifar10", recipe="airbench",
     description="airbench94 (Keller Jordan): whitened 2x2 stem + 3 conv groups, ~2.0M params, trained with SGD "
                 "and lookahead in 9.9 epochs",
-    data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
-    options=("width",), min_size=AIRBENCH_MIN))
+    data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": "whiten_bias_epochs"},
+    options=("width", "whiten_bias_epochs"), min_size=AIRBENCH_MIN))
 register(ModelSpec(
     "airbench-muon", "airbench", normalization="cifar10", recipe="airbench-muon",
     description="airbench94_muon's net (airbench, head at std 1 scaled by 1/width), trained with Muon in 8 "
                 "epochs",
-    data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": recipes.WHITEN_BIAS_EPOCHS},
-    options=("width",), min_size=AIRBENCH_MIN))
+    data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": "whiten_bias_epochs"},
+    options=("width", "whiten_bias_epochs"), min_size=AIRBENCH_MIN))
 register(ModelSpec("resnet9", "resnet9", normalization="cifar10", recipe="classic",
                    description="Page's DAWNBench ResNet-9, ~6.6M params, 94%-class in 24 epochs", min_size=8))
 register(ModelSpec("tiny", "tiny", normalization="cifar10", recipe="classic",

@@ -38,7 +38,8 @@ class ModelSpec:
     # data_init(model, uint8 training images, kernels.Preprocess).
     data_init: bool = False
     data_init_frozen: tuple = ()  # variable paths data_init sets and freezes (trained without it)
-    # {variable path: N}: that variable trains only in the first N epochs, then stays frozen.
+    # {variable path: model option}: that variable trains only in the first N epochs (N: the option's value,
+    # a config.ModelConfig field; fractional: up to the step rounded up), then stays frozen.
     train_epochs: dict = field(default_factory=dict)
     # The model options (config.ModelConfig fields) this model's body reads.
     options: tuple = ()

@@ -2,8 +2,9 @@
 callable applied to the epoch's `EpochEnd`, in this order (as Orbit's actions and Keras's callbacks):
 
     WriteHistory     history.json and TensorBoard's scalars
-    SaveCheckpoints  the best model (on a better validation accuracy), then the whole training
-                     state; then the run that --overwrite replaced goes (the new one has a checkpoint)
+    SaveCheckpoints  the best model (on a better validation accuracy; never validated: the final one),
+                     then the whole training state; then the run that --overwrite replaced goes (the new
+                     one has a checkpoint)
     LogEpoch         the epoch's line
     StopOnSignal     a SIGTERM or Ctrl-C seen during the epoch: stop, naming the checkpoint just saved
     EarlyStop        --early-stop epochs without a better validation accuracy: end the run here
@@ -23,9 +24,10 @@ from engine.train import clock
 
 @dataclasses.dataclass(frozen=True)
 class EpochEnd:
-    entry: dict      # its history.json entry: epoch (from 1), loss, accuracy, val_loss, val_accuracy, lr, img_s, seconds
+    entry: dict      # its history.json entry: epoch (from 1), loss, accuracy, val_loss, val_accuracy (null: not
+                     # validated, --eval-every), lr, img_s, seconds
     step: int        # the global step at its end
-    improves: bool   # a better validation accuracy than every epoch before it
+    improves: bool   # a better validation accuracy than every epoch before it (or, never validated: the last)
     last: bool       # the run's last epoch
 
 
@@ -66,9 +68,10 @@ class LogEpoch:
 
     def __call__(self, end: EpochEnd) -> None:
         e = end.entry
-        self.log(f"epoch {e['epoch']}/{self.num_epochs}: loss {e['loss']:.4f} acc {e['accuracy']:.4f} "
-                 f"val_loss {e['val_loss']:.4f} val_acc {e['val_accuracy']:.4f} lr {e['lr']:.3g} "
-                 f"{e['img_s']:.1f} img/s {e['seconds']:.1f}s")
+        val = (f"val_loss {e['val_loss']:.4f} val_acc {e['val_accuracy']:.4f}" if e["val_accuracy"] is not None
+               else "not validated (--eval-every)")
+        self.log(f"epoch {e['epoch']}/{self.num_epochs}: loss {e['loss']:.4f} acc {e['accuracy']:.4f} {val} "
+                 f"lr {e['lr']:.3g} {e['img_s']:.1f} img/s {e['seconds']:.1f}s")
 
 
 class StopOnSignal:

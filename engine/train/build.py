@@ -1,6 +1,7 @@
 """Assembly: the model, optimizer (with its schedule and loss scaling) and TrainLoop of a config."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -46,7 +47,9 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
                              sync_bn=strategy.num_replicas_in_sync > 1, channels=preprocess.channels)
         step_changes = cpu_step.apply(model, xla=cfg.run.xla, cpu_flags=devices.cpu_flags(),
                                       has_gpu=bool(devices.gpus()))
-        horizons = {path: n * length.steps_per_epoch for path, n in spec.train_epochs.items()}
+        train_steps = {path: math.ceil(getattr(cfg.model, option) * length.steps_per_epoch - 1e-9)
+                       for path, option in spec.train_epochs.items()}  # (3 epochs: exactly 3 epochs' steps)
+        horizons = {path: max(1, n) for path, n in train_steps.items()}  # (0 steps: frozen before the first)
         optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, length.steps_per_epoch), horizons),
                                              policy)
         trained = feature_cache.split(model)[1] if cache else model  # the head alone trains on cached features
@@ -54,11 +57,12 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
         num_classes=num_classes, global_batch=o.batch_size, preprocess=preprocess,
         crop_pad=cfg.model.crop_pad, pad_mode=cfg.model.pad_mode, flip=cfg.model.flip,
         train_size=train_size, steps_per_epoch=length.steps_per_epoch, label_smoothing=o.label_smoothing,
+        brightness=cfg.model.brightness, contrast=cfg.model.contrast,
         # (muon applies its own per-group LRs and decay)
         l2=o.weight_decay if o.weight_decay_mode == "l2" and o.optimizer != "muon" else 0.0,
         bias_lr_scale=1.0 if o.optimizer == "muon" else o.bias_lr_scale,
         lookahead=o.lookahead, total_steps=length.total_steps, seed=cfg.run.seed, xla=cfg.run.xla,
         loss_scaling=precision.needs_loss_scaling(policy), features=cache)
-    train_epochs = [(models.variable(model, path), n) for path, n in spec.train_epochs.items()]
-    loop = TrainLoop(trained, optimizer, step_cfg, strategy, train_epochs)
+    loop = TrainLoop(trained, optimizer, step_cfg, strategy,
+                     [(models.variable(model, path), n) for path, n in train_steps.items()])
     return Training(model, optimizer, loop, preprocess, length, cache, policy, step_changes)

@@ -135,7 +135,8 @@ class History:
     def __init__(self, out: str, entries: list):
         self.path = layout.run_file(out, layout.HISTORY_FILE)
         self.entries = entries
-        best = max(entries, key=lambda h: h["val_accuracy"]) if entries else None
+        validated = [h for h in entries if h["val_accuracy"] is not None]  # (--eval-every: not every epoch)
+        best = max(validated, key=lambda h: h["val_accuracy"]) if validated else None
         self.best_acc = best["val_accuracy"] if best else -1.0
         self.best_epoch = best["epoch"] if best else 0
         self._writer = tf.summary.create_file_writer(layout.run_file(out, layout.TB_DIR))
@@ -150,8 +151,13 @@ class History:
     def last(self) -> dict | None:
         return self.entries[-1] if self.entries else None
 
-    def improves(self, val_accuracy: float) -> bool:
-        return val_accuracy > self.best_acc
+    @property
+    def validated(self) -> int:
+        """How many of the epochs were validated."""
+        return sum(h["val_accuracy"] is not None for h in self.entries)
+
+    def improves(self, val_accuracy: float | None) -> bool:
+        return val_accuracy is not None and val_accuracy > self.best_acc
 
     def add(self, entry: dict) -> None:
         """Record an epoch (after its checkpoints are saved)."""
@@ -161,7 +167,8 @@ class History:
         write_json(self.path, self.entries)
         with self._writer.as_default(step=entry["epoch"]):
             for k in self.SCALARS:
-                tf.summary.scalar(k, entry[k])
+                if entry[k] is not None:
+                    tf.summary.scalar(k, entry[k])
         self._writer.flush()
 
 

@@ -2,6 +2,9 @@
 splits for evaluation, placed for the strategy (one device, several replicas, several workers)."""
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 
 from engine import devices
@@ -19,6 +22,15 @@ def staging_device(strategy, have_gpu: bool) -> str | None:
     import tensorflow as tf
     default = strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
     return "/gpu:0" if have_gpu and default else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectiveTTA:
+    """What Feeds.selective_tta measured on the test split."""
+    loss: float           # of the plain predictions
+    accuracy: float       # of the plain predictions
+    tta_accuracy: float   # the chosen images with their TTA prediction, the others with their plain one
+    tta_images: int       # the images the views were computed for
 
 
 class Feeds:
@@ -46,12 +58,44 @@ class Feeds:
 
     def evaluate(self, loop, split: str, tta: int = 0):
         """(mean loss, accuracy) of the loop's model on "val" or "test", with test-time augmentation `tta`."""
-        s, pipe = self.strategy, self.pipes[split]
-        if s.num_replicas_in_sync == 1:
-            return loop.evaluate(s.experimental_distribute_dataset(pipe.eval(self.eval_batch)), tta)
-        return loop.evaluate(s.distribute_datasets_from_function(lambda ctx: self._eval_part(pipe, ctx)), tta)
+        return loop.evaluate(self._eval_dataset(self.pipes[split]), tta)
 
-    def _eval_part(self, pipe, ctx):
+    def _eval_dataset(self, pipe, with_index: bool = False):
+        """`pipe`'s split as a distributed dataset of (images, labels[, indices into the split]) batches."""
+        s = self.strategy
+        if s.num_replicas_in_sync == 1:
+            if not with_index:
+                return s.experimental_distribute_dataset(pipe.eval(self.eval_batch))
+            import tensorflow as tf
+            ds = tf.data.Dataset.from_tensor_slices((pipe.x, pipe.y, tf.range(pipe.n, dtype=tf.int32)))
+            return s.experimental_distribute_dataset(ds.batch(self.eval_batch).prefetch(2))
+        return s.distribute_datasets_from_function(lambda ctx: self._eval_part(pipe, ctx, with_index))
+
+    def selective_tta(self, loop, level: int, fraction: float) -> "SelectiveTTA":
+        """Test-time augmentation `level` on the `fraction` of the test split whose plain prediction
+        is least confident (the lowest top softmax probability; ties: the lower index first); every
+        other image keeps its plain prediction. One plain pass over the split (which also gives its
+        loss and accuracy), then the views over the chosen images only. The choice is made from every
+        replica's predictions gathered, so it is the same on every replica and worker."""
+        pipe, n = self.pipes["test"], self.pipes["test"].n
+        logits, labels = loop.predict(self._eval_dataset(pipe, with_index=True), n), pipe.y.numpy()
+        logits = logits.astype(np.float64)
+        shifted = logits - logits.max(1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+        loss = float(-log_probs[np.arange(n), labels].mean())
+        correct = logits.argmax(1) == labels
+        confidence = np.exp(log_probs.max(1))
+        k = min(n, max(math.ceil(fraction * n - 1e-9), self.strategy.num_replicas_in_sync))
+        chosen = np.sort(np.lexsort((np.arange(n), confidence))[:k])
+        import tensorflow as tf
+        subset = Pipeline(tf.gather(pipe.x, chosen).numpy(), labels[chosen])
+        _, tta_correct, count = (float(t) for t in loop.eval_calls(self._eval_dataset(subset), level))
+        assert int(count) == k
+        kept = np.ones(n, bool)
+        kept[chosen] = False
+        return SelectiveTTA(loss, float(correct.mean()), (float(correct[kept].sum()) + tta_correct) / n, k)
+
+    def _eval_part(self, pipe, ctx, with_index: bool = False):
         """One input pipeline's part of a split for evaluation over several replicas: every replica
         gets the same number of batches (none runs out while another still evaluates: under several
         workers a replica without a batch breaks the step), each of about eval_batch / replicas
@@ -66,5 +110,9 @@ class Feeds:
         starts = np.array([c[0] for c in chunks], np.int64)
         sizes = np.array([len(c) for c in chunks], np.int64)
         x, y = pipe.x, pipe.y
-        ds = tf.data.Dataset.from_tensor_slices((starts, sizes)).map(lambda i, k: (x[i:i + k], y[i:i + k]))
+        if with_index:
+            ds = tf.data.Dataset.from_tensor_slices((starts, sizes)).map(
+                lambda i, k: (x[i:i + k], y[i:i + k], tf.range(i, i + k, dtype=tf.int32)))
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((starts, sizes)).map(lambda i, k: (x[i:i + k], y[i:i + k]))
         return ds.prefetch(2)

@@ -2,7 +2,7 @@
 tf.function call, and an eval step. Knows nothing about files, epochs or schedules (see trainer.py).
 
     uint8 batch -> kernels.random_crop / random_flip | alternating_flip -> kernels.upsample
-                -> kernels.normalize -> model -> label-smoothed cross entropy
+                -> kernels.normalize -> kernels.color_jitter -> model -> label-smoothed cross entropy
                 -> per-variable gradient transforms (BN-bias LR scale, coupled L2) -> optimizer
                 -> every 5 steps: lookahead
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from engine import kernels
@@ -33,6 +34,8 @@ class StepConfig:
     train_size: int = 0           # images in the training set (alternate flips)
     steps_per_epoch: int = 1      # (alternate flips: the epoch of a step)
     label_smoothing: float = 0.0
+    brightness: float = 0.0       # colour jitter of the model's input (kernels.color_jitter)
+    contrast: float = 0.0
     l2: float = 0.0               # coupled weight decay: l2 * w added to every trainable gradient
     bias_lr_scale: float = 1.0    # gradient (= SGD step) multiplier for BatchNorm biases
     lookahead: bool = False
@@ -122,15 +125,15 @@ class TrainLoop:
     steps in one tf.function call; `evaluate(dataset, tta)` returns (loss, accuracy). It owns the
     lookahead: `begin()` starts its slow copy from the current weights, `trackables()` is what a
     checkpoint must hold besides the model and optimizer, and the last step copies the slow weights
-    into the model. `begin_epoch(epoch)` freezes the variables whose training ends at that epoch
-    (`train_epochs`: [(variable, epochs)])."""
+    into the model. `at_step(step)` freezes the variables whose training has ended by that global step
+    (`train_steps`: [(variable, steps it trains)])."""
 
-    def __init__(self, model, optimizer, cfg: StepConfig, strategy=None, train_epochs: list | None = None):
+    def __init__(self, model, optimizer, cfg: StepConfig, strategy=None, train_steps: list | None = None):
         self.model = model
         self.optimizer = optimizer
         self.cfg = cfg
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.train_epochs = list(train_epochs or [])
+        self.train_steps = list(train_steps or [])
         with self.strategy.scope():
             # Keras 3 creates optimizer slots lazily; do it now, outside any trace.
             optimizer.build(model.trainable_variables)
@@ -144,6 +147,7 @@ class TrainLoop:
         self._bias_ids = {id(v) for v in norm_biases(model)}
         self._trace()
         self._eval_fns = {}
+        self._predict_fn = None
 
     def _trace(self):
         """(Re)create the compiled train functions; they read the trainable set when traced."""
@@ -161,9 +165,15 @@ class TrainLoop:
         if self.lookahead is not None:
             self.lookahead.reset()
 
-    def begin_epoch(self, epoch: int) -> None:
-        for variable, epochs in self.train_epochs:
-            self.set_trainable(variable, epoch < epochs)
+    def at_step(self, step: int) -> None:
+        """Before a train call starting at global step `step` (which the trainer cuts at every
+        `train_steps` horizon, so that a variable freezes at its own step)."""
+        for variable, steps in self.train_steps:
+            self.set_trainable(variable, step < steps)
+
+    def horizons(self) -> list[int]:
+        """The global steps at which a variable freezes."""
+        return sorted({steps for _, steps in self.train_steps})
 
     def trackables(self) -> dict:
         """What a checkpoint holds of the loop besides the model and the optimizer."""
@@ -202,6 +212,9 @@ class TrainLoop:
     def _train_step(self, images, labels, index, seed, step):
         cfg = self.cfg
         x = images if cfg.features else cfg.preprocess(augment(images, index, step, seed, cfg))
+        if cfg.brightness or cfg.contrast:  # (its own stream of draws: the crops' and flips' stay as they were)
+            x = kernels.color_jitter(x, tf.random.experimental.stateless_fold_in(seed, 1), cfg.brightness,
+                                     cfg.contrast, index, cfg.train_size)
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             per_example = smoothed_cross_entropy(labels, logits, cfg.num_classes, cfg.label_smoothing)
@@ -287,6 +300,23 @@ class TrainLoop:
             correct_total += s.reduce("SUM", correct, axis=None)
             count_total += s.reduce("SUM", count, axis=None)
         return loss_total, correct_total, count_total
+
+    def predict(self, dataset, n: int):
+        """The plain logits (float32, numpy [n, classes]) of the images of a distributed dataset of
+        (images, labels, indices into the split) batches, gathered from every replica, in split order."""
+        if self._predict_fn is None:
+            self._predict_fn = tf.function(
+                _own(lambda x: tf.cast(tta_logits(self.model, x, self.cfg, 0), tf.float32)), jit_compile=self.cfg.xla)
+        s, out = self.strategy, None
+        for images, _, index in dataset:
+            logits = s.gather(s.run(self._predict_fn, args=(images,)), axis=0).numpy()
+            index = s.gather(index, axis=0).numpy()
+            if out is None:
+                out, seen = np.zeros((n, logits.shape[1]), np.float32), np.zeros(n, bool)
+            out[index], seen[index] = logits, True
+        if out is None or not seen.all():
+            raise RuntimeError("predict: the dataset did not cover every image of the split")
+        return out
 
     # -- conveniences ----------------------------------------------------------------------------
     def evaluate(self, dataset, tta: int = 0) -> tuple[float, float]:

@@ -306,7 +306,7 @@ def _resumed(out: str, overrides: dict) -> C.Config:
 
 # -- checks -------------------------------------------------------------------------------------
 
-OPTIONS = ("weights", "freeze", "head", "width", "normalization")  # model options only some models read
+OPTIONS = ("weights", "freeze", "head", "width", "normalization", "whiten_bias_epochs")  # model options only some models read
 
 
 def check(cfg: C.Config) -> None:
@@ -332,6 +332,11 @@ def check(cfg: C.Config) -> None:
     if o.bias_lr_scale != 1.0 and o.optimizer == "adam":
         raise EngineError("--bias-lr-scale has no effect with adam (it normalises gradient scale); "
                           "use sgd or rmsprop, or --bias-lr-scale 1")
+    if o.early_stop and cfg.data.eval_every != 1:
+        raise EngineError(f"--early-stop counts epochs without a better validation accuracy: it needs every epoch "
+                          f"validated (--eval-every 1), not --eval-every {cfg.data.eval_every}")
+    if cfg.model.tta_fraction < 1 and not cfg.model.tta:
+        raise EngineError("--tta-fraction chooses the images test-time augmentation applies to: give --tta 1 or 2")
     precision.xla_options(r.xla, r.deterministic)  # --xla refused where XLA may not compile the run
     if r.init_from:
         _check_init_from(r.init_from, r.out)
@@ -393,4 +398,4 @@ def feature_cache_applies(cfg: C.Config) -> bool:
     with no augmentation and no test-time augmentation (the features then never change)."""
     m = cfg.model
     return (models.get(m.model).backbone and m.feature_cache and m.freeze == "all" and not m.crop_pad
-            and m.flip == "none" and not m.tta)
+            and m.flip == "none" and not m.tta and not m.brightness and not m.contrast)

@@ -14,6 +14,7 @@ import time
 import tensorflow as tf
 
 from engine import devices, layout, plots
+from engine.models import flops
 from engine.config import Config
 from engine.errors import Diverged, Interrupted
 from engine.files import write_json
@@ -55,6 +56,8 @@ class Trainer:
         self.clock.earlier("feature cache", session.feature_seconds)
         self.profile = ProfileWindow(self.config.run.profile, layout.run_file(self.config.run.out, layout.TB_DIR))
         self.actions = actions.standard(session, self.clock)
+        self.test_passes = 0  # plain forward passes over test images at the end (validations: the history's)
+        self.tta_images = 0   # images the TTA views were computed for
         try:
             return self._finish(self._epochs())
         except StopNow as e:  # a second Ctrl-C
@@ -79,7 +82,6 @@ class Trainer:
     def _train_epoch(self, epoch: int, skip: int) -> dict:
         r, stop = self.config.run, self.session.stop
         steps = self.training.length.steps_in_epoch(epoch)
-        self.training.loop.begin_epoch(epoch)
         with self.clock.timed("input pipeline start/stop"):
             iterator = iter(self.session.feeds.train(r.seed, epoch, skip))
         bar = progress_bar(steps - skip, r.quiet, header=f"Epoch {epoch + 1}/{self.training.length.num_epochs}")
@@ -88,7 +90,9 @@ class Trainer:
             stats.loss, stats.correct, stats.seen = self.resumed_stats
         self.resumed_stats = None
         while done < steps:
-            n = steps_in_call(self.global_step, steps - done, r.steps_per_call, r.checkpoint_every)
+            n = steps_in_call(self.global_step, steps - done, r.steps_per_call, r.checkpoint_every,
+                              self.training.loop.horizons())
+            self.training.loop.at_step(self.global_step)  # (a variable whose training ended freezes here)
             self._train_call(iterator, n, stats)
             done += n
             if bar is not None:
@@ -128,12 +132,18 @@ class Trainer:
         # a loss that exploded and stayed finite: stop before this epoch is evaluated or checkpointed
         check_epoch_loss(stats["loss"], epoch + 1, self.training.loop.cfg.num_classes, self.config.optim,
                          self.checkpoints.last)
-        with self.clock.timed(clock.EVALUATION):
-            val_loss, val_acc = self.session.feeds.evaluate(self.training.loop, "val")
+        every = self.config.data.eval_every
+        validated = validates(epoch + 1, every, last)
+        val_loss = val_acc = None  # (not measured: null in history.json)
+        if validated:
+            with self.clock.timed(clock.EVALUATION):
+                val_loss, val_acc = self.session.feeds.evaluate(self.training.loop, "val")
         entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],
                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.training.optimizer),
                  "img_s": stats["img_s"], "seconds": stats["seconds"]}
-        return actions.EpochEnd(entry, self.global_step, self.history.improves(val_acc), last)
+        # Never validated (--eval-every 0): checkpoints/best is the final weights.
+        improves = self.history.improves(val_acc) if validated else last and not every
+        return actions.EpochEnd(entry, self.global_step, improves, last)
 
     # -- end of run ------------------------------------------------------------------------------
     def _finish(self, stopped_early: bool) -> dict:
@@ -148,25 +158,57 @@ class Trainer:
         metrics = self._metrics(test_loss, test_acc, tta_acc, stopped_early, wall, breakdown)
         write_json(layout.run_file(r.out, layout.METRICS_FILE), metrics.to_dict())
         self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items()))
-        tta = self.config.model.tta
-        with_tta = f", with TTA level {tta}: {tta_acc:.4f}" if tta else ""
-        self.log(f"test accuracy {test_acc:.4f}{with_tta} (best val {self.history.best_acc:.4f} at epoch "
-                 f"{self.history.best_epoch}); run in {r.out}")
+        m = self.config.model
+        n = self.session.sizes.test
+        part = f" on the {self.tta_images} least confident images" if m.tta and self.tta_images < n else ""
+        with_tta = f", with TTA level {m.tta}{part}: {tta_acc:.4f}" if m.tta else ""
+        best = (f"best val {self.history.best_acc:.4f} at epoch {self.history.best_epoch}" if self.history.validated
+                else "not validated during training: --eval-every 0")
+        self.log(f"test accuracy {test_acc:.4f}{with_tta} ({best}); run in {r.out}")
         return metrics.to_dict()
 
     def _test(self):
         """(test loss, test accuracy, accuracy with TTA or None) of the final weights."""
-        last, feeds, loop = self.history.last, self.session.feeds, self.training.loop
-        if self.session.val_is_test and last and last["epoch"] == int(self.checkpoints.epoch.numpy()):
+        last, feeds, loop, m = self.history.last, self.session.feeds, self.training.loop, self.config.model
+        n = self.session.sizes.test
+        if m.tta and m.tta_fraction < 1:  # one plain pass gives the test accuracy and the images to augment
+            with self.clock.timed(clock.TTA):
+                measured = feeds.selective_tta(loop, m.tta, m.tta_fraction)
+            self.test_passes, self.tta_images = n, measured.tta_images
+            return measured.loss, measured.accuracy, measured.tta_accuracy
+        if (self.session.val_is_test and last and last["val_loss"] is not None
+                and last["epoch"] == int(self.checkpoints.epoch.numpy())):
             test_loss, test_acc = last["val_loss"], last["val_accuracy"]  # same weights, same images
         else:
             with self.clock.timed(clock.EVALUATION):
                 test_loss, test_acc = feeds.evaluate(loop, "test")
+            self.test_passes = n
         tta_acc = None
-        if self.config.model.tta:
+        if m.tta:
             with self.clock.timed(clock.TTA):
-                tta_acc = feeds.evaluate(loop, "test", self.config.model.tta)[1]
+                tta_acc = feeds.evaluate(loop, "test", m.tta)[1]
+            self.tta_images = n
         return test_loss, test_acc, tta_acc
+
+    def _flops(self) -> dict:
+        """The run's FLOPs (engine.models.flops): training (FLOPs per training image x images
+        trained on) and evaluation (forward passes of validation, test and every TTA view computed).
+        A resumed run counts the steps before its checkpoint too, and the validations its history
+        records; a feature-cache run counts the backbone's pass over each split once."""
+        s, o, loop = self.session, self.config.optim, self.training.loop
+        images = self.global_step * o.batch_size
+        evaluated = (s.sizes.val * self.history.validated + self.test_passes
+                     + self.tta_images * flops.TTA_VIEWS[self.config.model.tta])
+        per_image_eval = flops.forward_flops(loop.model)
+        out = {"train_flops_per_image": flops.train_flops(loop.model), "eval_flops_per_image": per_image_eval,
+               "train_images_seen": images, "eval_forward_passes": evaluated}
+        training = out["train_flops_per_image"] * images
+        evaluation = per_image_eval * evaluated
+        if self.training.feature_cache:  # the backbone's pass over each split, once
+            backbone = flops.forward_flops(self.training.model) - per_image_eval
+            training += backbone * s.sizes.train
+            evaluation += backbone * (s.sizes.test + (0 if s.val_is_test else s.sizes.val))
+        return {"training_flops": training, "evaluation_flops": evaluation, **out}
 
     def _compile_cache_used(self) -> dict | None:
         """The compile cache's folder and what it holds after the run. An XLA run that left it empty
@@ -184,22 +226,33 @@ class Trainer:
 
     def _metrics(self, test_loss, test_acc, tta_acc, stopped_early, wall, breakdown) -> layout.Metrics:
         s, r, o, h = self.session, self.config.run, self.config.optim, self.history
+        best_epoch, best_val = (h.best_epoch, h.best_acc) if h.validated else (len(h.entries) or None, None)
         return layout.Metrics(
             test_accuracy=test_acc, test_loss=test_loss, tta=self.config.model.tta, test_accuracy_tta=tta_acc,
-            best_epoch=h.best_epoch, best_val_accuracy=h.best_acc, epochs_run=len(h.entries),
+            best_epoch=best_epoch, best_val_accuracy=best_val, epochs_run=len(h.entries),
             stopped_early=stopped_early, steps=self.global_step, train_img_s=self.clock.img_s,
             train_seconds=self.clock.seconds, wall_seconds=wall, wall_breakdown=breakdown,
             train_images=s.sizes.train, test_images=s.sizes.test, val_is_test=s.val_is_test,
             val_images=s.sizes.val, policy=self.training.policy, xla=r.xla, steps_per_call=r.steps_per_call,
             batch_size=o.batch_size, replicas=s.strategy.num_replicas_in_sync, device=devices.device_name(),
             tensorflow=tf.__version__, feature_cache=self.training.feature_cache,
-            feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=self._compile_cache_used())
+            feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=self._compile_cache_used(),
+            eval_every=self.config.data.eval_every, tta_fraction=self.config.model.tta_fraction,
+            tta_images=self.tta_images if self.config.model.tta else None, flops=self._flops())
 
 
-def steps_in_call(global_step: int, left: int, steps_per_call: int, checkpoint_every: int) -> int:
+def validates(epoch: int, every: int, last: bool) -> bool:
+    """Whether 1-based `epoch` is validated under --eval-every `every`: every every-th and the last
+    (0: none)."""
+    return bool(every) and (last or epoch % every == 0)
+
+
+def steps_in_call(global_step: int, left: int, steps_per_call: int, checkpoint_every: int,
+                  horizons=()) -> int:
     """Steps in the next train call at `global_step`, `left` steps before the epoch's end:
-    --steps-per-call, cut at the epoch's end and at the next --checkpoint-every step."""
+    --steps-per-call, cut at the epoch's end, at the next --checkpoint-every step and at the next of
+    `horizons` (the steps at which a variable freezes)."""
     n = min(steps_per_call, left)
     if checkpoint_every:
         n = min(n, checkpoint_every - global_step % checkpoint_every)
-    return n
+    return min([n] + [h - global_step for h in horizons if h > global_step])

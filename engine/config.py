@@ -140,6 +140,8 @@ class ModelConfig:
     whiten_bias_epochs: float = _opt(recipes.WHITEN_BIAS_EPOCHS, "airbench: epochs the whitening stem's bias trains "
                                      "(its LR falling to 0) before it is frozen; a fraction ends it mid-epoch, at "
                                      "the step rounded up", range=NON_NEGATIVE)
+    bn_momentum: float = _opt(0.6, "airbench: BatchNorm's running-statistics momentum (Keras's: the share of the "
+                                   "old statistics each step keeps)", range=FRACTION)
     data_init: bool = _opt(True, "the model's init from training data (airbench: the frozen patch-whitening "
                                  "stem); --no-data-init trains that layer from a random init instead")
     feature_cache: bool = _opt(True, "backbone models, fully frozen, no augmentation: compute the backbone's "
@@ -241,7 +243,7 @@ HELP_GROUPS = {
     "data": ["data", "label_mode", "image_size", "limit", "limit_test", "val_split", "val_images", "eval_every",
              "cache_dir"],
     "model": ["model", "weights", "freeze", "head", "width", "normalization", "upsample", "upsample_method",
-              "data_init", "feature_cache", "whiten_bias_epochs"],
+              "data_init", "feature_cache", "whiten_bias_epochs", "bn_momentum"],
     "augmentation and test-time augmentation (TTA)": ["crop_pad", "pad_mode", "flip", "brightness",
                                                       "contrast", "tta", "tta_fraction"],
     "optimisation": ["optimizer", "lr", "momentum", "nesterov", "sgd_momentum", "aux_lr", "aux_momentum", "weight_decay",

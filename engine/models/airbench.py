@@ -52,13 +52,13 @@ def conv(x, width):
     return L.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer=DiracInit())(x)
 
 
-def norm(x):
-    return L.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False, center=True)(x)
+def norm(x, momentum=0.6):
+    return L.BatchNormalization(momentum=momentum, epsilon=1e-12, scale=False, center=True)(x)
 
 
-def group(x, width):
-    x = GELU()(norm(MaxPool2()(conv(x, width))))
-    return GELU()(norm(conv(x, width)))
+def group(x, width, bn_momentum=0.6):
+    x = GELU()(norm(MaxPool2()(conv(x, width)), bn_momentum))
+    return GELU()(norm(conv(x, width), bn_momentum))
 
 
 WIDTHS = (64, 256, 256)
@@ -74,6 +74,7 @@ def body(x, num_classes, opts=None, name="airbench"):
     1 and its logits scaled by 1/width instead of 1/9 (the same logits at init, a different effective
     head LR)."""
     scale = opts.width if opts is not None else 1.0
+    bn_momentum = opts.bn_momentum if opts is not None else 0.6
     # The stem computes in float32 under every precision policy (under 0.1% of a step's FLOPs). In
     # bfloat16 its bias's gradient came out wrong (relative error 2.0 against float32's after 8
     # airbench-muon steps; 0.02 with the stem in float32), and airbench-muon trains that bias at a
@@ -84,7 +85,7 @@ def body(x, num_classes, opts=None, name="airbench"):
     x = GELU(dtype="float32")(whiten(x))
     whiten.kernel.trainable = False  # set from the data by data_init; only its bias trains
     for width in WIDTHS:
-        x = group(x, max(1, int(round(width * scale))))
+        x = group(x, max(1, int(round(width * scale))), bn_momentum)
     x = L.GlobalMaxPooling2D()(x)  # the reference's MaxPool2d(3) over the final 3x3 map
     muon = name == "airbench-muon"
     x = L.Dense(num_classes, use_bias=False, kernel_initializer=_unit_std() if muon else _torch_default())(x)

@@ -10,13 +10,13 @@ register(ModelSpec(
     description="airbench94 (Keller Jordan): whitened 2x2 stem + 3 conv groups, ~2.0M params, trained with SGD "
                 "and lookahead in 9.9 epochs",
     data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": "whiten_bias_epochs"},
-    options=("width", "whiten_bias_epochs"), min_size=AIRBENCH_MIN))
+    options=("width", "whiten_bias_epochs", "bn_momentum"), min_size=AIRBENCH_MIN))
 register(ModelSpec(
     "airbench-muon", "airbench", normalization="cifar10", recipe="airbench-muon",
     description="airbench94_muon's net (airbench, head at std 1 scaled by 1/width), trained with Muon in 8 "
                 "epochs",
     data_init=True, data_init_frozen=("whiten/kernel",), train_epochs={"whiten/bias": "whiten_bias_epochs"},
-    options=("width", "whiten_bias_epochs"), min_size=AIRBENCH_MIN))
+    options=("width", "whiten_bias_epochs", "bn_momentum"), min_size=AIRBENCH_MIN))
 register(ModelSpec("resnet9", "resnet9", normalization="cifar10", recipe="classic",
                    description="Page's DAWNBench ResNet-9, ~6.6M params, 94%-class in 24 epochs", min_size=8))
 register(ModelSpec("tiny", "tiny", normalization="cifar10", recipe="classic",

@@ -47,7 +47,7 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
                              sync_bn=strategy.num_replicas_in_sync > 1, channels=preprocess.channels)
         step_changes = cpu_step.apply(model, xla=cfg.run.xla, cpu_flags=devices.cpu_flags(),
                                       has_gpu=bool(devices.gpus()))
-        train_steps = {path: math.ceil(getattr(cfg.model, option) * length.steps_per_epoch - 1e-9)
+        train_steps = {path: math.ceil(round(getattr(cfg.model, option) * length.steps_per_epoch, 6))
                        for path, option in spec.train_epochs.items()}  # (3 epochs: exactly 3 epochs' steps)
         horizons = {path: max(1, n) for path, n in train_steps.items()}  # (0 steps: frozen before the first)
         optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, length.steps_per_epoch), horizons),

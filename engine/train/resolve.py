@@ -306,7 +306,7 @@ def _resumed(out: str, overrides: dict) -> C.Config:
 
 # -- checks -------------------------------------------------------------------------------------
 
-OPTIONS = ("weights", "freeze", "head", "width", "normalization", "whiten_bias_epochs")  # model options only some models read
+OPTIONS = ("weights", "freeze", "head", "width", "normalization", "whiten_bias_epochs", "bn_momentum")  # model options only some models read
 
 
 def check(cfg: C.Config) -> None:

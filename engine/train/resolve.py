@@ -364,7 +364,7 @@ def _check_options(spec, opts) -> None:
         if name not in spec.options and getattr(opts, name) != getattr(base, name):
             takers = ", ".join(s.name for s in models.specs() if name in s.options) or \
                 "your own models (--model FILE.keras or module:function)"
-            raise EngineError(f"--{name} does not apply to model {spec.name}; it is for {takers}")
+            raise EngineError(f"{C.flag(name)} does not apply to model {spec.name}; it is for {takers}")
 
 
 def check_replicas(cfg: C.Config, policy: str, num_replicas: int) -> int:

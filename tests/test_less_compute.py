@@ -138,3 +138,43 @@ def test_eval_every_2_validates_epochs_2_and_3_and_keeps_the_best_of_those(tmp_p
     test_pass = 0 if t.metrics["val_is_test"] else t.metrics["test_images"]
     assert f["eval_forward_passes"] == 2 * val + test_pass + 6 * t.metrics["test_images"]
     assert (tmp_path / "e" / "curves.png").exists()
+
+
+REPLICAS = r"""
+import json, math
+import numpy as np
+from engine import data
+from engine.train import resolve
+from engine.train.build import build_training
+from engine.train.feeds import Feeds
+from engine.train.loop import tta_logits
+splits = data.load("digits", os.environ["ENGINE_CACHE"], log=lambda *a: None)
+x, y = splits.x_test[:301], splits.y_test[:301]  # (301: the two replicas' parts differ in size)
+cfg = resolve.defaults("tiny").replace("model", tta=2).replace("run", amp=False, xla=False)
+cfg = cfg.replace("data", image_shape="x".join(map(str, x.shape[1:])))
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+training = build_training(cfg, 10, len(splits.x_train), "float32", strategy)
+feeds = Feeds(strategy, (splits.x_train, splits.y_train), (x, y), (x, y), True, 64, training.preprocess.size)
+got = feeds.selective_tta(training.loop, 2, 0.3)
+model, stepcfg = training.loop.model, training.loop.cfg
+plain = model(stepcfg.preprocess(x), training=False).numpy()
+views = tta_logits(model, x, stepcfg, 2).numpy()
+confidence = tf.nn.softmax(plain).numpy().max(1)
+chosen = np.argsort(confidence, kind="stable")[:math.ceil(0.3 * len(x))]
+combined = plain.copy()
+combined[chosen] = views[chosen]
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "got": [got.accuracy, got.tta_accuracy, got.tta_images],
+                  "want": [float(np.mean(plain.argmax(1) == y)), float(np.mean(combined.argmax(1) == y)), len(chosen)]}))
+"""
+
+
+def test_two_replicas_choose_the_images_of_the_whole_split():
+    """Two replicas (logical CPUs) each predict part of the test split; the least confident are chosen
+    from all their predictions gathered: the result is the one-process result computed by hand."""
+    from tests.conftest import run_with_cpu_devices
+    p = run_with_cpu_devices(REPLICAS)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert out["got"][2] == out["want"][2]
+    np.testing.assert_allclose(out["got"][:2], out["want"][:2], atol=1e-12)

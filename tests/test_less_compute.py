@@ -163,7 +163,8 @@ confidence = tf.nn.softmax(plain).numpy().max(1)
 chosen = np.argsort(confidence, kind="stable")[:math.ceil(0.3 * len(x))]
 combined = plain.copy()
 combined[chosen] = views[chosen]
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "got": [got.accuracy, got.tta_accuracy, got.tta_images],
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  "got": [got.accuracy, got.tta_accuracy, got.tta_images],
                   "want": [float(np.mean(plain.argmax(1) == y)), float(np.mean(combined.argmax(1) == y)), len(chosen)]}))
 """
 

@@ -190,26 +190,6 @@ class Trainer:
             self.tta_images = n
         return test_loss, test_acc, tta_acc
 
-    def _flops(self) -> dict:
-        """The run's FLOPs (engine.models.flops): training (FLOPs per training image x images
-        trained on) and evaluation (forward passes of validation, test and every TTA view computed).
-        A resumed run counts the steps before its checkpoint too, and the validations its history
-        records; a feature-cache run counts the backbone's pass over each split once."""
-        s, o, loop = self.session, self.config.optim, self.training.loop
-        images = self.global_step * o.batch_size
-        evaluated = (s.sizes.val * self.history.validated + self.test_passes
-                     + self.tta_images * flops.TTA_VIEWS[self.config.model.tta])
-        per_image_eval = flops.forward_flops(loop.model)
-        out = {"train_flops_per_image": flops.train_flops(loop.model), "eval_flops_per_image": per_image_eval,
-               "train_images_seen": images, "eval_forward_passes": evaluated}
-        training = out["train_flops_per_image"] * images
-        evaluation = per_image_eval * evaluated
-        if self.training.feature_cache:  # the backbone's pass over each split, once
-            backbone = flops.forward_flops(self.training.model) - per_image_eval
-            training += backbone * s.sizes.train
-            evaluation += backbone * (s.sizes.test + (0 if s.val_is_test else s.sizes.val))
-        return {"training_flops": training, "evaluation_flops": evaluation, **out}
-
     def _compile_cache_used(self) -> dict | None:
         """The compile cache's folder and what it holds after the run. An XLA run that left it empty
         ran in a process whose TensorFlow runtime had started before the cache was set (a notebook
@@ -238,7 +218,28 @@ class Trainer:
             tensorflow=tf.__version__, feature_cache=self.training.feature_cache,
             feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=self._compile_cache_used(),
             eval_every=self.config.data.eval_every, tta_fraction=self.config.model.tta_fraction,
-            tta_images=self.tta_images if self.config.model.tta else None, flops=self._flops())
+            tta_images=self.tta_images if self.config.model.tta else None,
+            flops=run_flops(self.session, self.global_step, self.history.validated, self.test_passes, self.tta_images))
+
+
+def run_flops(session, steps: int, validations: int, test_passes: int, tta_images: int) -> dict:
+    """A run's FLOPs (engine.models.flops): training (FLOPs per training image x the images of its
+    `steps`) and evaluation (forward passes: `validations` of the validation split, `test_passes`
+    plain test images, every TTA view of `tta_images`). A resumed run counts the steps before its
+    checkpoint too, and the validations its history records; a feature-cache run counts the
+    backbone's pass over each split once."""
+    s, training, cfg = session, session.training, session.config
+    images = steps * cfg.optim.batch_size
+    evaluated = s.sizes.val * validations + test_passes + tta_images * flops.TTA_VIEWS[cfg.model.tta]
+    per_image_eval = flops.forward_flops(training.loop.model)
+    out = {"train_flops_per_image": flops.train_flops(training.loop.model), "eval_flops_per_image": per_image_eval,
+           "train_images_seen": images, "eval_forward_passes": evaluated}
+    train_total, eval_total = out["train_flops_per_image"] * images, per_image_eval * evaluated
+    if training.feature_cache:  # the backbone's pass over each split, once
+        backbone = flops.forward_flops(training.model) - per_image_eval
+        train_total += backbone * s.sizes.train
+        eval_total += backbone * (s.sizes.test + (0 if s.val_is_test else s.sizes.val))
+    return {"training_flops": train_total, "evaluation_flops": eval_total, **out}
 
 
 def validates(epoch: int, every: int, last: bool) -> bool:

@@ -42,7 +42,7 @@ def parse(argv=None):
     p.add_argument("--against", metavar="[BACKEND:]PATH",
                    help="a second model to compare with on the same images, e.g. runs/x or tf:runs/x")
     d = p.add_argument_group("data")
-    add_data_flags(d, "data source, as for engine train (default: the run's, where MODEL is a run or in one)")
+    add_data_flags(d, "data source, as for engine train (MODEL a run, or an export in one: the run's data)")
     d.set_defaults(data=None)  # not given: the run's, else $ENGINE_DATA or cifar10 (run_data)
     d.add_argument("--limit-test", type=integer, default=None, metavar="N",
                    help="class-balanced subset of N test images (default: the run's, else 0: all)")

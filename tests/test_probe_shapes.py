@@ -118,3 +118,15 @@ def test_train_on_an_mnist_npz_path_for_each_model_of_the_write_up(cwd, model):
     dims = images.type.tensor_type.shape.dim
     assert images.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [28, 28, 1]
+
+
+def test_probe_resizes_a_tree_of_mixed_sizes_with_image_size(tmp_path):
+    """--image-size reaches the probe's data as engine train's: the pixel baseline reads 24x24x3 images."""
+    from tests.test_evaluate_as_trained import mixed_size_tree
+    mixed_size_tree(tmp_path / "photos", n=(6, 2))
+    p = engine(tmp_path, "probe", "--model", "pixels", "--data", "photos", "--image-size", "24x24", "--folds", "2",
+               "--out", "probe.json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "probe.json").read_text())
+    assert r["image_shape"] == "24x24x3" and r["image_size"] == "24x24" and r["images"] == 12
+    assert r["results"]["pixels"]["features"] == 24 * 24 * 3 and len(r["results"]["pixels"]["folds"]) == 2

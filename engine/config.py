@@ -451,11 +451,17 @@ def env_defaults() -> dict:
 
 
 def add_data_flags(group, source_help: str) -> None:
-    """--data and --cache-dir, as every tool that reads a data set takes them (argparse group)."""
+    """--data, --cache-dir, --label-mode and --image-size, as every tool that reads a data set takes them
+    (argparse group)."""
     group.add_argument("--data", default=data_default(), metavar="SOURCE",
                        help=f"{source_help}; $ENGINE_DATA sets the default")
     group.add_argument("--cache-dir", default="", metavar="DIR",
                        help="decoded-data cache (empty: $ENGINE_CACHE or ~/.cache/engine)")
+    # The flags that change the arrays a source decodes to, as engine train takes them; None: not given
+    # (the default, or a run's own, engine.evaluate.run_data).
+    group.add_argument("--label-mode", choices=FIELDS["data"]["label_mode"].metadata["choices"], default=None,
+                       help=FIELDS["data"]["label_mode"].metadata["help"] + " (default: fine)")
+    group.add_argument("--image-size", default=None, metavar="HxW", help=FIELDS["data"]["image_size"].metadata["help"])
 
 
 def data_default() -> str:

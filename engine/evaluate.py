@@ -7,6 +7,12 @@ agreement, max and mean |logit difference|). Writes a JSON report.
 The backend follows from the path (a run or SavedModel folder: tf; .onnx: onnx; .xml: openvino;
 .engine/.plan: trt);
 `--backend` names it where the path does not say (`--backend openvino` runs a .onnx file in OpenVINO).
+
+A run is evaluated on the data as it was trained: MODEL a run folder or an export in one (runs/x/model.onnx),
+the data flags its config.json stores (--data, --label-mode, --image-size, --limit-test) are the defaults.
+--data and --limit-test given override them (another test set of the images the model takes, or fewer of
+them: a line says so); a --label-mode or --image-size that contradicts the run is refused, since the model
+knows only its own classes and image size.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import numpy as np
 
 from engine import data, devices
 from engine.cli import Parser, import_tensorflow_quietly, integer
-from engine.config import add_data_flags, default_cache_dir
+from engine.config import Config, add_data_flags, data_default, default_cache_dir
 from engine.contract import shape_text
 from engine.layout import is_run_dir
 from engine.errors import EngineError, cli
@@ -36,9 +42,10 @@ def parse(argv=None):
     p.add_argument("--against", metavar="[BACKEND:]PATH",
                    help="a second model to compare with on the same images, e.g. runs/x or tf:runs/x")
     d = p.add_argument_group("data")
-    add_data_flags(d, "data source, as for engine train")
-    d.add_argument("--limit-test", type=integer, default=0, metavar="N",
-                   help="class-balanced subset of N test images (0: all)")
+    add_data_flags(d, "data source, as for engine train (MODEL a run, or an export in one: the run's data)")
+    d.set_defaults(data=None)  # not given: the run's, else $ENGINE_DATA or cifar10 (run_data)
+    d.add_argument("--limit-test", type=integer, default=None, metavar="N",
+                   help="class-balanced subset of N test images (default: the run's, else 0: all)")
     r = p.add_argument_group("runtime")
     r.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per call (default: 256; fewer for models upsampling beyond 64x64, e.g. 20 "
@@ -63,8 +70,8 @@ def parse(argv=None):
     if not os.path.exists(a.model):
         raise EngineError(f"model not found: {a.model}")
     a.backend = a.backend or backend_of(a.model)
-    if (a.batch_size is not None and a.batch_size < 1) or a.limit_test < 0:
-        raise EngineError("--batch-size must be >= 1 and --limit-test >= 0")
+    if a.batch_size is not None and a.batch_size < 1:
+        raise EngineError("--batch-size must be >= 1")
     if a.against:
         backend, _, path = a.against.partition(":") if a.against.split(":", 1)[0] in BACKENDS else ("", "", a.against)
         if not os.path.exists(path):
@@ -73,7 +80,71 @@ def parse(argv=None):
         a.against = f"{backend or backend_of(path)}:{path}"
     if a.report:  # before any work: a report never replaces a run, a run's file or a folder
         claim_output(a.report, a.overwrite, protected=layout.protected)
+    run_data(a)
     return a
+
+
+def run_of(path: str) -> str | None:
+    """The run folder `path` is, or holds it (an export's default place: runs/x/model.onnx,
+    runs/x/model.savedmodel); None for a model outside any run."""
+    path = os.path.normpath(path)
+    for folder in (path, os.path.dirname(path)):
+        if folder and os.path.isdir(folder) and is_run_dir(folder):
+            return folder
+    return None
+
+
+def run_data(a) -> None:
+    """Fill a's data flags (data, label_mode, image_size, limit_test; None: not given) from the run MODEL
+    (or else --against) is or sits in, so that a run is evaluated on the data as it was trained. Without
+    a run: the defaults engine train has. Before TensorFlow: a contradiction answers in a second."""
+    from engine.data.sources import NAMED, check_source, parse_image_size
+    against = a.against.split(":", 1)[1] if a.against else None
+    a.run = run_of(a.model) or (run_of(against) if against else None)
+    if a.run is None:
+        a.data = a.data or data_default()
+        a.label_mode, a.image_size = a.label_mode or "fine", a.image_size or ""
+        a.limit_test = a.limit_test or 0
+        check_source(a.data, a.image_size)
+        return
+    cfg = Config.load(layout.run_file(a.run, layout.CONFIG_FILE))
+    d = cfg.data
+    if a.label_mode is not None and a.label_mode != d.label_mode:
+        raise EngineError(f"--label-mode {a.label_mode}: {a.run} was trained on {d.label_mode} labels, and its "
+                          f"outputs are those classes; drop the flag to evaluate it as trained")
+    h, w, _ = cfg.image_shape
+    if a.image_size is not None and parse_image_size(a.image_size) != (h, w):
+        how = f"--image-size {d.image_size}" if d.image_size else "its data's own size"
+        raise EngineError(f"--image-size {a.image_size}: {a.run} takes {h}x{w} images (trained at {how}); drop "
+                          f"the flag to evaluate it as trained")
+    inherited = []
+    if a.data is None:
+        if d.data not in NAMED and not os.path.exists(os.path.expanduser(d.data)):
+            raise EngineError(f"{a.run} was trained on --data {d.data}, which is not there from this folder: "
+                              f"give --data PATH to its data (or to another test set of {shape_text(cfg.image_shape)} "
+                              f"images)")
+        a.data = d.data
+        inherited.append(f"--data {d.data}")
+    elif a.data != d.data and os.path.abspath(a.data) != os.path.abspath(d.data):
+        print(f"evaluate: on --data {a.data}; {a.run} was trained on {d.data}")
+    if a.label_mode is None:
+        a.label_mode = d.label_mode
+        if d.label_mode != "fine":
+            inherited.append(f"--label-mode {d.label_mode}")
+    if a.image_size is None:
+        a.image_size = d.image_size
+        if d.image_size:
+            inherited.append(f"--image-size {d.image_size}")
+    if a.limit_test is None:
+        a.limit_test = d.limit_test
+        if d.limit_test:
+            inherited.append(f"--limit-test {d.limit_test}")
+    elif a.limit_test != d.limit_test:
+        print(f"evaluate: --limit-test {a.limit_test or 'all'} test images; {a.run} was tested on "
+              f"{d.limit_test or 'all'}")
+    check_source(a.data, a.image_size)
+    if inherited:
+        print(f"evaluate: the data as {a.run} was trained ({layout.CONFIG_FILE}): {' '.join(inherited)}")
 
 
 def default_report(model: str, backend: str) -> str:
@@ -117,7 +188,7 @@ def main(argv=None):
         return open_predictor(backend, path, a.batch_size, **opts)
     predictor = open_(a.backend, a.model)
     other = open_(*a.against.split(":", 1)) if a.against else None
-    splits = data.load(a.data, a.cache_dir or default_cache_dir())
+    splits = data.load(a.data, a.cache_dir or default_cache_dir(), label_mode=a.label_mode, image_size=a.image_size)
     x, y = splits.x_test, splits.y_test
     for p in (predictor, other):
         if p is not None and tuple(x.shape[1:]) != tuple(p.image_shape):
@@ -126,7 +197,13 @@ def main(argv=None):
     if a.limit_test:
         x, y, _, _ = data.balanced_subset(x, y, a.limit_test, seed=0, num_classes=splits.num_classes)
     logits, ips = timed_predict(predictor, x)
-    report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data, "images": len(x),
+    if logits.shape[1] != splits.num_classes:
+        raise EngineError(f"{a.model} has {logits.shape[1]} outputs but --data {a.data} has {splits.num_classes} "
+                          f"classes{' (--label-mode ' + a.label_mode + ')' if a.label_mode != 'fine' else ''}: "
+                          f"evaluate it on the classes it was trained on")
+    report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data,
+              "label_mode": a.label_mode, "image_size": a.image_size, "classes": splits.num_classes,
+              "run": a.run and os.path.abspath(a.run), "images": len(x),
               "top1_accuracy": float(np.mean(logits.argmax(1) == y)), "img_s": ips,
               "batch_size": predictor.batch_size, "ort_optimization": a.ort_optimization,
               "runtime": predictor.details(), "device": devices.device_name(), "tensorflow_tf32": tf32}

@@ -16,7 +16,7 @@ from tests.conftest import assert_one_line_error, run_cli
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "runs-v0.1"
 # airbench (default recipe, --epochs 4 --batch-size 128, seed 0) on the native digits, upsampled to 16x16:
-# test accuracy 0.936 (TTA 0.961); seed 1: 0.947, in about 30 s of training each; a net that does not learn sits near 0.1.
+# test accuracy 0.936 (TTA 0.961); seed 1: 0.947; about 30 s each. A net that does not learn sits near 0.1.
 AIRBENCH_BAR = 0.85
 
 

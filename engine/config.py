@@ -80,8 +80,8 @@ class DataConfig:
         "cifar10",
         "cifar10, cifar100, mnist or fashion_mnist (Keras downloads), a train/<class>/ test/<class>/ folder tree "
         "(images of one size, greyscale or colour), a .tar/.tar.gz of one, cifar-10-python.tar.gz, "
-        "cifar-100-python.tar.gz, mnist.npz, a folder of MNIST's *-ubyte.gz files, or digits (scikit-learn's 8x8 "
-        "digits at 32x32); the ENGINE_DATA environment variable sets the default",
+        "cifar-100-python.tar.gz, mnist.npz, a folder of MNIST's *-ubyte.gz files, digits (scikit-learn's 8x8 "
+        "digits, 8x8x1) or digits32 (the same at CIFAR-10's 32x32x3); the ENGINE_DATA environment variable sets the default",
         env="ENGINE_DATA")
     label_mode: str = _opt("fine", "CIFAR-100: its 100 fine classes or its 20 coarse superclasses",
                            choices=["fine", "coarse"])
@@ -260,6 +260,9 @@ RESUME_FIXED = {("model", "model"), ("model", "upsample"), ("data", "data"), ("d
 
 # Fields added after runs were saved without them: the value such a run was trained with.
 LEGACY = {("optim", "sgd_momentum"): "keras", ("data", "val_images"): 0}
+# Named data sources whose images changed shape: a run saved without data.image_shape trained on the
+# 32x32x3 form, which now has the other name (`digits` was pixel-repeated to 32x32x3 then; it is 8x8x1 now).
+LEGACY_DATA = {"digits": "digits32"}
 
 
 @dataclass
@@ -283,6 +286,9 @@ class Config:
         for (section, name), value in LEGACY.items():
             if isinstance(d.get(section), dict) and name not in d[section]:
                 d = {**d, section: {**d[section], name: value}}
+        data = d.get("data")
+        if isinstance(data, dict) and not data.get("image_shape") and data.get("data") in LEGACY_DATA:
+            d = {**d, "data": {**data, "data": LEGACY_DATA[data["data"]]}}
         cfg = cls()
         for section, values in d.items():
             if section not in SECTIONS:

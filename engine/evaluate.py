@@ -24,8 +24,8 @@ import numpy as np
 
 from engine import data, devices
 from engine.cli import Parser, import_tensorflow_quietly, integer
-from engine.config import Config, add_data_flags, data_default, default_cache_dir
-from engine.contract import shape_text
+from engine.config import LEGACY_DATA, Config, add_data_flags, data_default, default_cache_dir
+from engine.contract import IMAGE_SHAPE, shape_text
 from engine.layout import is_run_dir
 from engine.errors import EngineError, cli
 from engine import layout
@@ -189,6 +189,12 @@ def main(argv=None):
     predictor = open_(a.backend, a.model)
     other = open_(*a.against.split(":", 1)) if a.against else None
     splits = data.load(a.data, a.cache_dir or default_cache_dir(), label_mode=a.label_mode, image_size=a.image_size)
+    former = LEGACY_DATA.get(a.data)
+    if former and tuple(predictor.image_shape) == IMAGE_SHAPE != tuple(splits.x_test.shape[1:]):
+        # a model trained on --data digits when those were 32x32x3: the same images, by their name today
+        print(f"note: {a.model} takes {shape_text(IMAGE_SHAPE)} images: evaluating on --data {former}, "
+              f"the {a.data} at that shape")
+        a.data, splits = former, data.load(former, a.cache_dir or default_cache_dir())
     x, y = splits.x_test, splits.y_test
     for p in (predictor, other):
         if p is not None and tuple(x.shape[1:]) != tuple(p.image_shape):

@@ -14,7 +14,8 @@ GPUs of compute capability >= 8.0 the same in float16 with loss scaling (ENGINE_
 path T4 and V100 take); `engine.launch --workers 2` where two GPUs exist; TensorRT engines in fp32,
 fp16 and int8 from the `--amp` run, each compared with TensorFlow on the test images (fp32 with TF32
 off on both sides: NVIDIA_TF32_OVERRIDE=0).
-Data: scikit-learn's digits (ships with it: no download); the default command's batch of 2000 takes
+Data: scikit-learn's digits at CIFAR-10's shape, `digits32` (ships with it: no download; the kernels
+are checked at the shape the default command trains on); the default command's batch of 2000 takes
 the digits with their 1-pixel shifts (2,876 training images). About 5 minutes on one GPU. Exit
 status 0 if every path passed, 1 if any failed, 77 (skipped) on a machine without a GPU.
 """
@@ -33,7 +34,8 @@ from engine.errors import cli
 
 __doc__ = __doc__.replace("{models}", str(len(models.names())))  # noqa: A001 - the count is the registry's
 EXIT_SKIPPED = 77
-TRAIN = ["--model", "tiny", "--data", "digits", "--epochs", "1", "--batch-size", "64", "--quiet"]
+DATA = "digits32"  # scikit-learn's digits at CIFAR-10's 32x32x3
+TRAIN = ["--model", "tiny", "--data", DATA, "--epochs", "1", "--batch-size", "64", "--quiet"]
 # The default command: `engine train` given only its data (8 steps of 2000 on the digits with shifts;
 # 0.978 test accuracy in float32 on a CPU): it must learn.
 DEFAULT_BAR = 0.8
@@ -125,12 +127,12 @@ def check_trt(work: str, run: str, precision: str) -> tuple[bool, str]:
     # fp32 against TensorFlow's float32, like with like: TF32 (both sides' default from compute
     # capability 8.0 on, 10-bit mantissas) off in the TensorRT build and in TensorFlow
     env = {"NVIDIA_TF32_OVERRIDE": "0"} if precision == "fp32" else None
-    p = _run("engine.export", "trt", run, "--out", engine_path, "--precision", precision, "--data", "digits", env=env)
+    p = _run("engine.export", "trt", run, "--out", engine_path, "--precision", precision, "--data", DATA, env=env)
     if p.returncode != 0:
         return False, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200]
     report = os.path.join(work, f"evaluate-{precision}.json")
     p = _run("engine.evaluate", "--backend", "trt", "--model", engine_path, "--against", f"tf:{run}",
-             "--data", "digits", "--report", report, env=env)
+             "--data", DATA, "--report", report, env=env)
     if p.returncode != 0:
         return False, (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:200]
     with open(report) as f:
@@ -172,13 +174,13 @@ def check_kernels(names=None) -> tuple[bool, str]:
 
 
 def digits_with_shifts(folder: str) -> str:
-    """A train/<class>/ test/<class>/ tree of PNGs: scikit-learn's digits and their copies shifted
-    one pixel right (training images only), enough for the default batch of 2000. Returns `folder`."""
+    """A train/<class>/ test/<class>/ tree of PNGs: scikit-learn's digits at 32x32x3 (digits32) and their
+    copies shifted one pixel right (training images only), enough for the default batch of 2000. Returns `folder`."""
     import numpy as np
     from PIL import Image
 
     from engine.data import load_digits
-    d = load_digits()
+    d = load_digits(side=32)
     splits = {"train": (np.concatenate([d.x_train, np.roll(d.x_train, 1, axis=2)]), np.tile(d.y_train, 2)),
               "test": (d.x_test, d.y_test)}
     for split, (x, y) in splits.items():

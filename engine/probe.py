@@ -27,7 +27,8 @@ from engine.errors import EngineError, cli
 def parse(argv=None):
     p = Parser(prog="engine probe", description=__doc__.split("\n\n")[0])
     d = p.add_argument_group("data")
-    add_data_flags(d, "data source as for engine train, or digits (scikit-learn's 8x8 digits at 32x32)")
+    add_data_flags(d, "data source as for engine train, e.g. digits (scikit-learn's 8x8 digits, 8x8x1) or digits32 "
+                         "(the same at 32x32x3)")
     d.add_argument("--class-subset", "--classes", dest="classes", default="", metavar="A,B,...",
                    help="probe only these classes: comma-separated indices or names (empty: all)")
     d.add_argument("--limit", type=integer, default=0, metavar="N",

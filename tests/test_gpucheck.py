@@ -166,6 +166,7 @@ def test_digits_with_shifts_hold_the_default_batch(tmp_path):
     splits = data.load(gpucheck.digits_with_shifts(str(tmp_path / "d")), str(tmp_path / "cache"), log=lambda *a: None)
     assert len(splits.x_train) >= resolve.defaults("airbench-muon").optim.batch_size == 2000
     assert splits.num_classes == 10 and len(splits.x_test) > 0
+    assert splits.image_shape == (32, 32, 3) and gpucheck.DATA == "digits32"  # the default command's CIFAR shape
 
 
 class FakeTensorRT(types.ModuleType):

@@ -231,5 +231,5 @@ def test_the_python_api_trains_and_predicts(tmp_path):
     cfg = defaults("tiny").replace("data", data="digits").replace("optim", epochs=1, batch_size=64)
     metrics = train.run(cfg.replace("run", out=str(tmp_path / "nb"), quiet=True), log=lambda *a: None)
     assert metrics["steps"] == 22 and (tmp_path / "nb" / "metrics.json").exists()
-    images = np.zeros((3, 32, 32, 3), np.uint8)
+    images = np.zeros((3, 8, 8, 1), np.uint8)  # the digits' own shape
     assert open_predictor(str(tmp_path / "nb")).predict(images).shape == (3, 10)  # backend from the path

@@ -176,7 +176,7 @@ def test_list_recipes():
     assert all(name in p.stdout for name in recipes.RECIPES)
 
 
-def test_digits_source():
-    s = data.load("digits")
+def test_digits32_source():
+    s = data.load("digits32")
     assert s.x_train.shape[1:] == (32, 32, 3) and s.x_train.dtype == np.uint8
     assert len(s.x_train) + len(s.x_test) == 1797 and s.num_classes == 10

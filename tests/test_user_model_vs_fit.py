@@ -73,7 +73,7 @@ def test_a_finite_but_exploding_loss_stops_the_run_with_exit_3(tmp_path):
     import keras
     keras.utils.set_random_seed(0)
     tutorial_cnn().save(tmp_path / "my.keras")
-    run = engine("--model", "my.keras", "--normalization", "unit", "--data", "digits", "--epochs", 3,
+    run = engine("--model", "my.keras", "--normalization", "unit", "--data", "digits32", "--epochs", 3,
                  "--optimizer", "sgd", "--lr", 0.4, "--batch-size", 64, "--quiet", "--out", "run", cwd=tmp_path)
     stdout, stderr = run.communicate(timeout=600)
     assert run.returncode == 3, stderr

@@ -56,7 +56,7 @@ NETS = textwrap.dedent("""
         x = keras.layers.GlobalAveragePooling2D()(a)
         return keras.Model(a, keras.ops.cast(keras.layers.Dense(10)(x), "int32"))
 """)
-SHORT = ["--data", "digits", "--batch-size", "64", "--quiet"]
+SHORT = ["--data", "digits32", "--batch-size", "64", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_your_model_trains_resumes_exports_and_evaluates(nets, tmp_path, model, 
     p = engine("export", "onnx", out, "--out", out / "model.onnx", env=env)  # parity <= 1e-3 is checked inside
     assert p.returncode == 0, p.stderr
     p = engine("evaluate", "--backend", "onnx", "--model", out / "model.onnx", "--against", f"tf:{out}",
-               "--data", "digits", env=env)
+               "--data", "digits32", env=env)
     assert p.returncode == 0, p.stderr
     report = json.loads((out / "evaluate-model-onnx.json").read_text())
     assert report["against"]["top1_agreement"] == 1.0 and report["against"]["max_abs_logit_diff"] < 1e-3

@@ -4,7 +4,9 @@ no TensorFlow).
 Sources (`--data`):
 - `cifar10`, `cifar100`, `mnist`, `fashion_mnist`: the Keras downloads (need internet, or Keras's own
   cache in ~/.keras/datasets).
-- `digits`: scikit-learn's 8x8 digits scaled to 32x32 RGB (ships with the package; for probes).
+- `digits`: scikit-learn's 8x8 handwritten digits, 8x8x1 (ships with the package: works offline);
+  `digits32`: the same digits scaled to CIFAR-10's shape (32x32 RGB, each pixel repeated 4x4), for
+  quick checks of CIFAR-shaped models.
 - a folder tree `train/<class>/*` and `test/<class>/*` (JPEG, PNG or BMP, of one size, greyscale or
   colour; optionally under one top folder), or resized to `--image-size HxW`,
 - a `.tar` / `.tar.gz` of such a tree, streamed member by member, never extracted to disk,
@@ -42,7 +44,8 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 MAX_TOTAL_BYTES = 8 << 30   # all files of a source together (the CIFAR-10 archives hold 55-180 MB)
 MAX_IMAGES = 1_000_000      # images of a source (CIFAR-10 has 60,000); memory_limit() bounds their bytes
 MAX_SIDE = 4096             # a side of --image-size
-NAMED = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits")
+NAMED = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "digits32")
+DIGITS = ("digits", "digits32")  # scikit-learn's, shipped with it: no download
 OFFLINE_HINT = ("pass --data PATH (or set ENGINE_DATA) to a train/<class>/ test/<class>/ folder tree, "
                 "a .tar/.tar.gz of one, cifar-10-python.tar.gz, cifar-100-python.tar.gz, mnist.npz "
                 "or a folder of MNIST's *-ubyte.gz files")
@@ -90,10 +93,10 @@ def load(source: str, cache_dir: str | None = None, log=print, label_mode: str =
     if label_mode not in ("fine", "coarse"):
         raise EngineError(f"--label-mode {label_mode!r}: expected fine or coarse")
     size = parse_image_size(image_size)
-    if source in NAMED and source != "digits":
+    if source in DIGITS:
+        return load_digits(side=32 if source == "digits32" else 8)
+    if source in NAMED:
         return _load_keras(source, label_mode)
-    if source == "digits":
-        return load_digits()
     path = check_source(source)
     cache_file = None
     if cache_dir:
@@ -114,15 +117,19 @@ def load(source: str, cache_dir: str | None = None, log=print, label_mode: str =
     return splits
 
 
-def load_digits(test_fraction: float = 0.2) -> Splits:
+def load_digits(test_fraction: float = 0.2, side: int = 8) -> Splits:
     """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package: works
-    offline), scaled to 32x32 RGB uint8 by pixel repetition, with a class-balanced test split.
-    A stand-in for MNIST in probe experiments."""
+    offline) as uint8 (0..16 scaled to 0..255), with a class-balanced test split: at their own
+    8x8x1 (`digits`), or with side=32 at CIFAR-10's 32x32x3, each pixel repeated 4x4 and the grey
+    channel 3 times (`digits32`)."""
     from sklearn.datasets import load_digits as sk_digits
+    if side not in (8, 32):
+        raise ValueError(f"digits come at side 8 or 32, not {side}")
     d = sk_digits()
-    img = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)        # 0..16 -> 0..255
-    img = np.repeat(np.repeat(img, 4, axis=1), 4, axis=2)             # 8x8 -> 32x32
-    img = np.repeat(img[..., None], 3, axis=3)                        # grey -> RGB
+    img = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # 0..16 -> 0..255, [N, 8, 8, 1]
+    if side == 32:
+        img = np.repeat(np.repeat(img, 4, axis=1), 4, axis=2)             # 8x8 -> 32x32
+        img = np.repeat(img, 3, axis=3)                                    # grey -> RGB
     y = d.target.astype(np.int32)
     xte, yte, xtr, ytr = balanced_subset(img, y, int(len(y) * test_fraction), seed=0, num_classes=10)
     return Splits(xtr, ytr, xte, yte, [str(c) for c in range(10)])

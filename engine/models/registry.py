@@ -33,7 +33,9 @@ class ModelSpec:
     # Input side the model is trained at unless --upsample says otherwise: 0 the images' own side;
     # a backbone's is a floor (larger images are not shrunk).
     default_size: int = 0
-    min_size: int = 32      # the smallest input side its layers take
+    # The smallest input side its layers take: smaller images are upsampled to it (input_size), and a
+    # smaller --upsample is refused.
+    min_size: int = 32
     # An init from training data, run once before training (not on resume): the family's
     # data_init(model, uint8 training images, kernels.Preprocess).
     data_init: bool = False
@@ -83,8 +85,10 @@ def get(name: str) -> ModelSpec:
 
 def input_size(spec: ModelSpec, upsample: int, image_shape: tuple | None = IMAGE_SHAPE) -> int:
     """The side length the model sees: --upsample if given, else the model's default for images of
-    `image_shape` [H, W, C] (None: not known yet, only --upsample is checked); a user's model: its
-    own input side, which loading it tells."""
+    `image_shape` [H, W, C] (None: not known yet, only --upsample is checked): their own side, a
+    backbone's default side if larger, and for images below the model's min_size their side times
+    the least whole factor that reaches it (8x8 digits: 16 for airbench); a user's model: its own
+    input side, which loading it tells. A --upsample below min_size is a one-line error."""
     side = None if image_shape is None else image_shape[0]
     if image_shape is not None and image_shape[0] != image_shape[1] and not upsample:
         raise EngineError(f"the images are {image_shape[0]}x{image_shape[1]}, not square: give --upsample N to "
@@ -100,10 +104,13 @@ def input_size(spec: ModelSpec, upsample: int, image_shape: tuple | None = IMAGE
         return 0
     else:
         size = max(spec.default_size, side)
+        if size < spec.min_size:  # smaller images: enlarged by the least whole factor that reaches min_size
+            size = side * -(-spec.min_size // side)  # (nearest upsampling then repeats each pixel, as digits32)
     if size < spec.min_size:
         given = f"--upsample {size}" if upsample else f"images of {side}x{side}"
-        raise EngineError(f"model {spec.name} needs inputs of at least {spec.min_size}x{spec.min_size}, "
-                          f"got {given}" + ("" if upsample else f"; give --upsample {spec.min_size} or more"))
+        raise EngineError(f"model {spec.name} needs inputs of at least {spec.min_size}x{spec.min_size} (its "
+                          f"smallest side), got {given}; give --upsample {spec.min_size} or more"
+                          + (" or leave it out (smaller images are enlarged to it)" if upsample else ""))
     return size
 
 

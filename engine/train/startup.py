@@ -179,6 +179,9 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
         # again from step 0 with its saved config.
         restoring = here.run.resume and layout.has_checkpoint(source_out)
         splits, train, val, test = load_splits(here, cache_dir, log)
+        if restoring and not here.data.image_shape:  # a config made in Python: the shape the run saved
+            saved = Config.load(layout.run_file(source_out, layout.CONFIG_FILE))
+            here = here.replace("data", image_shape=saved.data.image_shape)
         here = with_image_shape(here, splits.x_train.shape[1:], restoring)  # the run's shape, from here on
         val_is_test = val[0] is test[0]  # (data.prepare validates on the test arrays themselves)
         if cache_note:

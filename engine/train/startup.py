@@ -218,7 +218,7 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
         config.save(os.path.join(config.run.out, layout.CONFIG_FILE))
         stop.training = True  # from here a signal stops at a step boundary, after a checkpoint
         write_json(layout.run_file(config.run.out, layout.CLASSES_FILE), splits.class_names)
-        feeds = Feeds(strategy, train, val, test, val_is_test, config.optim.batch_size, training.preprocess.size)
+        feeds = Feeds(strategy, train, val, test, val_is_test, config.optim.batch_size, training.preprocess.side)
         checkpoints = Checkpoints(config.run.out, model, training.optimizer, training.loop.trackables(),
                                   config.run.keep_checkpoints, training.loop.step, warn)
         if restoring:  # other workers read the chief's checkpoints

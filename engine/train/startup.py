@@ -197,6 +197,8 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
         model = training.model
         trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
         log(f"model: {model.name}, {model.count_params():,} parameters ({trainable:,} trainable)")
+        if training.preprocess.channels == 3 and config.image_shape[2] == 1:
+            log(f"grayscale images: their channel is repeated to RGB in the graph ({model.name} takes [H,W,3])")
         spec = models.get(config.model.model)
         if config.run.init_from and not restoring:  # (a restored checkpoint has the weights)
             log(f"weights from {warm_start(model, config.run.init_from)}")

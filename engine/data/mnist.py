@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from engine.data.images import read_regular
-from engine.data.splits import Splits, check_fits, memory_limit
+from engine.data.splits import HOW_TO_CHANGE, Splits, check_fits, memory_limit
 from engine.errors import EngineError
 
 DIGITS = [str(c) for c in range(10)]
@@ -148,7 +148,8 @@ def idx_array(raw: bytes, path: str, want_ndim: int, max_items: int) -> np.ndarr
                               f"(at most {MAX_IMAGES:,} items of sides up to {MAX_SIDE})")
         n = math.prod(dims)
         if n > max_items:
-            raise EngineError(f"{path}: {list(dims)} would need {n:,} bytes, over the limit of {max_items:,}")
+            raise EngineError(f"{path}: {list(dims)} would need {n:,} bytes, over the limit of {max_items:,} "
+                              f"({HOW_TO_CHANGE})")
         body = data.read(n + 1) if data else raw[4 + 4 * want_ndim:]
     except (OSError, EOFError, zlib.error) as e:
         raise EngineError(f"cannot read {path}: {str(e)[:100]}") from None

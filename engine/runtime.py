@@ -280,7 +280,11 @@ class TRTPredictor(Predictor):
         self._runner.activate()
         profile = self._runner.engine.get_tensor_profile_shape(INPUT, 0)  # [min, opt, max] shapes
         largest = int(profile[2][0])
-        self.image_shape = export_shape([int(d) for d in profile[2]]) or IMAGE_SHAPE
+        image = export_shape([int(d) for d in profile[2]])
+        if image is None:
+            raise EngineError(f"{path}: the engine runs models of its export contract ({CONTRACT_ANY}); its input "
+                              f"profile's largest shape is {[int(d) for d in profile[2]]}")
+        self.image_shape = image
         if batch_size is None:
             self.batch_size = min(self.batch_size, largest)
         elif batch_size > largest:

@@ -29,8 +29,8 @@ NETS = textwrap.dedent("""
     def not_a_model():
         return 3
 
-    def non_square():
-        inputs = keras.Input((32, 48, 3))
+    def two_channels():
+        inputs = keras.Input((32, 32, 2))
         return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
 
     def no_logits():
@@ -102,7 +102,7 @@ def test_your_model_trains_resumes_exports_and_evaluates(nets, tmp_path, model, 
 
 @pytest.mark.parametrize("model,extra,message", [
     ("mynets:not_a_model", [], "expected a Keras model, got int"),
-    ("mynets:non_square", [], "square RGB images of side >= 32"),
+    ("mynets:two_channels", [], "C 1 (grayscale) or 3 (RGB), got input (32, 32, 2)"),
     ("mynets:no_logits", [], "one vector of logits per image"),
     ("mynets:five_classes", [], "5 outputs but the data has 10 classes"),
     ("mynets:upsampled", ["--upsample", "96"], "takes 64x64 images"),
@@ -111,7 +111,7 @@ def test_your_model_trains_resumes_exports_and_evaluates(nets, tmp_path, model, 
     ("up.keras", [], "needs --normalization"),
     ("broken.keras", ["--normalization", "unit"], "not a .keras file"),
     ("truncated.keras", ["--normalization", "unit"], "not a .keras file (a .keras model is a zip archive"),
-    ("mynets:two_inputs", [], "expected a model with one input (square RGB images), got 2 inputs"),
+    ("mynets:two_inputs", [], "expected a model with one input ([H, W, C] images), got 2 inputs"),
     ("mynets:two_outputs", [], "expected a model with one output (a vector of logits per image), got 2 outputs"),
     ("mynets:int_outputs", [], "expected float logits (or probabilities), got output dtype int32"),
     ("broken_syntax:f", [], "importing 'broken_syntax' raised SyntaxError: invalid syntax"),

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from engine.data.images import read_regular
-from engine.data.splits import Splits, check_fits, memory_limit
+from engine.data.splits import HOW_TO_CHANGE, Splits, check_fits, memory_limit
 from engine.errors import EngineError
 
 DIGITS = [str(c) for c in range(10)]
@@ -114,9 +114,22 @@ def load_npz(path: str, names: list | None = None) -> Splits:
     return _splits(*arrays, names or class_names_for(path), path)
 
 
+def idx_key(name: str) -> str | None:
+    """The array ("x_train", "y_train", "x_test" or "y_test") an IDX file of this base name holds, or None."""
+    for k, stem in IDX_FILES.items():
+        if name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+            return k
+    return None
+
+
 def _read_idx(path: str, want_ndim: int, max_items: int) -> np.ndarray:
     """An IDX file of unsigned bytes with `want_ndim` dimensions (gzipped if it ends in .gz)."""
-    raw = read_regular(path, MAX_FILE_BYTES)
+    return idx_array(read_regular(path, MAX_FILE_BYTES), path, want_ndim, max_items)
+
+
+def idx_array(raw: bytes, path: str, want_ndim: int, max_items: int) -> np.ndarray:
+    """The array of an IDX file's bytes `raw` (gzipped if `path`, the name messages give, ends in .gz),
+    its header checked before the body is read."""
     try:
         data = gzip.GzipFile(fileobj=io.BytesIO(raw)) if path.endswith(".gz") else None
         head = data.read(4) if data else raw[:4]
@@ -135,7 +148,8 @@ def _read_idx(path: str, want_ndim: int, max_items: int) -> np.ndarray:
                               f"(at most {MAX_IMAGES:,} items of sides up to {MAX_SIDE})")
         n = math.prod(dims)
         if n > max_items:
-            raise EngineError(f"{path}: {list(dims)} would need {n:,} bytes, over the limit of {max_items:,}")
+            raise EngineError(f"{path}: {list(dims)} would need {n:,} bytes, over the limit of {max_items:,} "
+                              f"({HOW_TO_CHANGE})")
         body = data.read(n + 1) if data else raw[4 + 4 * want_ndim:]
     except (OSError, EOFError, zlib.error) as e:
         raise EngineError(f"cannot read {path}: {str(e)[:100]}") from None
@@ -143,6 +157,19 @@ def _read_idx(path: str, want_ndim: int, max_items: int) -> np.ndarray:
         raise EngineError(f"{path}: IDX header declares {list(dims)} = {n:,} bytes but the file holds "
                           f"{'more' if len(body) > n else f'{len(body):,}'}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def load_idx_members(members: dict, where: str, names: list | None = None) -> Splits:
+    """The four official IDX files read from an archive: {array key (idx_key): (name, raw bytes)}."""
+    for k, stem in IDX_FILES.items():
+        if k not in members:
+            raise EngineError(f"{where}: no {stem}.gz (MNIST-style IDX files are "
+                              f"{', '.join(s + '.gz' for s in IDX_FILES.values())})")
+    budget = memory_limit()
+    arrays = {k: idx_array(members[k][1], members[k][0], 3 if k.startswith("x") else 1,
+                           budget if k.startswith("x") else MAX_IMAGES) for k in IDX_FILES}
+    _check_shapes(*(arrays[k].shape for k in IDX_FILES), where)
+    return _splits(*(arrays[k] for k in IDX_FILES), names or class_names_for(where), where)
 
 
 def load_idx_folder(folder: str, names: list | None = None) -> Splits:

@@ -12,7 +12,8 @@ Sources (`--data`):
 - a `.tar` / `.tar.gz` of such a tree, streamed member by member, never extracted to disk,
 - the official `cifar-10-python.tar.gz` and `cifar-100-python.tar.gz` (or their extracted folders):
   pickled batches, read with an unpickler that admits only the few numpy names those files hold,
-- Keras's `mnist.npz`, or a folder of the official MNIST / Fashion-MNIST IDX files (`*-ubyte.gz`).
+- Keras's `mnist.npz`, or a folder or a `.tar` / `.tar.gz` of the official MNIST / Fashion-MNIST IDX files
+  (`*-ubyte.gz`).
 
 Decoded arrays are cached on disk, keyed by the source's path, size and mtime (every file's, for a
 folder) and the options that change them, so the second run starts in seconds. Class order is
@@ -276,17 +277,21 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
     images and the bytes they decode to are capped."""
     images = {"train": [], "test": []}   # (class, relpath, _Decoder reference)
     batches, c100 = {}, {}               # basename -> unpickled dict
+    idx = {}                             # mnist.idx_key -> (name, raw bytes) of MNIST-style IDX files
     decoder = _Decoder()
     tally = _Tally(size)
     try:
         with size_checked_here():
-            _read_entries(path, images, batches, c100, decoder, tally)
+            _read_entries(path, images, batches, c100, decoder, tally, idx)
             if not tally.over:
                 decoder.finish()
         found = [what for what, there in (("pickled CIFAR-10 batches", batches), ("CIFAR-100 pickles", c100),
+                                          ("MNIST IDX files", idx),
                                           ("image folders", images["train"] or images["test"])) if there]
         if len(found) > 1:
             raise EngineError(f"{path} holds both {found[0]} and {found[1]}; use one")
+        if idx:
+            return mnist.load_idx_members(idx, path)
         if batches:
             return splits_from_batches(batches, path)
         if c100:
@@ -296,7 +301,8 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
         decoder.close()
 
 
-def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _Decoder, tally: _Tally) -> None:
+def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _Decoder, tally: _Tally,
+                  idx: dict | None = None) -> None:
     total = count = 0
     for rel, read in _entries(path):
         parts = rel.split("/")
@@ -306,6 +312,15 @@ def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _
         if read is None:  # a folder
             if len(parts) >= 2 and parts[-2] in images:
                 tally.class_dirs.append((parts[-2], base, rel))
+            continue
+        key = mnist.idx_key(base) if idx is not None else None
+        if key:  # an IDX file: kept as it is, its header checked by mnist.idx_array
+            if key in idx:
+                raise EngineError(f"{path} holds two {mnist.IDX_FILES[key]} files: {idx[key][0]} and {path}:{rel}")
+            idx[key] = (f"{path}:{rel}", read(mnist.MAX_FILE_BYTES))
+            total += len(idx[key][1])
+            if total > MAX_TOTAL_BYTES:
+                raise EngineError(f"refusing {path}: it holds more than {MAX_TOTAL_BYTES >> 30} GiB of data")
             continue
         is_batch = bool(_BATCH_RE.match(base))
         is_c100 = base in CIFAR100_FILES and (len(parts) == 1 or parts[-2] == "cifar-100-python")

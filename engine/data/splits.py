@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,19 +45,43 @@ def available_memory() -> int:
         return 8 << 30
 
 
+MEMORY_ENV = "ENGINE_DATA_MEMORY"  # the decoded-data limit in bytes (8G, 500M, 2000000000), or none
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+NO_LIMIT = sys.maxsize
+HOW_TO_CHANGE = f"set {MEMORY_ENV} to a size in bytes (e.g. 16G) or none to change the limit"
+
+
+def memory_override() -> int | None:
+    """The limit $ENGINE_DATA_MEMORY sets: bytes (an optional K, M, G or T is KiB ... TiB), NO_LIMIT for
+    `none`; None where it is not set. A one-line error for anything else."""
+    text = os.environ.get(MEMORY_ENV, "").strip().lower()
+    if not text:
+        return None
+    if text == "none":
+        return NO_LIMIT
+    m = re.fullmatch(r"(\d+)\s*(?:([kmgt])(?:i?b)?|b)?", text)
+    if not m or int(m.group(1)) == 0:
+        raise EngineError(f"{MEMORY_ENV}={os.environ[MEMORY_ENV]!r}: expected a size in bytes above 0 (e.g. "
+                          f"2000000000, 500M or 16G) or none (no limit)")
+    return int(m.group(1)) * _UNITS[m.group(2) or ""]
+
+
 def memory_limit() -> int:
-    """The most decoded image bytes a data set may hold in memory: half the memory available when
-    it is loaded (a run holds a second copy of the arrays on its way to the device)."""
-    return available_memory() // 2
+    """The most decoded image bytes a data set may hold in memory: $ENGINE_DATA_MEMORY if set, else
+    half the memory available when it is loaded (a run holds a second copy of the arrays on its way
+    to the device)."""
+    override = memory_override()
+    return available_memory() // 2 if override is None else override
 
 
 def check_fits(nbytes: int, what: str) -> None:
     """A one-line error if `nbytes` of decoded images would not fit under memory_limit()."""
     limit = memory_limit()
     if nbytes > limit:
+        source = MEMORY_ENV if memory_override() is not None else "half the memory available now"
         raise EngineError(f"{what} needs {_size(nbytes)} of memory as decoded uint8 images, over the limit of "
-                          f"{_size(limit)} (half the memory available now); use a smaller data set, "
-                          f"or --image-size HxW to shrink a folder's images")
+                          f"{_size(limit)} ({source}); use a smaller data set, "
+                          f"or --image-size HxW to shrink a folder's images, or {HOW_TO_CHANGE}")
 
 
 def _size(n: int) -> str:

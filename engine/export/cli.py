@@ -42,7 +42,7 @@ def _parser() -> Parser:
     k.add_argument("--normalization", choices=NORMALIZATIONS,
                    help="how its training inputs were scaled (e.g. caffe for vgg16's preprocess_input, unit for x/255)")
     k.add_argument("--upsample-method", choices=UPSAMPLE_METHODS, default="nearest",
-                   help="how 32x32 images reach its input side")
+                   help="how 32x32 images reach a square RGB model's input side")
     k.add_argument("--class-names", "--classes", dest="classes", metavar="A,B,...",
                    help="comma-separated class names to record in the export (default: CIFAR-10's)")
     sub.add_parser("savedmodel", parents=[common], help="TensorFlow SavedModel with a serving signature")
@@ -73,7 +73,8 @@ def _parser() -> Parser:
     t = sub.add_parser("trt", parents=[common, prec],
                        help="TensorRT engine built from the ONNX export of that precision (needs an NVIDIA GPU)")
     e = t.add_argument_group("TensorRT engine")
-    e.add_argument("--onnx", metavar="FILE", help="ONNX file to build from (default: export one next to --out)")
+    e.add_argument("--onnx", metavar="FILE", help="ONNX file to build from (default: export one next to --out, X.engine -> "
+                                                        "X.trt-PRECISION.onnx)")
     e.add_argument("--min-batch", type=int, default=1, metavar="N", help="smallest batch the engine accepts")
     e.add_argument("--opt-batch", type=int, default=64, metavar="N", help="the batch TensorRT tunes its kernels for")
     e.add_argument("--max-batch", type=int, default=256, metavar="N", help="largest batch the engine accepts")
@@ -135,8 +136,9 @@ def is_savedmodel(path: str) -> bool:
 
 
 def trt_onnx(a) -> str:
-    """The ONNX file a TensorRT engine is built from: --onnx, else one exported next to --out."""
-    return a.onnx or os.path.splitext(a.out)[0] + ".onnx"
+    """The ONNX file a TensorRT engine is built from: --onnx, else one exported next to --out, named by
+    its precision (X.engine -> X.trt-fp32.onnx), never an `engine export onnx` file's name (model.onnx)."""
+    return a.onnx or f"{os.path.splitext(a.out)[0]}.trt-{a.precision}.onnx"
 
 
 @cli

@@ -19,7 +19,7 @@ import tensorflow as tf
 from engine import __version__, files, layout, models
 from engine.config import Config, data_default
 from engine.layout import CONFIG_FILE, is_run_dir
-from engine.contract import CIFAR10_CLASSES, CONTRACT, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT, contract_text
+from engine.contract import CIFAR10_CLASSES, IMAGE_SHAPE, INPUT, NORMALIZATIONS, OUTPUT, contract_text
 from engine.errors import EngineError, is_disk_full
 from engine.kernels import Preprocess
 from engine.models.user import check as check_model
@@ -40,7 +40,7 @@ class Exportable:
 
     @property
     def size(self) -> int:
-        return self.preprocess.size
+        return self.preprocess.side
 
     def serve_fn(self):
         model, preprocess = self.model, self.preprocess
@@ -102,7 +102,7 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     restore_model(model, latest, class_names, cfg.model.model)
     meta = {"engine_version": __version__, "source_run": os.path.abspath(path), "checkpoint": latest,
             "class_names": class_names, "config": cfg.to_dict(), "contract": contract_text(shape),
-            "input_side": preprocess.size, "input_shape": list(shape)}
+            "input_side": preprocess.side, "input_shape": list(shape)}
     return Exportable(model, preprocess, class_names, meta, cfg.data.data, shape)
 
 
@@ -198,7 +198,8 @@ def _mismatch(ours: collections.Counter, theirs: collections.Counter, class_name
 def load_keras(path: str, normalization: str | None, upsample_method: str = "nearest",
                class_names: list | None = None) -> Exportable:
     """A saved `.keras` model (e.g. from a `model.fit` script) with the input scaling it was trained
-    with (`normalization`, a kernels.normalize mode). Its input side sets the upsampling (32 -> side).
+    with (`normalization`, a kernels.normalize mode). A square RGB model of side >= 32 takes 32x32x3 images
+upsampled to its side; another takes images of its own input shape.
     A model ending in softmax is exported as logits = log(probabilities): same argmax, same softmax."""
     from engine.models import airbench, layers  # noqa: F401 - register the engine's layers and initializers
     if not os.path.isfile(path):
@@ -222,7 +223,11 @@ def load_keras(path: str, normalization: str | None, upsample_method: str = "nea
         inputs = keras.Input(shape, name=INPUT)
         net = keras.Model(inputs, keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(p, 1e-30)),
                                                        name=OUTPUT)(model(inputs)))
+    h, w, c = (int(d) for d in shape)
+    # An RGB square model of side >= 32 takes CIFAR-10's 32x32x3 upsampled to its side; any other, its own images.
+    image = IMAGE_SHAPE if (c == 3 and h == w and h >= IMAGE_SHAPE[0]) else (h, w, c)
+    preprocess = Preprocess(h if h == w else (h, w), normalization, upsample_method, channels=c)
     meta = {"engine_version": __version__, "source_model": os.path.abspath(path), "class_names": names,
-            "normalization": normalization, "softmax_to_logits": softmax, "contract": CONTRACT,
-            "input_side": int(shape[0]), "input_shape": list(IMAGE_SHAPE)}
-    return Exportable(net, Preprocess(int(shape[0]), normalization, upsample_method), names, meta, data_default())
+            "normalization": normalization, "softmax_to_logits": softmax, "contract": contract_text(image),
+            "input_side": preprocess.side, "input_shape": list(image)}
+    return Exportable(net, preprocess, names, meta, data_default(), image)

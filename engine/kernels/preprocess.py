@@ -14,15 +14,25 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from engine.kernels.normalize import normalize
-from engine.kernels.upsample import upsample
+from engine.kernels.upsample import sides, upsample
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    size: int                      # the model's input side (the image's side: no upsampling)
+    size: int | tuple              # the model's input side, or (height, width) when not square (the image's: no upsampling)
     normalization: str = "cifar10"  # a kernels.normalize mode
     method: str = "nearest"        # a kernels.upsample method
     channels: int = 3              # the model's input channels: 3 repeats a 1-channel image's (gray -> RGB)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The model's input (height, width)."""
+        return sides(self.size)
+
+    @property
+    def side(self) -> int:
+        """The model's longer input side (what inference batches are sized by)."""
+        return max(self.hw)
 
     def __call__(self, images):
         if images.shape[-1] == 1 and self.channels == 3:

@@ -1,4 +1,4 @@
-"""Upsampling of NHWC image batches to a square size, on the device.
+"""Upsampling of NHWC image batches to a size (H x W, or a square side), on the device.
 
 Written as static gathers (nearest) and two small interpolation matmuls (bilinear) rather than
 `tf.image.resize`: XLA on CPU (TF 2.21) computes ResizeBilinear wrongly at odd integer factors
@@ -33,8 +33,14 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     return m
 
 
+def sides(size) -> tuple[int, int]:
+    """(height, width) of a size given as one side (a square) or as (height, width)."""
+    return (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+
+
 def upsample(images, size, method="nearest"):
-    """Resize `images` [N,H,W,C] (static H, W) to [N,size,size,C].
+    """Resize `images` [N,H,W,C] (static H, W) to [N,size,size,C], or [N,height,width,C] for a
+    `size` of (height, width).
 
     `nearest` equals Keras's `UpSampling2D` at integer factors (each pixel repeated) and
     `tf.image.resize(method="nearest")` otherwise, and keeps the input dtype (uint8 stays small).
@@ -44,11 +50,12 @@ def upsample(images, size, method="nearest"):
     if method not in METHODS:
         raise ValueError(f"unknown upsampling method {method!r}; choose from {METHODS}")
     h, w = images.shape[1], images.shape[2]
-    if h == size and w == size:
+    out_h, out_w = sides(size)
+    if h == out_h and w == out_w:
         return images
     if method == "nearest":
-        x = tf.gather(images, nearest_indices(size, h), axis=1)
-        return tf.gather(x, nearest_indices(size, w), axis=2)
+        x = tf.gather(images, nearest_indices(out_h, h), axis=1)
+        return tf.gather(x, nearest_indices(out_w, w), axis=2)
     x = tf.cast(images, tf.float32)
-    x = tf.einsum("ph,nhwc->npwc", tf.constant(bilinear_matrix(size, h)), x)
-    return tf.einsum("qw,npwc->npqc", tf.constant(bilinear_matrix(size, w)), x)
+    x = tf.einsum("ph,nhwc->npwc", tf.constant(bilinear_matrix(out_h, h)), x)
+    return tf.einsum("qw,npwc->npqc", tf.constant(bilinear_matrix(out_w, w)), x)

@@ -72,7 +72,7 @@ def is_user_model(name: str) -> bool:
 
 def user_spec(name: str) -> ModelSpec:
     return ModelSpec(name, "user", normalization="cifar10", description="your model (engine.models.user)",
-                     recipe="user", default_size=0, options=("normalization",))
+                     recipe="user", default_size=0, min_size=1, options=("normalization",))
 
 
 def get(name: str) -> ModelSpec:
@@ -83,16 +83,17 @@ def get(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def input_size(spec: ModelSpec, upsample: int, image_shape: tuple | None = IMAGE_SHAPE) -> int:
+def input_size(spec: ModelSpec, upsample: int, image_shape: tuple | None = IMAGE_SHAPE) -> int | tuple[int, int]:
     """The side length the model sees: --upsample if given, else the model's default for images of
     `image_shape` [H, W, C] (None: not known yet, only --upsample is checked): their own side, a
     backbone's default side if larger, and for images below the model's min_size their side times
-    the least whole factor that reaches it (8x8 digits: 16 for airbench); a user's model: its own
-    input side, which loading it tells. A --upsample below min_size is a one-line error."""
+    the least whole factor that reaches it (8x8 digits: 16 for airbench); images that are not square
+    at their own (H, W) (a tuple) by the engine's nets; a user's model: its own input size, which
+    loading it tells. A --upsample below min_size is a one-line error."""
     side = None if image_shape is None else image_shape[0]
-    if image_shape is not None and image_shape[0] != image_shape[1] and not upsample:
+    if image_shape is not None and image_shape[0] != image_shape[1] and not upsample and spec.backbone:
         raise EngineError(f"the images are {image_shape[0]}x{image_shape[1]}, not square: give --upsample N to "
-                          f"train on NxN inputs")
+                          f"train {spec.name} on NxN inputs")
     if upsample:
         size = upsample
         if side is not None and upsample < max(image_shape[:2]):
@@ -100,8 +101,19 @@ def input_size(spec: ModelSpec, upsample: int, image_shape: tuple | None = IMAGE
                               f"it enlarges them only")
     elif spec.family == "user":
         size = _family(spec).input_side(spec.name)
+        h, w = (size, size) if isinstance(size, int) else size
+        if image_shape is not None and (h < image_shape[0] or w < image_shape[1]):
+            raise EngineError(f"--model {spec.name} takes {h}x{w} images, smaller than the data's "
+                              f"{image_shape[0]}x{image_shape[1]}: the engine enlarges images only")
+        return size
     elif side is None:
         return 0
+    elif image_shape[0] != image_shape[1]:
+        size = (int(image_shape[0]), int(image_shape[1]))
+        if min(size) < spec.min_size:
+            raise EngineError(f"model {spec.name} needs inputs of at least {spec.min_size}x{spec.min_size}, got "
+                              f"images of {size[0]}x{size[1]}; give --upsample {max(spec.min_size, *size)} or more")
+        return size
     else:
         size = max(spec.default_size, side)
         if size < spec.min_size:  # smaller images: enlarged by the least whole factor that reaches min_size
@@ -115,9 +127,12 @@ def input_size(spec: ModelSpec, upsample: int, image_shape: tuple | None = IMAGE
 
 
 def input_channels(spec: ModelSpec, image_shape: tuple = IMAGE_SHAPE) -> int:
-    """The channels the model takes: the images' own, but RGB for a keras.applications backbone and a
-    model of yours (a grayscale channel is repeated in the graph, kernels.Preprocess)."""
-    return 3 if spec.backbone or spec.family == "user" else int(image_shape[2])
+    """The channels the model takes: the images' own, but RGB for a keras.applications backbone, and a
+    model of yours its own input's (for either, a grayscale channel is repeated in the graph where the
+    model takes RGB, kernels.Preprocess)."""
+    if spec.family == "user":
+        return _family(spec).input_channels(spec.name, int(image_shape[2]))
+    return 3 if spec.backbone else int(image_shape[2])
 
 
 def preprocess_for(spec: ModelSpec, opts, image_shape: tuple = IMAGE_SHAPE):
@@ -134,7 +149,8 @@ def _family(spec: ModelSpec):
 
 
 def build(name: str, size: int, num_classes: int, opts=None, *, sync_bn: bool = False, channels: int = 3):
-    """A functional Keras model: float32 [N,size,size,channels] normalised images -> float32 logits, every
+    """A functional Keras model: float32 [N,size,size,channels] normalised images (`size` (height, width):
+    [N,height,width,channels]) -> float32 logits, every
     layer in its own Keras form (engine.models.cpu_step rewrites a training step's layers for speed;
     engine.train.build applies it). `opts` (a config.ModelConfig) carries the options some models take
     (--weights, --freeze, --head, --width) and --no-data-init (the weights data_init would set and
@@ -143,7 +159,8 @@ def build(name: str, size: int, num_classes: int, opts=None, *, sync_bn: bool = 
     import keras
     spec = get(name)
     family = _family(spec)
-    inputs = keras.Input((size, size, channels), name="images")
+    height, width = (size, size) if isinstance(size, int) else size
+    inputs = keras.Input((height, width, channels), name="images")
     x = family.body(inputs, num_classes, opts, spec.name)
     logits = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
     model = keras.Model(inputs, logits, name=_keras_name(spec))

@@ -1,6 +1,7 @@
 """Your own model as a registered one: `--model path/to/model.keras` or `--model pkg.module:function`
-(a function returning an uncompiled Keras model). It takes float images at its own input side (the
-engine upsamples 32x32 to it and normalises with --normalization) and outputs logits, or
+(a function returning an uncompiled Keras model). It takes float images at its own input size (the
+engine upsamples the data's images to it and normalises with --normalization) and channels (1: grayscale data
+as it is; 3: RGB, a grayscale image's channel repeated) and outputs logits, or
 probabilities (a final softmax), which are turned into logits once, here: log(p) has the same argmax
 and the same softmax."""
 from __future__ import annotations
@@ -16,7 +17,7 @@ from engine.errors import EngineError
 
 
 def load(name: str):
-    """The user's Keras model (uncompiled), checked to take square RGB images of side >= 32, in the
+    """The user's Keras model (uncompiled), checked to take [H, W, C] images (C 1 or 3), in the
     global precision policy (in_global_policy)."""
     model = _load_file(name) if name.endswith(".keras") else _call(name)
     if not isinstance(model, keras.Model):
@@ -26,15 +27,17 @@ def load(name: str):
 
 
 def check(model, what: str) -> None:
-    """A one-line error unless `model` is what the engine trains and exports: one float input of square
-    RGB images of side >= 32, one float output of one vector of logits (or probabilities) per image.
+    """A one-line error unless `model` is what the engine trains and exports: one float input of
+    [H, W, C] images (C 1 for grayscale, 3 for RGB), one float output of one vector of logits (or
+    probabilities) per image.
     Checked on the model's declared inputs and outputs, before it is built into a run."""
     inputs, outputs = list(getattr(model, "inputs", None) or []), list(getattr(model, "outputs", None) or [])
     if len(inputs) > 1:
-        raise EngineError(f"{what}: expected a model with one input (square RGB images), got {len(inputs)} inputs")
+        raise EngineError(f"{what}: expected a model with one input ([H, W, C] images), got {len(inputs)} inputs")
     shape = tuple(inputs[0].shape[1:]) if inputs else None
-    if shape is None or len(shape) != 3 or shape[0] != shape[1] or shape[2] != 3 or (shape[0] or 0) < 32:
-        raise EngineError(f"{what}: expected a model taking square RGB images of side >= 32, got input {shape}")
+    if shape is None or len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape) or shape[2] not in (1, 3):
+        raise EngineError(f"{what}: expected a model taking images of a fixed [H, W, C], C 1 (grayscale) or 3 (RGB), "
+                          f"got input {shape}")
     if not keras.backend.is_float_dtype(inputs[0].dtype):
         raise EngineError(f"{what}: expected a model taking float images, got input dtype {inputs[0].dtype}")
     if len(outputs) != 1:
@@ -139,8 +142,24 @@ def _call(name: str):
         raise EngineError(f"--model {name}: {attr}() raised {type(e).__name__}: {str(e)[:150]}") from None
 
 
-def input_side(name: str) -> int:
-    return int(load(name).inputs[0].shape[1])
+def input_side(name: str) -> int | tuple[int, int]:
+    """The model's input side, or (height, width) where it is not square."""
+    h, w, _ = input_shape(name)
+    return h if h == w else (h, w)
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    return tuple(int(d) for d in load(name).inputs[0].shape[1:])
+
+
+def input_channels(name: str, data_channels: int) -> int:
+    """The channels the model takes: 1 trains on grayscale data as it is, 3 takes RGB (a grayscale
+    channel repeated in the graph); a one-line error for a grayscale model on RGB data."""
+    channels = input_shape(name)[2]
+    if channels == 1 and data_channels == 3:
+        raise EngineError(f"--model {name} takes grayscale images [H,W,1] but the data is RGB: give it a model "
+                          f"taking [H,W,3], or grayscale data")
+    return channels
 
 
 def ends_in_softmax(model) -> bool:
@@ -150,9 +169,11 @@ def ends_in_softmax(model) -> bool:
 
 def body(x, num_classes, opts=None, name=""):
     model = load(name)
-    side, outputs = int(model.inputs[0].shape[1]), int(model.outputs[0].shape[-1])
-    if x.shape[1] != side:
-        raise EngineError(f"--model {name} takes {side}x{side} images; drop --upsample or set it to {side}")
+    (h, w, c), outputs = (int(d) for d in model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1])
+    if tuple(x.shape[1:3]) != (h, w):
+        raise EngineError(f"--model {name} takes {h}x{w} images; drop --upsample" + (f" or set it to {h}" if h == w else ""))
+    if x.shape[3] != c:
+        raise EngineError(f"--model {name} takes {c}-channel images, got {x.shape[3]}")
     if outputs != num_classes:
         raise EngineError(f"--model {name} has {outputs} outputs but the data has {num_classes} classes")
     y = model(x)

@@ -200,6 +200,8 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
         model = training.model
         trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
         log(f"model: {model.name}, {model.count_params():,} parameters ({trainable:,} trainable)")
+        if training.preprocess.channels == 3 and config.image_shape[2] == 1:
+            log(f"grayscale images: their channel is repeated to RGB in the graph ({model.name} takes [H,W,3])")
         spec = models.get(config.model.model)
         if config.run.init_from and not restoring:  # (a restored checkpoint has the weights)
             log(f"weights from {warm_start(model, config.run.init_from)}")
@@ -221,7 +223,7 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
         config.save(os.path.join(config.run.out, layout.CONFIG_FILE))
         stop.training = True  # from here a signal stops at a step boundary, after a checkpoint
         write_json(layout.run_file(config.run.out, layout.CLASSES_FILE), splits.class_names)
-        feeds = Feeds(strategy, train, val, test, val_is_test, config.optim.batch_size, training.preprocess.size)
+        feeds = Feeds(strategy, train, val, test, val_is_test, config.optim.batch_size, training.preprocess.side)
         checkpoints = Checkpoints(config.run.out, model, training.optimizer, training.loop.trackables(),
                                   config.run.keep_checkpoints, training.loop.step, warn)
         if restoring:  # other workers read the chief's checkpoints

@@ -13,6 +13,7 @@ import pytest
 
 from engine import data
 from engine.config import Config
+from engine.data import sources
 from engine.data.splits import Splits
 from engine.errors import EngineError
 from engine.train import resolve
@@ -45,6 +46,9 @@ def shaped_data(monkeypatch):
             return synthetic(tuple(int(d) for d in source.split(":")[1].split("x")))
         return real(source, cache_dir, log=log, **options)
     monkeypatch.setattr(data, "load", load)
+    real_check = sources.check_source
+    monkeypatch.setattr(sources, "check_source",
+                        lambda source, *a, **k: None if source.startswith("shape:") else real_check(source, *a, **k))
 
 
 def train(tmp_path, model, shape, **model_opts) -> str:

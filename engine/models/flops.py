@@ -54,6 +54,7 @@ def _layer_flops_at(model, side: int) -> list[tuple[int, bool]]:
 
         def operation_fn(op):
             def call(*args, **kwargs):
+                _same_features(op, args, side)
                 if isinstance(op, keras.Model):
                     return walk(op, args[0])
                 kwargs.pop("training", None)
@@ -72,6 +73,21 @@ def _layer_flops_at(model, side: int) -> list[tuple[int, bool]]:
     channels = model.inputs[0].shape[-1]
     walk(model, keras.KerasTensor((1, side, side, channels), dtype=model.inputs[0].dtype))
     return out
+
+
+def _same_features(op, args, side: int) -> None:
+    """ValueError if a layer gets inputs whose last axis (channels, features) differs from what it was
+    built for: the side changed something only the side may change (a Flatten before a Dense)."""
+    import keras
+    try:
+        built = keras.tree.flatten(op.input)
+    except (AttributeError, ValueError):  # (a layer called in several places: no one input to compare)
+        return
+    given = [t for t in keras.tree.flatten(args) if isinstance(t, keras.KerasTensor)]
+    for now, was in zip(given, built):
+        if now.shape[-1] != was.shape[-1]:
+            raise ValueError(f"layer {op.name} takes inputs of {was.shape[-1]} features; {side}x{side} images give "
+                             f"it {now.shape[-1]}")
 
 
 def forward_flops(model, side: int | None = None) -> int:

@@ -150,9 +150,9 @@ class ModelConfig:
                        "2 mirror + 1-px translations (6 views)", choices=[0, 1, 2])
     resize_schedule: str = _opt(
         "", "progressive resizing: SIDE:UNTIL[,SIDE:UNTIL...] trains at SIDExSIDE until that fraction of the steps, "
-            "then at the next side, the rest at the full size (24:0.4: the first 40% at 24x24; 20:0.25,24:0.5: three "
-            "phases); each augmented batch is shrunk on the device (area averaging); evaluation and the exported "
-            "model take the full size (empty: off)", parse="resize_schedule")
+            "then at the next side, the rest at the full size (24:0.4: 24x24 for the first 0.4 of the steps; "
+            "20:0.25,24:0.5: three phases); each augmented batch is shrunk on the device (area averaging); evaluation "
+            "and the exported model take the full size (empty: off)", parse="resize_schedule")
     tta_fraction: float = _opt(1.0, "apply the TTA views only to this fraction of the test images, those whose "
                                     "plain prediction is least confident (lowest top softmax probability); the "
                                     "others keep the plain prediction (1: all images)",

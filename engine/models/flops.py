@@ -27,12 +27,12 @@ def layer_flops(model, side: int | None = None) -> list[tuple[int, bool]]:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             out += layer_flops(layer)
-        elif isinstance(layer, COUNTED()):
+        elif isinstance(layer, _counted()):
             out.append(_flops(layer, layer.output.shape))
     return out
 
 
-def COUNTED():
+def _counted() -> tuple:
     import keras
     return keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense
 
@@ -63,7 +63,7 @@ def _layer_flops_at(model, side: int) -> list[tuple[int, bool]]:
                     if len(t.shape) == 4 and any(d is not None and d < 1 for d in t.shape[1:3]):
                         raise ValueError(f"layer {op.name} would shrink a {side}x{side} input to "
                                          f"{t.shape[1]}x{t.shape[2]}")
-                if isinstance(op, COUNTED()):
+                if isinstance(op, _counted()):
                     out.append(_flops(op, result.shape))
                 return result
             return call

@@ -51,7 +51,7 @@ def kill_after(out, step):
     (ckdir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n')
 
 
-def test_each_side_traces_once_and_the_calls_switch_at_the_phase_ends(tmp_path, monkeypatch):
+def test_each_side_traces_once_untimed_and_the_calls_switch_at_the_phase_ends(tmp_path, monkeypatch):
     traced, calls = [], []
     step, call = TrainLoop._train_step, Trainer._train_call
 
@@ -69,6 +69,8 @@ def test_each_side_traces_once_and_the_calls_switch_at_the_phase_ends(tmp_path, 
     assert calls == [(0, 3, 16), (3, 2, 16), (5, 3, 24), (8, 2, 24), (10, 3, None), (13, 3, None)]
     # the epoch of 8 steps is cut at 5 (16 -> 24); the second at 10 (24 -> full size)
     assert t.model.inputs[0].shape[1:3] == (32, 32)
+    # the first call of each side traces it: not timed as training (train_img_s counts the other calls' 7 steps)
+    assert t.clock.images == (2 + 2 + 3) * 32
 
 
 def test_the_model_sees_the_augmented_batch_shrunk_to_the_phase_side(tmp_path):

@@ -164,6 +164,11 @@ class TrainLoop:
         self._calls = {}  # {side: the train call of that side}, each made when first needed
 
     @property
+    def compiled(self) -> bool:
+        """Whether the train call of the loop's side and trainable set has been made (and traced) yet."""
+        return self.side in self._calls
+
+    @property
     def train_calls(self):
         """The compiled train call (`train_calls(iterator, n)`) of the side the loop is at."""
         if self.side not in self._calls:

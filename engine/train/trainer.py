@@ -112,6 +112,7 @@ class Trainer:
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
         profiled = self.profile.before_call()
+        traced = not self.training.loop.compiled  # (its first call traces and compiles it)
         t0 = time.perf_counter()
         loss, correct, bad, why = self.training.loop.train_calls(iterator, tf.constant(n, tf.int32))
         loss, correct, bad, why = float(loss), float(correct), int(bad), int(why)  # also waits for the device
@@ -125,7 +126,7 @@ class Trainer:
             raise Diverged(f"{DIVERGED[why].format(loss=loss)} at step {bad + 1}; stopped. Last good checkpoint: {last}")
         self.global_step += n
         images = n * self.config.optim.batch_size
-        timed = not profiled and self.clock.train_call(images, seconds)
+        timed = not profiled and self.clock.train_call(images, seconds, traced)
         stats.add(images, loss, correct, seconds if timed else None)
 
     def _evaluate(self, epoch: int, stats: dict, last: bool) -> actions.EpochEnd:

@@ -148,6 +148,11 @@ class ModelConfig:
                                      "features once and train the head on them")
     tta: int = _recipe("model.tta", "test-time augmentation for the final test accuracy: 0 none, 1 mirror, "
                        "2 mirror + 1-px translations (6 views)", choices=[0, 1, 2])
+    resize_schedule: str = _opt(
+        "", "progressive resizing: SIDE:UNTIL[,SIDE:UNTIL...] trains at SIDExSIDE until that fraction of the steps, "
+            "then at the next side, the rest at the full size (24:0.4: 24x24 for the first 0.4 of the steps; "
+            "20:0.25,24:0.5: three phases); each augmented batch is shrunk on the device (area averaging); evaluation "
+            "and the exported model take the full size (empty: off)", parse="resize_schedule")
     tta_fraction: float = _opt(1.0, "apply the TTA views only to this fraction of the test images, those whose "
                                     "plain prediction is least confident (lowest top softmax probability); the "
                                     "others keep the plain prediction (1: all images)",
@@ -245,7 +250,7 @@ HELP_GROUPS = {
     "model": ["model", "weights", "freeze", "head", "width", "normalization", "upsample", "upsample_method",
               "data_init", "feature_cache", "whiten_bias_epochs", "bn_momentum"],
     "augmentation and test-time augmentation (TTA)": ["crop_pad", "pad_mode", "flip", "brightness",
-                                                      "contrast", "tta", "tta_fraction"],
+                                                      "contrast", "resize_schedule", "tta", "tta_fraction"],
     "optimisation": ["optimizer", "lr", "momentum", "nesterov", "sgd_momentum", "aux_lr", "aux_momentum", "weight_decay",
                      "weight_decay_mode", "bias_lr_scale", "schedule", "warmup", "lr_start", "lr_end",
                      "lr_step_epochs", "lr_decay", "label_smoothing", "lookahead"],
@@ -408,6 +413,10 @@ def coerce(section: str, name: str, value):
             raise ValueError("expected true, false or auto") from None
     if (section, name) == ("data", "image_shape"):
         return shape_text(parse_shape(value)) if value else ""  # ValueError says what it takes
+    if f.metadata.get("parse") == "resize_schedule":
+        if not isinstance(value, str):
+            raise ValueError("expected a str")
+        return resize_text(parse_resize(value))  # ValueError says what it takes
     kind = _KINDS[str(f.type)]
     if kind is float and isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
         value = float(value)  # YAML reads 1e-3 (no dot) as text; it is the number the user wrote
@@ -426,6 +435,42 @@ def coerce(section: str, name: str, value):
     if problem:
         raise ValueError(problem)
     return value
+
+
+RESIZE_FORM = "SIDE:UNTIL[,SIDE:UNTIL...], e.g. 24:0.4 (24x24 for the first 40% of the steps)"
+
+
+def parse_resize(text: str) -> tuple[tuple[int, float], ...]:
+    """--resize-schedule's phases, ((side, until), ...): each side a whole number of pixels, larger than
+    the one before; each `until` a fraction of the run's steps in (0, 1), larger than the one before
+    ("": no phases, progressive resizing off). ValueError says what is wrong."""
+    if not text.strip():
+        return ()
+    phases = []
+    for part in text.split(","):
+        side, colon, until = part.strip().partition(":")
+        try:
+            if not colon:
+                raise ValueError
+            side, until = int(side), float(until)
+        except ValueError:
+            raise ValueError(f"expected {RESIZE_FORM}") from None
+        if side < 1:
+            raise ValueError(f"a side must be a positive number of pixels, not {side}")
+        if not 0.0 < until < 1.0:
+            raise ValueError(f"each UNTIL is a fraction of the steps in (0, 1) (the last phase is at the full size), "
+                             f"not {until:g}")
+        if phases and side <= phases[-1][0]:
+            raise ValueError(f"the sides must grow from phase to phase ({phases[-1][0]}, then {side})")
+        if phases and until <= phases[-1][1]:
+            raise ValueError(f"the fractions must grow from phase to phase ({phases[-1][1]:g}, then {until:g})")
+        phases.append((side, until))
+    return tuple(phases)
+
+
+def resize_text(phases) -> str:
+    """The --resize-schedule text of phases ((side, until), ...): how config.json stores them."""
+    return ",".join(f"{side}:{float(until)!r}" for side, until in phases)
 
 
 def switch(text) -> bool | str:

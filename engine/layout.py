@@ -191,6 +191,7 @@ class Metrics:
     eval_every: int | None = None            # validated every N-th epoch and the last (0: never)
     tta_fraction: float | None = None        # the fraction of the test images the TTA views were for
     tta_images: int | None = None            # the test images the TTA views were computed for
+    resize_schedule: str | None = None       # the --resize-schedule trained with ("": off)
     flops: dict | None = None                # training_flops, evaluation_flops and what they count
 
     @classmethod

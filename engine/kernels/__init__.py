@@ -7,7 +7,7 @@ what it sees when deployed (TF, ONNX and TensorRT agree by construction).
 from engine.kernels.augment import alternating_flip, color_jitter, flip_left_right, random_crop, random_flip, translate
 from engine.kernels.normalize import NORMALIZATIONS, normalize
 from engine.kernels.preprocess import Preprocess
-from engine.kernels.upsample import METHODS, upsample
+from engine.kernels.upsample import METHODS, downsample, upsample
 
-__all__ = ["METHODS", "NORMALIZATIONS", "Preprocess", "alternating_flip", "color_jitter", "flip_left_right", "normalize", "random_crop", "random_flip",
+__all__ = ["METHODS", "NORMALIZATIONS", "Preprocess", "alternating_flip", "color_jitter", "downsample", "flip_left_right", "normalize", "random_crop", "random_flip",
            "translate", "upsample"]

@@ -1,4 +1,5 @@
-"""Upsampling of NHWC image batches to a size (H x W, or a square side), on the device.
+"""Upsampling of NHWC image batches to a size (H x W, or a square side), on the device (and
+downsampling by area averaging, for progressive resizing).
 
 Written as static gathers (nearest) and two small interpolation matmuls (bilinear) rather than
 `tf.image.resize`: XLA on CPU (TF 2.21) computes ResizeBilinear wrongly at odd integer factors
@@ -59,3 +60,28 @@ def upsample(images, size, method="nearest"):
     x = tf.cast(images, tf.float32)
     x = tf.einsum("ph,nhwc->npwc", tf.constant(bilinear_matrix(out_h, h)), x)
     return tf.einsum("qw,npwc->npqc", tf.constant(bilinear_matrix(out_w, w)), x)
+
+
+def area_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """[out, in] weights of area averaging (out <= in): output pixel o is the mean of the input over
+    [o, o + 1) * in / out, each input pixel weighted by how much of it that interval covers."""
+    scale = in_size / out_size
+    m = np.zeros((out_size, in_size), np.float64)
+    for o in range(out_size):
+        lo, hi = o * scale, (o + 1) * scale
+        for i in range(int(np.floor(lo)), min(in_size, int(np.ceil(hi)))):
+            m[o, i] = max(0.0, min(hi, i + 1) - max(lo, i)) / scale
+    return m.astype(np.float32)
+
+
+def downsample(images, size):
+    """Shrink float `images` [N,H,W,C] (static H, W >= size) to [N,size,size,C] by area averaging, as
+    `tf.image.resize(method="area")`: every input pixel counts (no aliasing), written as two small
+    matmuls (exact under XLA, as `upsample`). Returns the input unchanged when it already has that size."""
+    h, w = images.shape[1], images.shape[2]
+    if h == size and w == size:
+        return images
+    if size > h or size > w:
+        raise ValueError(f"downsample: {size} is larger than the images' {h}x{w}")
+    x = tf.einsum("ph,nhwc->npwc", tf.constant(area_matrix(size, h), images.dtype), images)
+    return tf.einsum("qw,npwc->npqc", tf.constant(area_matrix(size, w), images.dtype), x)

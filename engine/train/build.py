@@ -9,7 +9,7 @@ import tensorflow as tf
 from engine import devices, models
 from engine.kernels import Preprocess
 from engine.models import cpu_step
-from engine.train import feature_cache, precision, resolve
+from engine.train import feature_cache, precision, resize, resolve
 from engine.train.loop import StepConfig, TrainLoop
 from engine.train.optim import RunLength, make_optimizer, make_schedule
 
@@ -53,6 +53,9 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
         optimizer = precision.wrap_optimizer(make_optimizer(o, make_schedule(o, length.steps_per_epoch), horizons),
                                              policy)
         trained = feature_cache.split(model)[1] if cache else model  # the head alone trains on cached features
+    phases = resize.phases(cfg.model.resize_schedule, length.total_steps)
+    resize.check(cfg.model.resize_schedule, spec.name, 1, preprocess.size)  # (its min_size: resolve.check)
+    resize.check_model(model, phases)
     step_cfg = StepConfig(
         num_classes=num_classes, global_batch=o.batch_size, preprocess=preprocess,
         crop_pad=cfg.model.crop_pad, pad_mode=cfg.model.pad_mode, flip=cfg.model.flip,
@@ -62,7 +65,7 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
         l2=o.weight_decay if o.weight_decay_mode == "l2" and o.optimizer != "muon" else 0.0,
         bias_lr_scale=1.0 if o.optimizer == "muon" else o.bias_lr_scale,
         lookahead=o.lookahead, total_steps=length.total_steps, seed=cfg.run.seed, xla=cfg.run.xla,
-        loss_scaling=precision.needs_loss_scaling(policy), features=cache)
+        loss_scaling=precision.needs_loss_scaling(policy), features=cache, resize=phases)
     loop = TrainLoop(trained, optimizer, step_cfg, strategy,
                      [(models.variable(model, path), n) for path, n in train_steps.items()])
     return Training(model, optimizer, loop, preprocess, length, cache, policy, step_changes)

@@ -39,9 +39,10 @@ class Clock:
             self.start -= seconds
             self.phases[phase] += seconds
 
-    def train_call(self, images: int, seconds: float) -> bool:
-        """Account one train call; False for the run's first (not timed)."""
-        if not self.warm:
+    def train_call(self, images: int, seconds: float, traced: bool = False) -> bool:
+        """Account one train call; False for the run's first and for one that `traced` a new compiled
+        call (a --resize-schedule phase's side, a variable frozen): those are not timed."""
+        if not self.warm or traced:
             self.phases[FIRST_CALL] += seconds
             self.warm = True
             return False

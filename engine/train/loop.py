@@ -2,7 +2,8 @@
 tf.function call, and an eval step. Knows nothing about files, epochs or schedules (see trainer.py).
 
     uint8 batch -> kernels.random_crop / random_flip | alternating_flip -> kernels.upsample
-                -> kernels.normalize -> kernels.color_jitter -> model -> label-smoothed cross entropy
+                -> kernels.normalize -> [kernels.downsample: a --resize-schedule phase's side]
+                -> kernels.color_jitter -> model -> label-smoothed cross entropy
                 -> per-variable gradient transforms (BN-bias LR scale, coupled L2) -> optimizer
                 -> every 5 steps: lookahead
 
@@ -16,10 +17,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from engine import kernels
+from engine.train import resize
 from engine.train.lookahead import Lookahead
 
 
@@ -44,6 +47,7 @@ class StepConfig:
     xla: bool = False
     loss_scaling: bool = False    # the optimizer is a keras LossScaleOptimizer
     features: bool = False        # inputs are cached backbone features: no augmentation or preprocessing
+    resize: tuple = ()            # progressive resizing: ((side, first step after its phase), ...) (train.resize)
 
 
 def augment(images, index, step, seed, cfg: StepConfig):
@@ -126,7 +130,8 @@ class TrainLoop:
     lookahead: `begin()` starts its slow copy from the current weights, `trackables()` is what a
     checkpoint must hold besides the model and optimizer, and the last step copies the slow weights
     into the model. `at_step(step)` freezes the variables whose training has ended by that global step
-    (`train_steps`: [(variable, steps it trains)])."""
+    (`train_steps`: [(variable, steps it trains)]) and sets the side the steps from there train at
+    (`cfg.resize`); `train_calls` is the compiled call of that side, traced once per side."""
 
     def __init__(self, model, optimizer, cfg: StepConfig, strategy=None, train_steps: list | None = None):
         self.model = model
@@ -145,14 +150,31 @@ class TrainLoop:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive_skips")
         self._bias_ids = {id(v) for v in norm_biases(model)}
+        self.side = resize.side_at(cfg.resize, 0)  # the side the next train call trains at (None: full size)
+        if cfg.resize:  # the model takes the smaller sides too (each Functional's input check: the channels only)
+            for layer in [model, *model._flatten_layers()]:
+                if isinstance(layer, keras.Model) and layer.inputs:
+                    layer.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: layer.inputs[0].shape[-1]})
         self._trace()
         self._eval_fns = {}
         self._predict_fn = None
 
     def _trace(self):
         """(Re)create the compiled train functions; they read the trainable set when traced."""
-        self._step_fn = tf.function(self._train_step, jit_compile=self.cfg.xla)
-        self.train_calls = tf.function(_own(self._train_calls))
+        self._calls = {}  # {side: the train call of that side}, each made when first needed
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the train call of the loop's side and trainable set has been made (and traced) yet."""
+        return self.side in self._calls
+
+    @property
+    def train_calls(self):
+        """The compiled train call (`train_calls(iterator, n)`) of the side the loop is at."""
+        if self.side not in self._calls:
+            step = tf.function(functools.partial(self._train_step, side=self.side), jit_compile=self.cfg.xla)
+            self._calls[self.side] = tf.function(functools.partial(self._train_calls, step_fn=step))
+        return self._calls[self.side]
 
     def set_trainable(self, variable, trainable: bool) -> None:
         """Freeze or unfreeze one variable between calls (the train step is retraced)."""
@@ -170,10 +192,11 @@ class TrainLoop:
         `train_steps` horizon, so that a variable freezes at its own step)."""
         for variable, steps in self.train_steps:
             self.set_trainable(variable, step < steps)
+        self.side = resize.side_at(self.cfg.resize, step)
 
     def horizons(self) -> list[int]:
-        """The global steps at which a variable freezes."""
-        return sorted({steps for _, steps in self.train_steps})
+        """The global steps at which a variable freezes or a resizing phase ends."""
+        return sorted({steps for _, steps in self.train_steps} | {end for _, end in self.cfg.resize})
 
     def trackables(self) -> dict:
         """What a checkpoint holds of the loop besides the model and the optimizer."""
@@ -209,9 +232,11 @@ class TrainLoop:
             out.append(g)
         return out
 
-    def _train_step(self, images, labels, index, seed, step):
+    def _train_step(self, images, labels, index, seed, step, side=None):
         cfg = self.cfg
         x = images if cfg.features else cfg.preprocess(augment(images, index, step, seed, cfg))
+        if side is not None:  # a --resize-schedule phase: the augmented batch, shrunk
+            x = kernels.downsample(x, side)
         if cfg.brightness or cfg.contrast:  # (its own stream of draws: the crops' and flips' stay as they were)
             x = kernels.color_jitter(x, tf.random.experimental.stateless_fold_in(seed, 1), cfg.brightness,
                                      cfg.contrast, index, cfg.train_size)
@@ -241,7 +266,7 @@ class TrainLoop:
         return tf.reduce_sum(per_example), tf.reduce_sum(correct), tf.cast(tf.size(labels), tf.float32)
 
     # -- drivers (not jitted: they hold the iterator) ------------------------------------------
-    def _train_calls(self, iterator, num_steps):
+    def _train_calls(self, iterator, num_steps, step_fn):
         """Run `num_steps` train steps. Returns (loss sum, correct, first bad step or -1, why): a bad
         step is a non-finite loss (why 0) or, under loss scaling, where a step skipped for
         non-finite gradients is normal, weights that became non-finite (1) or MAX_SKIPS consecutive
@@ -264,7 +289,7 @@ class TrainLoop:
                 # `iterations` lags behind (written before it was kept equal).
                 self.optimizer.iterations.assign(tf.cast(step, self.optimizer.iterations.dtype))
             applied = tf.cast(self.optimizer.iterations, tf.int64)
-            loss, correct = s.run(self._step_fn, args=(images, labels, index, seed, step))
+            loss, correct = s.run(step_fn, args=(images, labels, index, seed, step))
             self.step.assign_add(1)
             if self.lookahead is not None:
                 if (step + 1) % Lookahead.EVERY == 0:

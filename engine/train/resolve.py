@@ -17,7 +17,7 @@ from engine import layout, models, recipes
 from engine.cli import Parser, Switch
 from engine.contract import NORMALIZATIONS
 from engine.errors import EngineError
-from engine.train import precision
+from engine.train import precision, resize
 
 
 def recipe(model: str) -> dict:
@@ -74,7 +74,7 @@ def _flag_type(section: str, f):
     """The argparse type of a field's flag: the text parsed, then config.coerce's checks (the same
     as a config file's values get), a refusal naming the rule."""
     parse = {"int": int, "float": float, "str": str}[str(f.type)]
-    if parse is str or f.metadata.get("choices"):
+    if (parse is str and not f.metadata.get("parse")) or f.metadata.get("choices"):
         return parse  # argparse checks the choices: "invalid choice: 'lion' (choose from ...)"
 
     def value(text: str):
@@ -95,7 +95,7 @@ def _metavar(f) -> str:
         return "X"
     return {"data": "SOURCE", "cache_dir": "DIR", "out": "DIR", "init_from": "RUN[:best|latest]",
             "model": "NAME|FILE.keras|MODULE:FUNCTION", "weights": "WEIGHTS", "freeze": "all|none|LAYER",
-            "recipe": "NAME"}.get(f.name, f.name.upper())
+            "recipe": "NAME", "resize_schedule": "SIDE:UNTIL[,...]"}.get(f.name, f.name.upper())
 
 
 def overrides_from(ns: argparse.Namespace) -> dict:
@@ -324,7 +324,9 @@ def check(cfg: C.Config) -> None:
     spec = models.get(cfg.model.model)
     if not models.is_user_model(spec.name) or cfg.model.upsample:  # (a user's model: its own side, when built)
         # (the images' shape is known here only for a resumed run; the start checks it against the data)
-        models.input_size(spec, cfg.model.upsample, cfg.image_shape if cfg.data.image_shape else None)
+        side = models.input_size(spec, cfg.model.upsample, cfg.image_shape if cfg.data.image_shape else None)
+        resize.check(cfg.model.resize_schedule, spec.name, 1 if models.is_user_model(spec.name) else spec.min_size,
+                     side or None)  # (a user's model: the layers' shapes tell, when built)
     _check_options(spec, cfg.model)
     if spec.name.endswith(".keras") and not cfg.model.normalization:
         raise EngineError(f"--model {spec.name} needs --normalization, the input scaling it was trained with: "
@@ -398,4 +400,4 @@ def feature_cache_applies(cfg: C.Config) -> bool:
     with no augmentation and no test-time augmentation (the features then never change)."""
     m = cfg.model
     return (models.get(m.model).backbone and m.feature_cache and m.freeze == "all" and not m.crop_pad
-            and m.flip == "none" and not m.tta and not m.brightness and not m.contrast)
+            and m.flip == "none" and not m.tta and not m.brightness and not m.contrast and not m.resize_schedule)

@@ -18,7 +18,7 @@ from engine.models import flops
 from engine.config import Config
 from engine.errors import Diverged, Interrupted
 from engine.files import write_json
-from engine.train import actions, clock, compile_cache, startup
+from engine.train import actions, clock, compile_cache, resize, startup
 from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
 from engine.train.distribute import StopNow
 from engine.train.loop import MAX_SKIPS
@@ -112,6 +112,7 @@ class Trainer:
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
         profiled = self.profile.before_call()
+        traced = not self.training.loop.compiled  # (its first call traces and compiles it)
         t0 = time.perf_counter()
         loss, correct, bad, why = self.training.loop.train_calls(iterator, tf.constant(n, tf.int32))
         loss, correct, bad, why = float(loss), float(correct), int(bad), int(why)  # also waits for the device
@@ -125,7 +126,7 @@ class Trainer:
             raise Diverged(f"{DIVERGED[why].format(loss=loss)} at step {bad + 1}; stopped. Last good checkpoint: {last}")
         self.global_step += n
         images = n * self.config.optim.batch_size
-        timed = not profiled and self.clock.train_call(images, seconds)
+        timed = not profiled and self.clock.train_call(images, seconds, traced)
         stats.add(images, loss, correct, seconds if timed else None)
 
     def _evaluate(self, epoch: int, stats: dict, last: bool) -> actions.EpochEnd:
@@ -218,13 +219,14 @@ class Trainer:
             tensorflow=tf.__version__, feature_cache=self.training.feature_cache,
             feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=self._compile_cache_used(),
             eval_every=self.config.data.eval_every, tta_fraction=self.config.model.tta_fraction,
+            resize_schedule=self.config.model.resize_schedule,
             tta_images=self.tta_images if self.config.model.tta else None,
             flops=run_flops(self.session, self.global_step, self.history.validated, self.test_passes, self.tta_images))
 
 
 def run_flops(session, steps: int, validations: int, test_passes: int, tta_images: int) -> dict:
     """A run's FLOPs (engine.models.flops): training (FLOPs per training image x the images of its
-    `steps`) and evaluation (forward passes: `validations` of the validation split, `test_passes`
+    `steps`; under --resize-schedule each phase's images at its side's FLOPs) and evaluation (forward passes: `validations` of the validation split, `test_passes`
     plain test images, every TTA view of `tta_images`). A resumed run counts the steps before its
     checkpoint too, and the validations its history records; a feature-cache run counts the
     backbone's pass over each split once."""
@@ -235,6 +237,12 @@ def run_flops(session, steps: int, validations: int, test_passes: int, tta_image
     out = {"train_flops_per_image": flops.train_flops(training.loop.model), "eval_flops_per_image": per_image_eval,
            "train_images_seen": images, "eval_forward_passes": evaluated}
     train_total, eval_total = out["train_flops_per_image"] * images, per_image_eval * evaluated
+    if training.loop.cfg.resize:
+        side = training.preprocess.size
+        out["train_phases"] = [{"side": at or side, "images": n * cfg.optim.batch_size,
+                                "train_flops_per_image": flops.train_flops(training.loop.model, at)}
+                               for at, n in resize.steps_by_side(training.loop.cfg.resize, steps).items()]
+        train_total = sum(p["images"] * p["train_flops_per_image"] for p in out["train_phases"])
     if training.feature_cache:  # the backbone's pass over each split, once
         backbone = flops.forward_flops(training.model) - per_image_eval
         train_total += backbone * s.sizes.train

@@ -19,14 +19,15 @@ STEPS = 4 if QUICK else 20  # batches per timed round
 
 
 @pytest.mark.parametrize("label", list(MODELS))
-def test_input_pipeline(benchmark, splits, label):
+def test_input_pipeline(benchmark, request, label):
     cfg = _cfg(label)
     _, size, batch, _, _ = MODELS[label]
-    x, y = _arrays(splits, label)
+    x, y = _arrays(request, label)
     from engine import models
     spec = models.get(cfg.model.model)
     step_cfg = StepConfig(num_classes=10, global_batch=batch,
-                          preprocess=Preprocess(size, spec.normalization, cfg.model.upsample_method),
+                          preprocess=Preprocess(size, spec.normalization, cfg.model.upsample_method,
+                                                cfg.image_shape[2]),
                           crop_pad=cfg.model.crop_pad,
                           pad_mode=cfg.model.pad_mode, flip=cfg.model.flip, train_size=len(x),
                           steps_per_epoch=len(x) // batch)

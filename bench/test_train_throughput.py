@@ -7,6 +7,7 @@ round's time is wall time for steps x batch images; img/s = images / mean round 
     pytest bench/test_train_throughput.py --benchmark-json=bench-train.json
 """
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -29,7 +30,9 @@ from engine.models import cpu_step
 if QUICK:
     MODELS = {"tiny": ("tiny", 32, 32, 4, ["keras fit", "keras fit stock", "keras fit amp", "loop fp32 spc1",
                                             "loop fp32 spc10", "loop xla spc10", "loop amp spc10",
-                                            "loop amp spc10 -step-changes", "loop fp32 spc10 host-upsample"])}
+                                            "loop amp spc10 -step-changes", "loop fp32 spc10 host-upsample"]),
+              "tiny 28x28x1": ("tiny", 28, 32, 4, ["keras fit", "loop fp32 spc10"]),
+              "tiny 64x64x3": ("tiny", 64, 32, 4, ["keras fit", "loop fp32 spc10"])}
 else:
     MODELS = {
         "airbench": ("airbench", 32, 1024, 2, ["keras fit", "keras fit amp", "keras fit stock", "keras fit amp stock",
@@ -52,7 +55,14 @@ else:
             "loop amp spc10", "loop amp spc10 -fused-bn", "loop amp spc10 -compiled-gelu",
             "loop amp spc10 -matmul-dw", "loop amp spc10 -step-changes", "loop fp32 spc10",
             "loop fp32 spc10 -step-changes", "loop xla spc10"]),
+        # the airbench recipe on MNIST's shape and on Tiny-ImageNet's (SHAPES), beside its CIFAR-10 rows
+        "airbench 28x28x1": ("airbench", 28, 1024, 2, ["keras fit", "loop fp32 spc10", "loop xla spc10",
+                                                        "loop amp spc10"]),
+        "airbench 64x64x3": ("airbench", 64, 1024, 2, ["keras fit", "loop fp32 spc10", "loop amp spc10"]),
     }
+# Rows on images of another shape than CIFAR-10's [32, 32, 3]: the run's data.image_shape, and random uint8
+# images of that shape (a step's time does not depend on the pixels; no data set is read).
+SHAPES = {label: label.split()[-1] for label in MODELS if label.split()[-1].count("x") == 2}
 ROUNDS = 1 if QUICK else 2  # timed rounds after the warm-up round (3 took the suite to 22 minutes)
 # bfloat16 on a CPU without bfloat16 instructions (AMX or AVX-512 BF16) is emulated, many times slower
 # than float32 (bench/results/2026-11-24-amd/): on such CPUs its rows time a short window (1 step),
@@ -98,13 +108,20 @@ def _loop_config(name):
 def _cfg(label, xla=False, amp=False, spc=10, overrides=None) -> Config:
     model, size, batch, _, _ = MODELS[label]
     cfg = defaults(model).replace("model", upsample=size, weights="none", feature_cache=False)
+    if label in SHAPES:
+        cfg = cfg.replace("data", image_shape=SHAPES[label])
     cfg = cfg.replace("optim", batch_size=batch, lr=0.05, schedule="constant")
     return cfg.replace("run", xla=xla, amp=amp, steps_per_call=spc).with_overrides(overrides or {})
 
 
-def _arrays(splits, label):
+def _arrays(request, label):
     _, _, batch, window, _ = MODELS[label]
-    x, y, _, _ = data.balanced_subset(splits.x_train, splits.y_train, batch * (window + 4), seed=0)
+    n = batch * (window + 4)
+    if label in SHAPES:
+        shape = tuple(int(d) for d in SHAPES[label].split("x"))
+        return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8), np.arange(n) % 10
+    splits = request.getfixturevalue("splits")  # (skips without ENGINE_DATA)
+    x, y, _, _ = data.balanced_subset(splits.x_train, splits.y_train, n, seed=0)
     return x, y
 
 
@@ -141,14 +158,14 @@ FIT_ROWS = ("keras fit", "keras fit amp", "keras fit stock", "keras fit amp stoc
 
 
 @pytest.mark.parametrize("label,name", [c for c in CASES if c[1] not in FIT_ROWS])
-def test_loop(benchmark, splits, label, name):
+def test_loop(benchmark, request, label, name):
     xla, amp, spc, overrides, undo = _loop_config(name)
     cfg = _cfg(label, xla, amp, spc, overrides)
     _, size, batch, _, _ = MODELS[label]
     steps, rounds = _window(label, name)
     keras.utils.set_random_seed(0)
     policy = precision.apply(amp)
-    x, y = _arrays(splits, label)
+    x, y = _arrays(request, label)
     pipe = Pipeline(x, y)
     training = build_training(cfg, 10, len(x), policy)
     undone = training.step_changes.undo([kind[1:] for kind in undo]) if undo else 0
@@ -177,7 +194,7 @@ def test_loop(benchmark, splits, label, name):
 
 
 @pytest.mark.parametrize("label,name", [c for c in CASES if c[1] in FIT_ROWS])
-def test_keras_fit(benchmark, splits, label, name):
+def test_keras_fit(benchmark, request, label, name):
     """The seed experiments' way: preprocessing in a tf.data map on the host, float32 batches fed to
     `model.fit`, default `steps_per_execution=1`, no XLA. Same model, augmentation, loss, optimizer.
     Rounds are windows of steps inside one running `fit` (see FitWindows). "keras fit amp" builds the
@@ -190,10 +207,10 @@ def test_keras_fit(benchmark, splits, label, name):
     steps, rounds = _window(label, name)
     keras.utils.set_random_seed(0)
     precision.apply(amp)
-    x, y = _arrays(splits, label)
+    x, y = _arrays(request, label)
     from engine import models
     spec = models.get(model_name)
-    model = models.build(model_name, size, 10, cfg.model)
+    model = models.build(model_name, size, 10, cfg.model, channels=cfg.image_shape[2])
     if not name.endswith(" stock"):
         cpu_step.apply(model, xla=False, cpu_flags=devices.cpu_flags(), has_gpu=bool(devices.gpus()))
     o = cfg.optim

@@ -38,6 +38,26 @@ def shared_splits(shared_data):
     return data.load(shared_data, os.environ["ENGINE_CACHE"], log=lambda *a: None)
 
 
+# Real photographs at MNIST's and Tiny-ImageNet's shapes (tests/derived_data.py): class-balanced subsets
+# of the shared CIFAR-10, derived once per session.
+DERIVED_TRAIN, DERIVED_TEST = 2000, 500
+
+
+@pytest.fixture(scope="session")
+def derived_grey28(shared_splits, tmp_path_factory) -> str:
+    """mnist.npz of 28x28 grayscale versions of real CIFAR-10 images."""
+    from tests.derived_data import derive_grey28
+    path = tmp_path_factory.mktemp("grey28") / "mnist.npz"
+    return derive_grey28(shared_splits, str(path), DERIVED_TRAIN, DERIVED_TEST)
+
+
+@pytest.fixture(scope="session")
+def derived_rgb64(shared_splits, tmp_path_factory) -> str:
+    """A train/<class>/ test/<class>/ tree of 64x64 RGB PNGs of real CIFAR-10 images."""
+    from tests.derived_data import derive_rgb64
+    return derive_rgb64(shared_splits, str(tmp_path_factory.mktemp("rgb64")), DERIVED_TRAIN, DERIVED_TEST)
+
+
 CLASSES = ["cat", "ant", "bee"]  # not alphabetical on purpose
 
 

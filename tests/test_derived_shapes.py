@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from tests.conftest import DERIVED_TEST, DERIVED_TRAIN
 
@@ -60,10 +59,10 @@ def test_the_derived_sets_are_real_images_in_the_official_formats(shared_splits,
 
 # Each run: all 2,000 derived training images, 2 epochs, tested on the 500 derived test images without TTA;
 # airbench narrowed (--width: its conv widths times 0.5 on 28x28, 0.25 on 64x64's 5x more pixels) at batch
-# 128, ResNet-9 at batch 64 (at 128 its 32 steps leave it at 0.194). Measured test accuracy on the 2-core
+# 128. (ResNet-9 at batch 64 reached 0.294 on the 28x28 grey set in 108 s: too long for the suite; it trains
+# on an mnist.npz, exported to ONNX, in test_probe_shapes.py.) Measured test accuracy on the 2-core
 # AMD EPYC, float32, no XLA, and the test's time with the 2 cores shared by about 8 busy processes: airbench
-# 28x28 grey 0.422 (21 s), airbench 64x64 RGB 0.306 (41 s; 0.326 in 81 s at width 0.5), ResNet-9 28x28
-# grey 0.294 (108 s, hence `slow`). Full-width airbench (159 s and 293 s): 0.428 and 0.302.
+# 28x28 grey 0.422 (21 s), airbench 64x64 RGB 0.306 (41 s; 0.326 in 81 s at width 0.5), Full-width airbench (159 s and 293 s): 0.428 and 0.302.
 def test_airbench_learns_28x28_grayscale_real_images(tmp_path, derived_grey28):
     m = train(tmp_path, derived_grey28, "airbench", "--width", "0.5")
     assert m["image_shape"] == "28x28x1"
@@ -74,10 +73,3 @@ def test_airbench_learns_64x64_rgb_real_images(tmp_path, derived_rgb64):
     m = train(tmp_path, derived_rgb64, "airbench", "--width", "0.25")
     assert m["image_shape"] == "64x64x3"
     assert m["test_accuracy"] >= 0.24, m["test_accuracy"]  # measured 0.306; chance 0.10
-
-
-@pytest.mark.slow
-def test_resnet9_learns_28x28_grayscale_real_images(tmp_path, derived_grey28):
-    m = train(tmp_path, derived_grey28, "resnet9", "--batch-size", "64")
-    assert m["image_shape"] == "28x28x1"
-    assert m["test_accuracy"] >= 0.22, m["test_accuracy"]  # measured 0.294; chance 0.10

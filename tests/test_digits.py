@@ -62,7 +62,7 @@ def test_an_old_run_on_digits_evaluates_on_the_32x32x3_form(tmp_path):
     assert report["top1_accuracy"] > 0.18  # measured 0.228 (a checkpoint after 1 epoch of 2); chance: 0.1
 
 
-@pytest.mark.parametrize("model,side", [("tiny", 8), ("resnet9", 8)])
+@pytest.mark.parametrize("model,side", [("resnet9", 8)])  # tiny trains on digits in many other tests
 def test_a_net_trains_an_epoch_on_the_8x8x1_digits_through_the_cli(tmp_path, model, side):
     p = run_cli("engine", "train", "--model", model, "--data", "digits", "--epochs", 1, "--batch-size", 64,
                 "--limit", 256, "--limit-test", 100, "--quiet", "--out", tmp_path / "run")

@@ -257,3 +257,24 @@ def test_a_resumed_sweep_starts_its_unstarted_seeds_with_the_sweeps_config(tmp_p
     cfgs = [json.loads((tmp_path / "exp" / f"seed-{s}" / "config.json").read_text()) for s in (0, 1)]
     assert cfgs[1]["model"]["model"] == "tiny" and cfgs[1]["optim"]["batch_size"] == 16
     assert cfgs[1]["run"]["seed"] == 1 and cfgs[1]["data"] == cfgs[0]["data"]
+
+
+def test_a_run_of_a_fractional_epoch_count_stopped_after_its_last_step_resumes_to_its_end(tmp_path):
+    """A run of 1.5 epochs whose every step is trained (stopped in its final test, say) resumes to the
+    final test alone: its position is the end, not a zero-step last epoch (which divided by zero) and
+    not the last epoch recorded twice."""
+    import json
+    cmd = [sys.executable, "-m", "engine", "train", "--model", "tiny", "--data", "digits", "--epochs", "1.5",
+           "--batch-size", "256", "--no-amp", "--no-xla", "--quiet", "--out", "runs/r"]
+    env = dict(os.environ, ENGINE_CACHE=str(tmp_path / "cache"))
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    first = json.loads((tmp_path / "runs/r/metrics.json").read_text())
+    (tmp_path / "runs/r/metrics.json").unlink()  # as if stopped after its last checkpoint, before the end
+    p = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    history = json.loads((tmp_path / "runs/r/history.json").read_text())
+    assert len(history["accuracy"] if isinstance(history, dict) else history) == 2  # epochs 1 and 1.5, once each
+    again = json.loads((tmp_path / "runs/r/metrics.json").read_text())
+    assert again["test_accuracy"] == first["test_accuracy"]

@@ -258,6 +258,8 @@ def _scratch(cfg: Config, closing: contextlib.ExitStack) -> Config:
 def _position(training: Training, checkpoints: Checkpoints) -> Position:
     step = int(training.loop.step.numpy())
     epoch, step_in_epoch = divmod(step, training.length.steps_per_epoch)
+    if step >= training.length.total_steps:  # every step trained (the last epoch may be a fraction): the end
+        epoch, step_in_epoch = training.length.num_epochs, 0
     loss, correct, seen = (float(v) for v in checkpoints.partial.numpy())
     return Position(step, epoch, step_in_epoch, (loss, correct, int(seen)) if step_in_epoch and seen else None)
 

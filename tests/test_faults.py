@@ -274,6 +274,7 @@ def test_a_run_of_a_fractional_epoch_count_stopped_after_its_last_step_resumes_t
     p = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
+    assert "every epoch trained: the final test" in p.stdout + p.stderr
     history = json.loads((tmp_path / "runs/r/history.json").read_text())
     assert len(history["accuracy"] if isinstance(history, dict) else history) == 2  # epochs 1 and 1.5, once each
     again = json.loads((tmp_path / "runs/r/metrics.json").read_text())

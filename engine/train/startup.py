@@ -231,7 +231,9 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
         position = _position(training, checkpoints)
         if restoring:
             history = History.resumed(config.run.out, source_out, position.epoch)
-            log(f"resumed at step {position.step} (epoch {position.epoch + 1}, step {position.step_in_epoch})")
+            where = ("every epoch trained: the final test" if position.epoch >= training.length.num_epochs
+                     else f"epoch {position.epoch + 1}, step {position.step_in_epoch}")
+            log(f"resumed at step {position.step} ({where})")
         else:
             history = History(config.run.out, [])
         return RunStart(config=config, source_out=source_out, strategy=strategy, chief=chief, speed=speed,

@@ -145,3 +145,21 @@ def run_with_cpu_devices(code: str, devices: int = 2) -> subprocess.CompletedPro
                 f"[tf.config.LogicalDeviceConfiguration()] * {devices})\n")
     return subprocess.run([sys.executable, "-c", prologue + code], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
+
+
+def run_trainer(cfg):
+    """Train `cfg` in this process without its log lines: the Trainer, with its metrics in `.metrics`."""
+    from engine.train.trainer import Trainer
+    t = Trainer(cfg, log=lambda *a: None)
+    t.metrics = t.run()
+    return t
+
+
+def kill_after(out, step):
+    """As if the run in `out` (a pathlib.Path) had died after `step`: later checkpoints gone, the
+    state file naming it."""
+    ckdir = out / "checkpoints"
+    for f in ckdir.glob("ckpt-*"):
+        if int(f.name.split(".")[0].split("-")[1]) > step:
+            f.unlink()
+    (ckdir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n')

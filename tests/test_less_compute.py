@@ -13,27 +13,13 @@ from engine.models import flops
 from engine.train import resolve
 from engine.train.loop import tta_logits
 from engine.train.trainer import Trainer
+from tests.conftest import kill_after, run_trainer as run
 
 
 @pytest.fixture(autouse=True)
 def _float32_policy():
     yield
     keras.mixed_precision.set_global_policy("float32")
-
-
-def run(cfg):
-    t = Trainer(cfg, log=lambda *a: None)
-    t.metrics = t.run()
-    return t
-
-
-def kill_after(out, step):
-    """As if the process had died after `step`: later checkpoints gone, the state file naming it."""
-    ckdir = out / "checkpoints"
-    for f in ckdir.glob("ckpt-*"):
-        if int(f.name.split(".")[0].split("-")[1]) > step:
-            f.unlink()
-    (ckdir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n')
 
 
 def hiverge(out, resume=False, **model):

@@ -17,6 +17,7 @@ from engine.kernels import downsample
 from engine.train import resolve
 from engine.train.loop import TrainLoop
 from engine.train.trainer import Trainer
+from tests.conftest import kill_after, run_trainer as run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,21 +35,6 @@ def tiny(out, resume=False, **run):
     cfg = cfg.replace("model", resize_schedule="16:0.3,24:0.6").replace("optim", batch_size=32, epochs=2)
     return cfg.replace("run", **{"out": str(out), "quiet": True, "deterministic": True, "amp": False, "xla": False,
                                  "resume": resume, "keep_checkpoints": 20, **run})
-
-
-def run(cfg):
-    t = Trainer(cfg, log=lambda *a: None)
-    t.metrics = t.run()
-    return t
-
-
-def kill_after(out, step):
-    """As if the process had died after `step`: later checkpoints gone, the state file naming it."""
-    ckdir = out / "checkpoints"
-    for f in ckdir.glob("ckpt-*"):
-        if int(f.name.split(".")[0].split("-")[1]) > step:
-            f.unlink()
-    (ckdir / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{step}"\n')
 
 
 def test_each_side_traces_once_untimed_and_the_calls_switch_at_the_phase_ends(tmp_path, monkeypatch):

@@ -1,0 +1,59 @@
+"""A run folder belongs to one process at a time: `engine export` of a run that `engine train` is still
+writing is refused in one line (and writes nothing), `engine evaluate` of it says the figures are of
+its best checkpoint so far; once the trainer has stopped, the same export works."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import assert_one_line_error
+
+TRAIN = ["train", "--model", "tiny", "--data", "digits", "--epochs", "200", "--batch-size", "32", "--no-amp",
+         "--no-xla", "--quiet", "--out", "runs/x"]
+
+
+def _engine(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _default_signals():
+    """Ctrl-C as a shell leaves it to a command (a pytest-xdist worker ignores SIGINT, and its children would)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_export_of_a_run_being_trained_is_refused_evaluate_warns_and_export_works_once_it_stopped(tmp_path):
+    trainer = subprocess.Popen([sys.executable, "-m", "engine", *TRAIN], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+    best = tmp_path / "runs/x/checkpoints/best"
+    try:
+        deadline = time.monotonic() + 180
+        while not list(best.glob("ckpt-*.index")):  # training, past its first best checkpoint
+            assert trainer.poll() is None, trainer.communicate()
+            assert time.monotonic() < deadline, "no best checkpoint after 180 s"
+            time.sleep(0.2)
+
+        p = _engine(tmp_path, "export", "onnx", "runs/x")
+        assert_one_line_error(p, f"runs/x is being trained by another engine process (pid {trainer.pid})",
+                              "nothing was exported")
+        assert p.returncode == 2
+        assert not (tmp_path / "runs/x/model.onnx").exists()
+
+        p = _engine(tmp_path, "evaluate", "runs/x", "--out", "now.json")
+        assert p.returncode == 0, p.stderr
+        warnings = [line for line in p.stderr.splitlines() if line.startswith("warning: ")]
+        assert warnings == [f"warning: runs/x is still being trained by another engine process (pid "
+                            f"{trainer.pid}): these figures are of its best checkpoint so far, not of the model "
+                            f"it will end with"], p.stderr
+        assert trainer.poll() is None, "the trainer ended before it was stopped"
+    finally:
+        if trainer.poll() is None:
+            trainer.send_signal(signal.SIGINT)
+        _, err = trainer.communicate(timeout=120)
+    assert trainer.returncode == 130, err
+
+    p = _engine(tmp_path, "export", "onnx", "runs/x")
+    assert p.returncode == 0, p.stderr
+    assert "warning" not in p.stderr, p.stderr
+    assert (tmp_path / "runs/x/model.onnx").is_file()

@@ -9,7 +9,7 @@ import time
 
 from tests.conftest import assert_one_line_error
 
-TRAIN = ["train", "--model", "tiny", "--data", "digits", "--epochs", "200", "--batch-size", "32", "--no-amp",
+TRAIN = ["train", "--model", "tiny", "--data", "digits", "--epochs", "1000", "--batch-size", "32", "--no-amp",
          "--no-xla", "--quiet", "--out", "runs/x"]
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -29,7 +28,7 @@ from engine.config import LEGACY_DATA, Config, add_data_flags, data_default, def
 from engine.contract import IMAGE_SHAPE, shape_text
 from engine.layout import is_run_dir
 from engine.errors import EngineError, cli
-from engine import files, layout
+from engine import layout
 from engine.files import claim_output, free_name, write_json
 from engine.runtime import BACKENDS, OPENVINO_PRECISIONS, ORT_LEVELS, backend_of, open_predictor
 
@@ -82,23 +81,7 @@ def parse(argv=None):
     if a.report:  # before any work: a report never replaces a run, a run's file or a folder
         claim_output(a.report, a.overwrite, protected=layout.protected)
     run_data(a)
-    for path in (a.model, a.against and a.against.split(":", 1)[1]):
-        warn_if_training(path)
     return a
-
-
-def warn_if_training(path: str | None) -> None:
-    """One line where `path` is a run that `engine train` is still writing: evaluating it reads its
-    best checkpoint of now, not the model the run will end with."""
-    if not path or not os.path.isdir(path) or not is_run_dir(path):
-        return
-    try:
-        files.Lock(path, "evaluating it", shared=True).release()
-    except files.Busy:
-        pids = files.lock_holders(path)
-        by = f" (pid {pids[0]})" if len(pids) == 1 else ""
-        print(f"warning: {path} is still being trained by another engine process{by}: these figures are of "
-              f"its best checkpoint so far, not of the model it will end with", file=sys.stderr)
 
 
 def run_of(path: str) -> str | None:
@@ -193,6 +176,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
 @cli
 def main(argv=None):
     a = parse(argv)
+    reading = layout.reading([a.model, a.against and a.against.split(":", 1)[1]], "evaluate")  # before any work
     if "trt" in (a.backend, (a.against or ":").split(":", 1)[0]):  # TensorRT beside TensorFlow's allocator
         import_tensorflow_quietly()
         from engine.devices import allow_memory_growth
@@ -203,8 +187,9 @@ def main(argv=None):
         opts = {"onnx": {"optimization": a.ort_optimization},
                 "openvino": {"precision": a.openvino_precision}}.get(backend, {})
         return open_predictor(backend, path, a.batch_size, **opts)
-    predictor = open_(a.backend, a.model)
-    other = open_(*a.against.split(":", 1)) if a.against else None
+    with reading:  # a run's checkpoint, read whole: no engine train starts in it meanwhile
+        predictor = open_(a.backend, a.model)
+        other = open_(*a.against.split(":", 1)) if a.against else None
     splits = data.load(a.data, a.cache_dir or default_cache_dir(), label_mode=a.label_mode, image_size=a.image_size)
     former = LEGACY_DATA.get(a.data)
     if former and tuple(predictor.image_shape) == IMAGE_SHAPE != tuple(splits.x_test.shape[1:]):

@@ -14,7 +14,6 @@ overwrites an existing output without --overwrite.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 
@@ -142,26 +141,11 @@ def trt_onnx(a) -> str:
     return a.onnx or f"{os.path.splitext(a.out)[0]}.trt-{a.precision}.onnx"
 
 
-def reading(a) -> files.Lock | contextlib.nullcontext:
-    """A shared lock on the run being exported, held until the export is written: refused while `engine
-    train` writes the run (its checkpoints are those of a run still going, and deleted as it goes on),
-    and no `engine train` starts in it meanwhile (other exports may). A .keras file takes none."""
-    if a.run.endswith(".keras") or not layout.is_run_dir(a.run):
-        return contextlib.nullcontext()
-    try:
-        return files.Lock(a.run, "exporting it", shared=True)
-    except files.Busy:
-        pids = files.lock_holders(a.run)
-        by = f" (pid {pids[0]})" if len(pids) == 1 else ""
-        raise EngineError(f"{a.run} is being trained by another engine process{by}: export it when that has "
-                          f"finished or been stopped; nothing was exported") from None
-
-
 @cli
 def main(argv=None):
     a = parse(argv)
     claim_outputs(a)  # fail before any work
-    with reading(a):
+    with layout.reading([a.run], "export"):  # no export of a run being trained
         export(a)
 
 

@@ -176,6 +176,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
 @cli
 def main(argv=None):
     a = parse(argv)
+    reading = layout.reading([a.model, a.against and a.against.split(":", 1)[1]], "evaluate")  # before any work
     if "trt" in (a.backend, (a.against or ":").split(":", 1)[0]):  # TensorRT beside TensorFlow's allocator
         import_tensorflow_quietly()
         from engine.devices import allow_memory_growth
@@ -186,8 +187,9 @@ def main(argv=None):
         opts = {"onnx": {"optimization": a.ort_optimization},
                 "openvino": {"precision": a.openvino_precision}}.get(backend, {})
         return open_predictor(backend, path, a.batch_size, **opts)
-    predictor = open_(a.backend, a.model)
-    other = open_(*a.against.split(":", 1)) if a.against else None
+    with reading:  # a run's checkpoint, read whole: no engine train starts in it meanwhile
+        predictor = open_(a.backend, a.model)
+        other = open_(*a.against.split(":", 1)) if a.against else None
     splits = data.load(a.data, a.cache_dir or default_cache_dir(), label_mode=a.label_mode, image_size=a.image_size)
     former = LEGACY_DATA.get(a.data)
     if former and tuple(predictor.image_shape) == IMAGE_SHAPE != tuple(splits.x_test.shape[1:]):

@@ -9,8 +9,9 @@
   never replaced at all. The old folder is moved aside first and removed only once the new one is in.
 - Modes from the umask: files come out 0666 and folders 0777 minus the user's umask (0644/0755 under
   the usual 022), as `open` and `mkdir` would make them, not the 0600/0700 of temporary files.
-- One owner per run folder: `lock(path)` holds an exclusive lock on a folder while a process writes
-  it; a second process gets a one-line error instead of writing over the first.
+- One owner per run folder: `Lock(path)` holds an exclusive lock on a folder while a process writes
+  it; a second process gets a one-line error instead of writing over the first. Readers that must not
+  read it while it is written (an export) hold a shared lock: several at once, but not beside a writer.
 """
 from __future__ import annotations
 
@@ -177,23 +178,28 @@ def free_name(path: str) -> str:
     return f"{stem}-{n}{ext}"
 
 
+class Busy(EngineError):
+    """The folder is locked by another process."""
+
+
 class Lock:
     """An exclusive lock on a folder (flock on the folder itself: no lock file to leave behind), held
-    until `release()` or the process ends, even by SIGKILL: the kernel drops it with the process."""
+    until `release()` or the process ends, even by SIGKILL: the kernel drops it with the process.
+    `shared`: a reader's lock, which other readers may hold too, but not a writer (nor beside one)."""
 
-    def __init__(self, path: str, what: str):
+    def __init__(self, path: str, what: str, shared: bool = False):
         self.path = path
         try:
             self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except OSError as e:
             raise EngineError(f"cannot open {path}: {e.strerror or e}") from None
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as e:
             os.close(self._fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise EngineError(f"{path} is in use by another engine process ({what}); wait for it to end or "
-                                  f"choose another --out") from None
+                raise Busy(f"{path} is in use by another engine process ({what}); wait for it to end or "
+                           f"choose another --out") from None
             raise EngineError(f"cannot lock {path}: {e.strerror or e}") from None
 
     def release(self) -> None:
@@ -206,3 +212,21 @@ class Lock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def lock_holders(path: str) -> list[int]:
+    """The process ids holding a flock on `path`, as Linux's /proc/locks lists them: [] where it does
+    not (another system, a process of another pid namespace, a file system that names it otherwise)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = set()
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 00:2d:1234 0 EOF" (a waiter's: "1: -> FLOCK ...")
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == where and fields[4].isdigit():
+            pids.add(int(fields[4]))
+    return sorted(pids - {0})

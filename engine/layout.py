@@ -8,6 +8,7 @@ model-int8.xml, model.savedmodel/, evaluate-*.json, ...).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import json
@@ -15,6 +16,7 @@ import os
 import shutil
 import tempfile
 
+from engine import files
 from engine.errors import EngineError
 
 CONFIG_FILE = "config.json"      # the run's resolved config; its presence marks a run folder
@@ -65,6 +67,26 @@ def has_checkpoint(out: str) -> bool:
         return any(name.startswith("ckpt-") and name.endswith(".index") for name in os.listdir(folder))
     except OSError:
         return False
+
+
+def reading(paths, verb: str) -> contextlib.ExitStack:
+    """Shared locks on those of `paths` that are run folders, for a command that reads their checkpoints
+    (`verb`: export, evaluate), held until the stack is closed: refused in one line while `engine train`
+    writes one (its checkpoints are those of a run still going on, and are deleted as it goes);
+    meanwhile no `engine train` starts in them, while other readers may."""
+    stack = contextlib.ExitStack()
+    for run in paths:
+        if not run or not is_run_dir(run):
+            continue
+        try:
+            stack.enter_context(files.Lock(run, f"{verb} reads it", shared=True))
+        except files.Busy:
+            stack.close()
+            pids = files.lock_holders(run)
+            by = f" (pid {pids[0]})" if len(pids) == 1 else ""
+            raise EngineError(f"{run} is being trained by another engine process{by}: {verb} it when that has "
+                              f"finished or been stopped") from None
+    return stack
 
 
 def check_out(out: str, resume: bool, overwrite: bool) -> None:

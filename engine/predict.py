@@ -5,13 +5,14 @@ and probabilities for PNG/JPEG images, from any export (the backend follows from
     engine predict photos/ --model runs/airbench/model.onnx --topk 3 --json
 
 Images must have the model's size (its export's input, e.g. 32x32 for CIFAR-10, 28x28 for MNIST);
-`--resize` scales other sizes first. Images are converted to the model's channels (said once on
+`--resize` scales other sizes first (said once on stderr, with the sizes it scaled from). Images are converted to the model's channels (said once on
 stderr): grey, 16-bit, palette, RGBA and CMYK to RGB for an RGB model, colour to grey (luminance) for
 a grayscale one. A folder is read with its
 subfolders.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import stat
@@ -103,11 +104,12 @@ def printable(text: str) -> str:
                    for c in text)
 
 
-def decode(path: str, resize: bool, shape=IMAGE_SHAPE) -> tuple[np.ndarray, str | None]:
-    """A uint8 image of `shape` [H, W, C] (the model's) and the mode it was converted from (None where
-    it had the model's: RGB, or L for C = 1). The size is checked from the header before any pixel is
-    decoded; other modes are converted (to RGB: grey, 16-bit grey, palette, RGBA, CMYK; to grey: any
-    of those by its luminance); other sizes are scaled only with `resize`."""
+def decode(path: str, resize: bool, shape=IMAGE_SHAPE) -> tuple[np.ndarray, str | None, tuple | None]:
+    """A uint8 image of `shape` [H, W, C] (the model's), the mode it was converted from (None where
+    it had the model's: RGB, or L for C = 1) and the (H, W) it was scaled from (None where it had the
+    model's). The size is checked from the header before any pixel is decoded; other modes are
+    converted (to RGB: grey, 16-bit grey, palette, RGBA, CMYK; to grey: any of those by its
+    luminance); other sizes are scaled only with `resize`."""
     from PIL import Image
     h, w, c = shape
     size, want = (w, h), "RGB" if c == 3 else "L"
@@ -117,13 +119,23 @@ def decode(path: str, resize: bool, shape=IMAGE_SHAPE) -> tuple[np.ndarray, str 
         if img.size != size and not resize:
             raise EngineError(f"image {name} is {shape_of(img).split()[0]}, the model takes {h}x{w}x{c} "
                               f"{'RGB' if c == 3 else 'grayscale'}; pass --resize to scale it")
-        mode = img.mode
+        mode, scaled = img.mode, (None if img.size == size else img.size[::-1])
         out = decode_pixels(img, name)
         out = out if out.mode == want else to_rgb(out) if want == "RGB" else _to_gray(out)
         if out.size != size:
             out = out.resize(size, Image.BILINEAR)
         arr = np.asarray(out)
-    return arr.reshape(h, w, c), (None if mode == want else mode)
+    return arr.reshape(h, w, c), (None if mode == want else mode), scaled
+
+
+def resized_text(sizes: list, most: int = 3) -> str:
+    """'3 images from 40x40, 24x20' for the (H, W) sizes images were scaled from: each size once, the
+    commonest first, at most `most` of them."""
+    counts = collections.Counter(sizes).most_common()
+    shown = ", ".join(f"{h}x{w}" for (h, w), _ in counts[:most])
+    more = f" and {len(counts) - most} other sizes" if len(counts) > most else ""
+    n = len(sizes)
+    return f"{n} image{'s' * (n > 1)} from {shown}{more}"
 
 
 def _to_gray(img):
@@ -149,14 +161,17 @@ def main(argv=None):
     shape = predictor.image_shape
     with size_checked_here():
         decoded = [decode(f, a.resize, shape) for f in files]
-    images = np.stack([arr for arr, _ in decoded])
-    modes = sorted({m for _, m in decoded if m})
-    if modes and not a.resize:
-        n = sum(m is not None for _, m in decoded)
+    images = np.stack([arr for arr, _, _ in decoded])
+    modes = sorted({m for _, m, _ in decoded if m})
+    if modes:
+        n = sum(m is not None for _, m, _ in decoded)
         alpha = " (transparency ignored)" if any("A" in m or "a" in m for m in modes) else ""
         target = "RGB" if shape[2] == 3 else "grayscale (L)"
         print(f"note: converted {n} image{'s' * (n > 1)} from mode {', '.join(modes)} to {target}{alpha}",
               file=sys.stderr)
+    scaled = [s for _, _, s in decoded if s]
+    if scaled:
+        print(f"note: resized {resized_text(scaled)} to the model's {shape[0]}x{shape[1]}", file=sys.stderr)
     probs = softmax(predictor.predict(images).astype(np.float64))
     names = class_names(a.model, backend, predictor) or [str(i) for i in range(probs.shape[1])]
     results = []

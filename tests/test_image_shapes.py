@@ -155,11 +155,11 @@ def test_predict_converts_a_png_to_the_runs_shape_and_says_so(tmp_path, shaped_d
     assert [r["image"] for r in results] == ["photo.png", "digit.png"] and len(results[0]["top"]) == 4
     predict.main(["digit.png", "--model", onnx_path])
     assert capsys.readouterr().err == ""  # nothing converted
-    x, mode = predict.decode("photo.png", True, (28, 28, 1))
+    x, mode, _ = predict.decode("photo.png", True, (28, 28, 1))
     assert x.shape == (28, 28, 1) and mode == "RGB"
     gray = np.asarray(Image.fromarray(rgb).convert("L").resize((28, 28), Image.BILINEAR))
     np.testing.assert_array_equal(x[..., 0], gray)  # luminance, then the size
-    x, mode = predict.decode("digit.png", True, (64, 64, 3))  # grey to an RGB model: repeated
+    x, mode, _ = predict.decode("digit.png", True, (64, 64, 3))  # grey to an RGB model: repeated
     assert x.shape == (64, 64, 3) and mode == "L" and np.all(x[..., 0] == x[..., 1])
 
 

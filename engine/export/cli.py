@@ -145,6 +145,11 @@ def trt_onnx(a) -> str:
 def main(argv=None):
     a = parse(argv)
     claim_outputs(a)  # fail before any work
+    with layout.reading([a.run], "export"):  # no export of a run being trained
+        export(a)
+
+
+def export(a) -> None:
     import_tensorflow_quietly()
     if a.format == "openvino":
         from engine.export.openvino import require_openvino

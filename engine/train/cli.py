@@ -133,7 +133,7 @@ def precheck(cfg: C.Config, seeds: list[int]) -> None:
         return
     if not seeds:
         if os.path.isdir(cfg.run.out):  # a run in progress there: say so first (the run locks it again)
-            files.Lock(cfg.run.out, "a run writes there").release()
+            files.Lock(cfg.run.out, "a run writes there, or an export reads it").release()
         layout.check_out(cfg.run.out, cfg.run.resume, cfg.run.overwrite)
         return
     if os.path.lexists(cfg.run.out) and not os.path.isdir(cfg.run.out):

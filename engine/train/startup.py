@@ -280,7 +280,7 @@ def _claim(run) -> tuple[bool, files.Lock]:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise EngineError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    lock = files.Lock(out, "a run writes there")
+    lock = files.Lock(out, "a run writes there, or an export reads it")
     try:
         layout.check_out(out, run.resume, run.overwrite)  # again, now that no other process can start a run
         _check_writable(out)

@@ -132,6 +132,24 @@ def test_a_locked_folder_refuses_a_second_owner_until_released(tmp_path):
     files.Lock(str(tmp_path), "a run writes there").release()
 
 
+def test_readers_share_a_folder_but_never_with_a_writer_and_the_holder_is_named(tmp_path):
+    """Exports of one run run side by side; a run being trained refuses them, and an export under way
+    refuses a training process; /proc/locks names the process that holds the lock (Linux)."""
+    readers = [files.Lock(str(tmp_path), "exporting it", shared=True) for _ in range(2)]
+    with pytest.raises(files.Busy, match="in use by another engine process"):
+        files.Lock(str(tmp_path), "a run writes there")
+    for r in readers:
+        r.release()
+    writer = files.Lock(str(tmp_path), "a run writes there")
+    with pytest.raises(files.Busy):
+        files.Lock(str(tmp_path), "exporting it", shared=True)
+    if os.path.exists("/proc/locks"):
+        assert files.lock_holders(str(tmp_path)) == [os.getpid()]
+    writer.release()
+    assert files.lock_holders(str(tmp_path)) == []
+    files.Lock(str(tmp_path), "exporting it", shared=True).release()
+
+
 def test_overwrite_replaces_a_runs_own_files_and_its_old_exports_only(tmp_path):
     run = _run(tmp_path / "a")
     for name in ("metrics.json", "model.onnx", "model-int8.xml", "model-int8.bin", "evaluate-model-onnx.json",

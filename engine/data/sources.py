@@ -45,6 +45,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 MAX_TOTAL_BYTES = 8 << 30   # all files of a source together (the CIFAR-10 archives hold 55-180 MB)
 MAX_IMAGES = 1_000_000      # images of a source (CIFAR-10 has 60,000); memory_limit() bounds their bytes
 MAX_SIDE = 4096             # a side of --image-size
+TAR_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)  # a damaged or truncated archive
 NAMED = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "digits32")
 DIGITS = ("digits", "digits32")  # scikit-learn's, shipped with it: no download
 OFFLINE_HINT = ("pass --data PATH (or set ENGINE_DATA) to a train/<class>/ test/<class>/ folder tree, "
@@ -195,14 +196,19 @@ def _entries(path: str):
                     raise EngineError(f"refusing {path}: its members hold more than {MAX_TOTAL_BYTES >> 30} GiB")
                 f = tar.extractfile(m)
                 yield name, (lambda limit, f=f, m=m: _read_member(f, m, path, limit))
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    except TAR_READ_ERRORS as e:
         raise EngineError(f"cannot read {path}: not a valid or complete tar archive ({e})") from None
 
 
 def _read_member(f, m, path, limit):
+    """A member's bytes (called by the reader while the member is current, outside _entries' own guard)."""
     if m.size > limit:
         raise EngineError(f"refusing tar member {m.name!r} in {path}: {m.size} bytes is too large")
-    return f.read()
+    try:
+        return f.read()
+    except TAR_READ_ERRORS as e:
+        raise EngineError(f"cannot read {path}: not a valid or complete tar archive (member {m.name!r}: "
+                          f"{e})") from None
 
 
 _BATCH_RE = re.compile(r"^(data_batch_\d+|test_batch|batches\.meta)$")

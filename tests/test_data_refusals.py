@@ -1,0 +1,56 @@
+"""Data sets the loaders must refuse in one line (exit 2, `error: ...`, no traceback), met through the CLI
+from a temporary working folder with relative paths, as a user meets them."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, assert_one_line_error, png_bytes
+
+
+def engine(cwd, *args) -> subprocess.CompletedProcess:
+    """`python -m engine args...` run from `cwd`, with this checkout's engine and a private data cache."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ENGINE_CACHE=str(cwd / "cache"))
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def train(cwd, data, *extra) -> subprocess.CompletedProcess:
+    return engine(cwd, "train", "--model", "tiny", "--data", data, "--epochs", "1", "--batch-size", "2",
+                  "--no-amp", "--no-xla", "--quiet", "--out", "runs/t", *extra)
+
+
+def _tree_tar(path, big_side=128):
+    """A .tar (or .tar.gz) of a train/<class>/ test/<class>/ tree whose last member is a PNG of noise of
+    big_side x big_side (about 50 KB), so that a cut in the second half of the file falls in its data."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz" if str(path).endswith(".gz") else "w") as tar:
+        members = [(f"{split}/{c}/{i}.png", png_bytes(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))
+                   for split in ("train", "test") for c in ("a", "b") for i in range(2)]
+        members.append(("train/b/big.png", png_bytes(rng.integers(0, 256, (big_side, big_side, 3), dtype=np.uint8))))
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+@pytest.mark.parametrize("name", ["t.tar", "t.tar.gz"])
+def test_an_archive_cut_inside_a_members_data_is_one_line_naming_it(name, tmp_path):
+    full = _tree_tar(tmp_path / ("whole-" + name)).read_bytes()
+    cut = len(full) * 3 // 4
+    if name == "t.tar":  # the cut inside the big member's data (not at a header), as `head -c` makes it
+        with tarfile.open(tmp_path / ("whole-" + name)) as tar:
+            big = tar.getmember("train/b/big.png")
+        assert big.offset_data < cut < big.offset_data + big.size
+    (tmp_path / name).write_bytes(full[:cut])
+    p = train(tmp_path, name)
+    assert p.returncode == 2, p.stderr
+    assert_one_line_error(p, f"cannot read {tmp_path / name}", "not a valid or complete tar archive")
+    assert not (tmp_path / "runs" / "t").exists()

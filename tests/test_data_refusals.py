@@ -54,3 +54,31 @@ def test_an_archive_cut_inside_a_members_data_is_one_line_naming_it(name, tmp_pa
     assert p.returncode == 2, p.stderr
     assert_one_line_error(p, f"cannot read {tmp_path / name}", "not a valid or complete tar archive")
     assert not (tmp_path / "runs" / "t").exists()
+
+
+def _png_tree(root, counts: dict, side=8):
+    """train/<class>/ and test/<class>/ of `counts[class]` noise PNGs each."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for c, n in counts.items():
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                (root / split / c / f"{i}.png").write_bytes(png_bytes(rng.integers(0, 256, (side, side, 3),
+                                                                                   dtype=np.uint8)))
+    return root
+
+
+def test_a_probe_of_one_class_is_one_line_before_any_feature(tmp_path):
+    _png_tree(tmp_path / "one", {"a": 4})
+    p = engine(tmp_path, "probe", "--data", "one", "--model", "vgg16", "--weights", "none", "--folds", "2")
+    assert p.returncode == 2, p.stderr
+    assert_one_line_error(p, "at least two classes", "only class 'a'")
+    assert "probe:" not in p.stdout  # the line printed before the features are computed
+
+
+def test_a_probe_with_a_class_smaller_than_the_folds_is_one_line_before_any_feature(tmp_path):
+    _png_tree(tmp_path / "t", {"a": 4, "b": 2})
+    p = engine(tmp_path, "probe", "--data", "t", "--model", "vgg16", "--weights", "none", "--folds", "3")
+    assert p.returncode == 2, p.stderr
+    assert_one_line_error(p, "--folds 3: class 'b' has 2 images", "give --folds 2 to 2")
+    assert "probe:" not in p.stdout

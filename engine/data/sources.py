@@ -105,7 +105,7 @@ def load(source: str, cache_dir: str | None = None, log=print, label_mode: str =
         variant = f"labels={label_mode}:size={size}" if (label_mode != "fine" or size) else ""
         cache_file = cache_path(path, cache_dir, variant)
         cached = read_cache(cache_file)
-        if cached is not None:
+        if cached is not None and not mnist.stale_names(cached):
             return cached
     log(f"decoding {source} (once; cached for later runs)")
     if path.endswith(".npz"):

@@ -1,8 +1,10 @@
-"""Data sets the loaders must refuse in one line (exit 2, `error: ...`, no traceback), met through the CLI
-from a temporary working folder with relative paths, as a user meets them."""
+"""Data sets at the edges of what the loaders take, met through the CLI from a temporary working folder with
+relative paths, as a user meets them: what they cannot take is one line (exit 2, `error: ...`, no
+traceback)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +84,18 @@ def test_a_probe_with_a_class_smaller_than_the_folds_is_one_line_before_any_feat
     assert p.returncode == 2, p.stderr
     assert_one_line_error(p, "--folds 3: class 'b' has 2 images", "give --folds 2 to 2")
     assert "probe:" not in p.stdout
+
+
+def _npz(path, k, n_train=24, n_test=12, shape=(8, 8, 3)):
+    """An .npz of noise images with labels 0..k-1 (each class in both splits)."""
+    rng = np.random.default_rng(2)
+    np.savez(path, x_train=rng.integers(0, 256, (n_train, *shape), dtype=np.uint8), y_train=np.arange(n_train) % k,
+             x_test=rng.integers(0, 256, (n_test, *shape), dtype=np.uint8), y_test=np.arange(n_test) % k)
+    return path
+
+
+def test_an_npz_of_twelve_classes_trains_a_twelve_class_model(tmp_path):
+    _npz(tmp_path / "c12.npz", 12)
+    p = train(tmp_path, "c12.npz", "--crop-pad", "0")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "runs" / "t" / "classes.json").read_text()) == [str(c) for c in range(12)]

@@ -99,3 +99,26 @@ def test_an_npz_of_twelve_classes_trains_a_twelve_class_model(tmp_path):
     p = train(tmp_path, "c12.npz", "--crop-pad", "0")
     assert p.returncode == 0, p.stderr
     assert json.loads((tmp_path / "runs" / "t" / "classes.json").read_text()) == [str(c) for c in range(12)]
+
+
+@pytest.mark.parametrize("data, kind", [("c3.npz", "is an .npz"), ("digits", "is the digits data set"),
+                                        ("t.tar", "is a source of image folders")])
+def test_label_mode_coarse_where_it_cannot_apply_is_one_line(tmp_path, data, kind):
+    _npz(tmp_path / "c3.npz", 3)
+    _tree_tar(tmp_path / "t.tar", big_side=8)
+    if data == "t.tar":  # refused once read (what it holds is not known before): probe's load, without TensorFlow
+        p = engine(tmp_path, "probe", "--data", data, "--label-mode", "coarse", "--model", "pixels", "--folds", "2")
+    else:
+        p = train(tmp_path, data, "--label-mode", "coarse")
+    assert p.returncode == 2, p.stderr
+    assert_one_line_error(p, f"--label-mode coarse: {data if data != 't.tar' else tmp_path / data} {kind}",
+                          "applies only to CIFAR-100")
+    assert not (tmp_path / "runs" / "t").exists()
+
+
+def test_image_size_resizes_an_npz_and_the_run_records_the_size_it_trained_at(tmp_path):
+    _npz(tmp_path / "g.npz", 3, shape=(8, 8))
+    p = train(tmp_path, "g.npz", "--image-size", "12x16", "--crop-pad", "0")
+    assert p.returncode == 0, p.stderr
+    data = json.loads((tmp_path / "runs" / "t" / "config.json").read_text())["data"]
+    assert (data["image_size"], data["image_shape"]) == ("12x16", "12x16x1")

@@ -72,18 +72,58 @@ def parse_image_size(text: str) -> tuple | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def check_source(source: str, image_size: str = "") -> str | None:
+def check_source(source: str, image_size: str = "", label_mode: str = "fine") -> str | None:
     """The absolute path of a path source, or a one-line error if nothing readable as one is there
-    (a quick check: no file is opened); None for the named sources (cifar10, mnist, ..., digits)."""
+    (a quick check: no file is opened); None for the named sources (cifar10, mnist, ..., digits).
+    A --label-mode coarse for a source that cannot be CIFAR-100 is refused here too."""
     parse_image_size(image_size)
     if source in NAMED:
+        check_label_mode(source, label_mode, _not_cifar100(source))
         return None
     path = os.path.abspath(os.path.expanduser(source))
     if not os.path.exists(path):
         raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
     if os.path.isfile(path) and not (_is_tar_name(path) or path.endswith(".npz")):
         raise EngineError(f"unsupported data file {source}: expected a folder, .tar, .tar.gz, .tgz or .npz")
+    check_label_mode(source, label_mode, _not_cifar100(source))
     return path
+
+
+def _not_cifar100(source: str) -> str | None:
+    """What `source` is if it cannot be CIFAR-100 as seen without opening a file, else None (CIFAR-100, or a
+    folder or archive, which may hold it)."""
+    if source in NAMED:
+        return None if source == "cifar100" else f"the {source} data set"
+    path = os.path.abspath(os.path.expanduser(source))
+    return "an .npz" if path.endswith(".npz") else "a folder of IDX files" if mnist.is_idx_folder(path) else None
+
+
+def takes_label_mode(source: str) -> bool:
+    """Whether --label-mode coarse may apply to `source` (False: check_source refuses it there)."""
+    return _not_cifar100(source) is None
+
+
+def check_label_mode(source: str, label_mode: str, kind: str | None) -> None:
+    """A one-line error for --label-mode coarse on a source that is `kind` (None: CIFAR-100, or not known)."""
+    if label_mode == "coarse" and kind:
+        raise EngineError(f"--label-mode coarse: {source} is {kind}; the flag applies only to CIFAR-100 "
+                          f"(cifar100 or cifar-100-python.tar.gz), whose 20 superclasses it selects")
+
+
+def _resized(splits: Splits, size: tuple | None, source: str, log=print) -> Splits:
+    """`splits` with every image resized to size = (H, W) with PIL's bilinear filter, as a folder tree's
+    are while they are decoded (a no-op where they already have that size)."""
+    if size is None or splits.image_shape[:2] == tuple(size):
+        return splits
+    from PIL import Image
+    (h, w), c = size, splits.image_shape[2]
+    check_fits((len(splits.y_train) + len(splits.y_test)) * h * w * c, f"{source} at --image-size {h}x{w}")
+
+    def resize(x):
+        return np.stack([pixels(Image.fromarray(a[..., 0] if c == 1 else a), size) for a in x])
+
+    log(f"resized every image of {source} to {h}x{w} ({RESIZE_FILTER} filter)")
+    return Splits(resize(splits.x_train), splits.y_train, resize(splits.x_test), splits.y_test, splits.class_names)
 
 
 def load(source: str, cache_dir: str | None = None, log=print, label_mode: str = "fine",
@@ -95,18 +135,18 @@ def load(source: str, cache_dir: str | None = None, log=print, label_mode: str =
     if label_mode not in ("fine", "coarse"):
         raise EngineError(f"--label-mode {label_mode!r}: expected fine or coarse")
     size = parse_image_size(image_size)
+    path = check_source(source, "", label_mode)
     if source in DIGITS:
-        return load_digits(side=32 if source == "digits32" else 8)
+        return _resized(load_digits(side=32 if source == "digits32" else 8), size, source, log)
     if source in NAMED:
-        return _load_keras(source, label_mode)
-    path = check_source(source)
+        return _resized(_load_keras(source, label_mode), size, source, log)
     cache_file = None
     if cache_dir:
         variant = f"labels={label_mode}:size={size}" if (label_mode != "fine" or size) else ""
         cache_file = cache_path(path, cache_dir, variant)
         cached = read_cache(cache_file)
-        if cached is not None and not mnist.stale_names(cached):
-            return cached
+        if cached is not None and not mnist.stale_names(cached) and (not size or cached.image_shape[:2] == size):
+            return cached  # (an older version cached other sources than trees unresized, and so decodes again)
     log(f"decoding {source} (once; cached for later runs)")
     if path.endswith(".npz"):
         splits = mnist.load_npz(path)
@@ -114,6 +154,7 @@ def load(source: str, cache_dir: str | None = None, log=print, label_mode: str =
         splits = mnist.load_idx_folder(path)
     else:
         splits = _read_tree(path, label_mode, size, log)
+    splits = _resized(splits, size, source, log)  # (a tree's images are resized as they are decoded)
     if cache_file:
         write_cache(cache_file, splits, log)
     return splits
@@ -296,6 +337,8 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
                                           ("image folders", images["train"] or images["test"])) if there]
         if len(found) > 1:
             raise EngineError(f"{path} holds both {found[0]} and {found[1]}; use one")
+        if found and not c100:
+            check_label_mode(path, label_mode, f"a source of {found[0]}")
         if idx:
             return mnist.load_idx_members(idx, path)
         if batches:

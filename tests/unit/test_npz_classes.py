@@ -54,3 +54,25 @@ def test_a_cached_mnist_is_read_from_the_cache_as_before(tmp_path):
     seen = []
     s = sources.load(path, cache, log=seen.append)
     assert seen == [] and s.class_names == [str(c) for c in range(10)]  # no "decoding" line: the cache served it
+
+
+def test_image_size_resizes_an_npz_as_a_trees_images_are(tmp_path):
+    from PIL import Image
+    path = _npz(tmp_path / "g.npz", 3)
+    s = sources.load(path, str(tmp_path / "cache"), log=lambda *a: None, image_size="10x14")
+    raw = np.load(path)["x_train"]
+    assert s.image_shape == (10, 14, 1)
+    want = np.asarray(Image.fromarray(raw[5]).resize((14, 10), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(s.x_train[5, ..., 0], want)
+
+
+def test_image_size_resizes_the_digits(tmp_path):
+    s = sources.load("digits", image_size="16x16", log=lambda *a: None)
+    assert s.image_shape == (16, 16, 1) and s.x_test.shape[1:] == (16, 16, 1)
+
+
+def test_a_cache_an_older_version_wrote_unresized_is_decoded_again(tmp_path):
+    path = _npz(tmp_path / "g.npz", 3)
+    unresized = mnist.load_npz(path)
+    write_cache(cache_path(path, str(tmp_path / "cache"), "labels=fine:size=(10, 14)"), unresized, print)
+    assert sources.load(path, str(tmp_path / "cache"), log=lambda *a: None, image_size="10x14").image_shape == (10, 14, 1)

@@ -122,3 +122,19 @@ def test_image_size_resizes_an_npz_and_the_run_records_the_size_it_trained_at(tm
     assert p.returncode == 0, p.stderr
     data = json.loads((tmp_path / "runs" / "t" / "config.json").read_text())["data"]
     assert (data["image_size"], data["image_shape"]) == ("12x16", "12x16x1")
+
+
+def test_training_on_one_class_is_one_line(tmp_path):
+    _npz(tmp_path / "one.npz", 1)
+    p = train(tmp_path, "one.npz")
+    assert p.returncode == 2, p.stderr
+    assert_one_line_error(p, "the training images of --data one.npz are all of class '0'", "at least two classes")
+    assert not (tmp_path / "runs" / "t").exists()
+
+
+def test_crop_pad_on_images_of_one_pixel_says_to_turn_it_off(tmp_path):
+    _png_tree(tmp_path / "px", {"a": 2, "b": 2}, side=1)
+    p = train(tmp_path, "px", "--crop-pad", "4")
+    assert p.returncode == 2, p.stderr
+    assert_one_line_error(p, "--crop-pad 4 must be below the images' side (1); give --crop-pad 0 (off)")
+    assert "to 0" not in p.stderr

@@ -8,7 +8,7 @@ Sources (`--data`):
   `digits32`: the same digits scaled to CIFAR-10's shape (32x32 RGB, each pixel repeated 4x4), for
   quick checks of CIFAR-shaped models.
 - a folder tree `train/<class>/*` and `test/<class>/*` (JPEG, PNG or BMP, of one size, greyscale or
-  colour; optionally under one top folder), or resized to `--image-size HxW`,
+  colour; optionally under one top folder), or resized to `--image-size HxW` (as any source's images are),
 - a `.tar` / `.tar.gz` of such a tree, streamed member by member, never extracted to disk,
 - the official `cifar-10-python.tar.gz` and `cifar-100-python.tar.gz` (or their extracted folders):
   pickled batches, read with an unpickler that admits only the few numpy names those files hold,
@@ -130,8 +130,9 @@ def load(source: str, cache_dir: str | None = None, log=print, label_mode: str =
          image_size: str = "") -> Splits:
     """Load a data source (see module doc) into uint8 arrays, through the on-disk cache.
 
-    label_mode: CIFAR-100's "fine" (100 classes) or "coarse" (20) labels; image_size: "HxW" resizes
-    every image of a folder tree or archive to it ("" keeps their own, which must then be one size)."""
+    label_mode: CIFAR-100's "fine" (100 classes) or "coarse" (20) labels (coarse for another source: a
+    one-line error); image_size: "HxW" resizes every image to it ("" keeps their own, which in a folder tree
+    or archive must then be one size)."""
     if label_mode not in ("fine", "coarse"):
         raise EngineError(f"--label-mode {label_mode!r}: expected fine or coarse")
     size = parse_image_size(image_size)

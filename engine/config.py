@@ -86,8 +86,8 @@ class DataConfig:
     label_mode: str = _opt("fine", "CIFAR-100: its 100 fine classes or its 20 coarse superclasses",
                            choices=["fine", "coarse"])
     image_size: str = _opt(
-        "", "folder trees and archives: resize every image to HxW, e.g. 64x64 (PIL's bilinear filter); without it "
-            "all images must have one size")
+        "", "resize every image of the data to HxW, e.g. 64x64 (PIL's bilinear filter); without it a folder "
+            "tree's images must all have one size")
     limit: int = _opt(0, "use a class-balanced subset of N training images (0: all)", range=COUNT)
     limit_test: int = _opt(0, "use a class-balanced subset of N test images (0: all)", range=COUNT)
     val_split: float = _opt(

@@ -98,14 +98,14 @@ def run_data(a) -> None:
     """Fill a's data flags (data, label_mode, image_size, limit_test; None: not given) from the run MODEL
     (or else --against) is or sits in, so that a run is evaluated on the data as it was trained. Without
     a run: the defaults engine train has. Before TensorFlow: a contradiction answers in a second."""
-    from engine.data.sources import NAMED, check_source, parse_image_size
+    from engine.data.sources import NAMED, check_source, parse_image_size, takes_label_mode
     against = a.against.split(":", 1)[1] if a.against else None
     a.run = run_of(a.model) or (run_of(against) if against else None)
     if a.run is None:
         a.data = a.data or data_default()
         a.label_mode, a.image_size = a.label_mode or "fine", a.image_size or ""
         a.limit_test = a.limit_test or 0
-        check_source(a.data, a.image_size)
+        check_source(a.data, a.image_size, a.label_mode)
         return
     cfg = Config.load(layout.run_file(a.run, layout.CONFIG_FILE))
     d = cfg.data
@@ -127,9 +127,9 @@ def run_data(a) -> None:
         inherited.append(f"--data {d.data}")
     elif a.data != d.data and os.path.abspath(a.data) != os.path.abspath(d.data):
         print(f"evaluate: on --data {a.data}; {a.run} was trained on {d.data}")
-    if a.label_mode is None:
-        a.label_mode = d.label_mode
-        if d.label_mode != "fine":
+    if a.label_mode is None:  # (not where it cannot apply: an older version ignored it there)
+        a.label_mode = d.label_mode if takes_label_mode(a.data) else "fine"
+        if a.label_mode != "fine":
             inherited.append(f"--label-mode {d.label_mode}")
     if a.image_size is None:
         a.image_size = d.image_size
@@ -142,7 +142,7 @@ def run_data(a) -> None:
     elif a.limit_test != d.limit_test:
         print(f"evaluate: --limit-test {a.limit_test or 'all'} test images; {a.run} was tested on "
               f"{d.limit_test or 'all'}")
-    check_source(a.data, a.image_size)
+    check_source(a.data, a.image_size, a.label_mode)
     if inherited:
         print(f"evaluate: the data as {a.run} was trained ({layout.CONFIG_FILE}): {' '.join(inherited)}")
 

@@ -104,15 +104,32 @@ def backbone_features(name: str, weights: str, upsample: int, images: np.ndarray
             tuple(int(d) for d in out.shape[1:]))
 
 
+def check_folds(y: np.ndarray, folds: int, names: list | None = None) -> None:
+    """A one-line error unless the labels y (0..K-1, K = len(names)) hold at least two classes and every
+    class has at least `folds` (>= 2) images: what stratified k-fold cross-validation needs."""
+    counts = np.bincount(y, minlength=len(names) if names else 0)
+    present = np.flatnonzero(counts)
+    names = names or [str(c) for c in range(len(counts))]
+    if len(present) < 2:
+        have = f"only class {names[present[0]]!r}" if len(present) else "no images"
+        raise EngineError(f"a probe needs images of at least two classes; the data has {have}")
+    if folds < 2:
+        raise EngineError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    small = int(np.argmin(counts))
+    n = int(counts[small])
+    if n < folds:
+        fix = f"give --folds 2 to {n}" if n >= 2 else "each class needs at least 2 (leave it out with --class-subset)"
+        raise EngineError(f"--folds {folds}: class {names[small]!r} has {n} image{'s' * (n != 1)}, fewer than the "
+                          f"folds; {fix}")
+
+
 def cross_validate(x: np.ndarray, y: np.ndarray, folds: int, seed: int, max_iter: int) -> np.ndarray:
     """Per-fold accuracy of standardised features -> logistic regression."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    smallest = int(np.bincount(y).min()) if len(y) else 0
-    if folds < 2 or folds > smallest:
-        raise EngineError(f"--folds {folds}: need 2 <= folds <= the smallest class's {smallest} images")
+    check_folds(y, folds)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return cross_val_score(model, x, y, cv=split, scoring="accuracy")
@@ -131,6 +148,7 @@ def run(a) -> dict:
     if a.limit:
         x, y, _, _ = data.balanced_subset(x, y, a.limit, seed=a.seed, num_classes=len(classes))
     names = [splits.class_names[c] for c in classes]
+    check_folds(y, a.folds, names)  # before any feature is computed
     print(f"probe: {len(x)} images of {shape_text(x.shape[1:])} of {', '.join(names)}; {a.folds}-fold "
           f"cross-validation")
     results = {}

@@ -42,7 +42,8 @@ def test_mnist_npz_loads_as_28x28x1_with_digit_names(tmp_path):
     (dict(x_train=np.zeros((5, 28, 28), np.float32)), r"x_train is float32, expected uint8"),
     (dict(y_train=np.zeros(4, np.uint8)), r"300 train images but 4 labels"),
     (dict(x_test=np.zeros((100, 27, 27), np.uint8)), r"train images are \[28, 28\] but test images \[27, 27\]"),
-    (dict(y_test=np.full(100, 10, np.uint8)), r"a test label is 10, outside the 10 classes"),
+    (dict(y_test=np.full(100, -1, np.int8)), r"a test label is -1, outside the 100,000 classes"),
+    (dict(y_train=np.full(300, 10 ** 9, np.int64)), r"a train label is 1000000000, outside the 100,000 classes"),
     (dict(x_train=np.zeros((300, 28, 28, 2), np.uint8)), r"x_train is \[300, 28, 28, 2\], expected"),
 ])
 def test_a_wrong_mnist_npz_is_one_line(tmp_path, change, match):

@@ -87,24 +87,24 @@ def restricted_unpickle(data: bytes, name: str, max_text: int = MAX_BATCH_BYTES)
         raise EngineError(f"refusing pickle {name}: {str(e)[:200] or type(e).__name__}") from None
 
 
-def _get(d, key):
+def _get(d, key, name):
     if not isinstance(d, dict):
-        raise EngineError("a CIFAR batch pickle does not hold a dict")
+        raise EngineError(f"{name}: the pickle holds a {type(d).__name__}, not the dict of a CIFAR batch")
     for k in (key.encode(), key):
         if k in d:
             return d[k]
-    raise EngineError(f"a CIFAR batch pickle has no {key!r} entry")
+    raise EngineError(f"{name}: the CIFAR pickle has no {key!r} entry")
 
 
 def _batch_arrays(d, name, label_key="labels", max_images=MAX_BATCH_IMAGES):
-    data = _get(d, "data")
+    data = _get(d, "data", name)
     if not isinstance(data, np.ndarray):
         raise EngineError(f"{name}: data is a {type(data).__name__}, expected a uint8 array [N, 3072]")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIDE * IMAGE_SIDE:
         raise EngineError(f"{name}: data is {data.dtype} {data.shape}, expected uint8 [N, 3072]")
     if len(data) > max_images:
         raise EngineError(f"{name}: {len(data):,} images; a CIFAR batch holds at most {max_images:,}")
-    labels = _labels(_get(d, label_key), name)
+    labels = _labels(_get(d, label_key, name), name)
     if len(labels) != len(data):
         raise EngineError(f"{name}: {len(data)} images but {len(labels)} labels")
     return data.reshape(-1, 3, IMAGE_SIDE, IMAGE_SIDE).transpose(0, 2, 3, 1).copy(), labels
@@ -133,8 +133,8 @@ def _what(v) -> str:
 
 
 def _label_names(meta, path, key="label_names", where="batches.meta") -> list:
-    names = _get(meta, key)
     where = f"{path}:{where}"
+    names = _get(meta, key, where)
     if not isinstance(names, (list, tuple)) or not names:
         raise EngineError(f"{where}: label_names must be a list of class names, not {_what(names)}")
     out = []

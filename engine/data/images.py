@@ -79,7 +79,10 @@ def open_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS):
         declared = f"{int(m.group(1)):,} pixels" if m else "more pixels than allowed"
         raise EngineError(f"refusing image {name}: it declares {declared}, over the limit of "
                           f"{max_pixels:,}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:  # (its text names the BytesIO object, not the file)
+        raise EngineError(f"cannot decode image {name}: not an image PIL can read (damaged, or of another "
+                          f"format than its name says)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise EngineError(f"cannot decode image {name}: {e}") from None
     w, h = img.size
     if w * h > max_pixels:

@@ -25,11 +25,20 @@ IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1
 MAX_IMAGES = 1_000_000   # per split (MNIST has 60,000 + 10,000)
 MAX_SIDE = 4096          # an image side
 MAX_FILE_BYTES = 1 << 30  # one IDX or .npz file on disk (MNIST's largest is 47 MB unpacked, 10 MB gzipped)
+MAX_CLASSES = 100_000     # classes of an .npz or IDX data set: its largest label + 1 (ImageNet-21k has 21,841)
 
 
-def class_names_for(path: str) -> list:
-    """Fashion-MNIST's ten names if the path names it ('fashion' in it), else the digits '0'..'9'."""
-    return list(FASHION_MNIST_CLASSES) if "fashion" in path.lower() else list(DIGITS)
+def class_names_for(path: str, k: int = 10) -> list:
+    """The names of k classes: Fashion-MNIST's ten if k is 10 and the path names it ('fashion' in it), else
+    the labels '0'..'k-1'."""
+    return list(FASHION_MNIST_CLASSES) if k == 10 and "fashion" in path.lower() else [str(c) for c in range(k)]
+
+
+def stale_names(s: Splits) -> bool:
+    """Whether cached splits hold the ten names that .npz and IDX data sets were once all given, for labels
+    of fewer classes (their class count now comes from the labels): they are then decoded again."""
+    top = max(int(s.y_train.max(initial=0)), int(s.y_test.max(initial=0)))
+    return s.class_names in (DIGITS, FASHION_MNIST_CLASSES) and top + 1 < len(s.class_names)
 
 
 def is_idx_folder(path: str) -> bool:
@@ -62,6 +71,7 @@ def _check_shapes(xtr_shape, ytr_shape, xte_shape, yte_shape, where: str) -> Non
 
 
 def _splits(xtr, ytr, xte, yte, names, where) -> Splits:
+    """Splits of the arrays; names None: as many classes as the largest label + 1 (class_names_for)."""
     def images(x):
         return x[..., None] if x.ndim == 3 else x
 
@@ -69,18 +79,21 @@ def _splits(xtr, ytr, xte, yte, names, where) -> Splits:
         y = y.reshape(-1)
         if y.dtype.kind not in "iu":
             raise EngineError(f"{where}: y_{split} is {y.dtype}, expected integer class indices")
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(names)):
+        k = len(names) if names is not None else MAX_CLASSES
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
             bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-            raise EngineError(f"{where}: a {split} label is {bad}, outside the {len(names)} classes "
-                              f"0..{len(names) - 1}")
+            raise EngineError(f"{where}: a {split} label is {bad}, outside the {k:,} classes 0..{k - 1:,}"
+                              + (" (labels are class indices from 0)" if names is None else ""))
         return y.astype(np.int32)
 
-    return Splits(np.ascontiguousarray(images(xtr)), labels(ytr, "train"),
-                  np.ascontiguousarray(images(xte)), labels(yte, "test"), list(names))
+    ytr, yte = labels(ytr, "train"), labels(yte, "test")
+    if names is None:
+        names = class_names_for(where, max(int(ytr.max(initial=0)), int(yte.max(initial=0))) + 1)
+    return Splits(np.ascontiguousarray(images(xtr)), ytr, np.ascontiguousarray(images(xte)), yte, list(names))
 
 
 def load_npz(path: str, names: list | None = None) -> Splits:
-    """Keras's mnist.npz (or any .npz of uint8 x_train/x_test [N,H,W(,C)] and integer labels)."""
+    """Keras's mnist.npz (or any .npz of uint8 x_train/x_test [N,H,W(,C)] and integer labels 0..K-1)."""
     if os.path.getsize(path) > MAX_FILE_BYTES:
         raise EngineError(f"refusing {path}: more than {MAX_FILE_BYTES >> 20} MB")
     keys = ("x_train", "y_train", "x_test", "y_test")
@@ -111,7 +124,7 @@ def load_npz(path: str, names: list | None = None) -> Splits:
     except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         raise EngineError(f"cannot read {path}: not a valid .npz of x_train, y_train, x_test, y_test "
                           f"({str(e)[:100]})") from None
-    return _splits(*arrays, names or class_names_for(path), path)
+    return _splits(*arrays, names, path)
 
 
 def idx_key(name: str) -> str | None:
@@ -169,7 +182,7 @@ def load_idx_members(members: dict, where: str, names: list | None = None) -> Sp
     arrays = {k: idx_array(members[k][1], members[k][0], 3 if k.startswith("x") else 1,
                            budget if k.startswith("x") else MAX_IMAGES) for k in IDX_FILES}
     _check_shapes(*(arrays[k].shape for k in IDX_FILES), where)
-    return _splits(*(arrays[k] for k in IDX_FILES), names or class_names_for(where), where)
+    return _splits(*(arrays[k] for k in IDX_FILES), names, where)
 
 
 def load_idx_folder(folder: str, names: list | None = None) -> Splits:
@@ -185,4 +198,4 @@ def load_idx_folder(folder: str, names: list | None = None) -> Splits:
     arrays = {k: _read_idx(files[k], 3 if k.startswith("x") else 1, budget if k.startswith("x") else MAX_IMAGES)
               for k in IDX_FILES}
     _check_shapes(*(arrays[k].shape for k in IDX_FILES), folder)
-    return _splits(*(arrays[k] for k in IDX_FILES), names or class_names_for(folder), folder)
+    return _splits(*(arrays[k] for k in IDX_FILES), names, folder)

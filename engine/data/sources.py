@@ -8,7 +8,7 @@ Sources (`--data`):
   `digits32`: the same digits scaled to CIFAR-10's shape (32x32 RGB, each pixel repeated 4x4), for
   quick checks of CIFAR-shaped models.
 - a folder tree `train/<class>/*` and `test/<class>/*` (JPEG, PNG or BMP, of one size, greyscale or
-  colour; optionally under one top folder), or resized to `--image-size HxW`,
+  colour; optionally under one top folder), or resized to `--image-size HxW` (as any source's images are),
 - a `.tar` / `.tar.gz` of such a tree, streamed member by member, never extracted to disk,
 - the official `cifar-10-python.tar.gz` and `cifar-100-python.tar.gz` (or their extracted folders):
   pickled batches, read with an unpickler that admits only the few numpy names those files hold,
@@ -45,6 +45,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 MAX_TOTAL_BYTES = 8 << 30   # all files of a source together (the CIFAR-10 archives hold 55-180 MB)
 MAX_IMAGES = 1_000_000      # images of a source (CIFAR-10 has 60,000); memory_limit() bounds their bytes
 MAX_SIDE = 4096             # a side of --image-size
+TAR_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)  # a damaged or truncated archive
 NAMED = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "digits32")
 DIGITS = ("digits", "digits32")  # scikit-learn's, shipped with it: no download
 OFFLINE_HINT = ("pass --data PATH (or set ENGINE_DATA) to a train/<class>/ test/<class>/ folder tree, "
@@ -71,41 +72,82 @@ def parse_image_size(text: str) -> tuple | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def check_source(source: str, image_size: str = "") -> str | None:
+def check_source(source: str, image_size: str = "", label_mode: str = "fine") -> str | None:
     """The absolute path of a path source, or a one-line error if nothing readable as one is there
-    (a quick check: no file is opened); None for the named sources (cifar10, mnist, ..., digits)."""
+    (a quick check: no file is opened); None for the named sources (cifar10, mnist, ..., digits).
+    A --label-mode coarse for a source that cannot be CIFAR-100 is refused here too."""
     parse_image_size(image_size)
     if source in NAMED:
+        check_label_mode(source, label_mode, _not_cifar100(source))
         return None
     path = os.path.abspath(os.path.expanduser(source))
     if not os.path.exists(path):
         raise EngineError(f"data not found: {source} ({OFFLINE_HINT})")
     if os.path.isfile(path) and not (_is_tar_name(path) or path.endswith(".npz")):
         raise EngineError(f"unsupported data file {source}: expected a folder, .tar, .tar.gz, .tgz or .npz")
+    check_label_mode(source, label_mode, _not_cifar100(source))
     return path
+
+
+def _not_cifar100(source: str) -> str | None:
+    """What `source` is if it cannot be CIFAR-100 as seen without opening a file, else None (CIFAR-100, or a
+    folder or archive, which may hold it)."""
+    if source in NAMED:
+        return None if source == "cifar100" else f"the {source} data set"
+    path = os.path.abspath(os.path.expanduser(source))
+    return "an .npz" if path.endswith(".npz") else "a folder of IDX files" if mnist.is_idx_folder(path) else None
+
+
+def takes_label_mode(source: str) -> bool:
+    """Whether --label-mode coarse may apply to `source` (False: check_source refuses it there)."""
+    return _not_cifar100(source) is None
+
+
+def check_label_mode(source: str, label_mode: str, kind: str | None) -> None:
+    """A one-line error for --label-mode coarse on a source that is `kind` (None: CIFAR-100, or not known)."""
+    if label_mode == "coarse" and kind:
+        raise EngineError(f"--label-mode coarse: {source} is {kind}; the flag applies only to CIFAR-100 "
+                          f"(cifar100 or cifar-100-python.tar.gz), whose 20 superclasses it selects")
+
+
+def _resized(splits: Splits, size: tuple | None, source: str, log=print) -> Splits:
+    """`splits` with every image resized to size = (H, W) with PIL's bilinear filter, as a folder tree's
+    are while they are decoded (a no-op where they already have that size)."""
+    if size is None or splits.image_shape[:2] == tuple(size):
+        return splits
+    from PIL import Image
+    (h, w), c = size, splits.image_shape[2]
+    check_fits((len(splits.y_train) + len(splits.y_test)) * h * w * c, f"{source} at --image-size {h}x{w}")
+
+    def resize(x):
+        return np.stack([pixels(Image.fromarray(a[..., 0] if c == 1 else a), size) for a in x])
+
+    log(f"resized every image of {source} to {h}x{w} ({RESIZE_FILTER} filter)")
+    return Splits(resize(splits.x_train), splits.y_train, resize(splits.x_test), splits.y_test, splits.class_names)
 
 
 def load(source: str, cache_dir: str | None = None, log=print, label_mode: str = "fine",
          image_size: str = "") -> Splits:
     """Load a data source (see module doc) into uint8 arrays, through the on-disk cache.
 
-    label_mode: CIFAR-100's "fine" (100 classes) or "coarse" (20) labels; image_size: "HxW" resizes
-    every image of a folder tree or archive to it ("" keeps their own, which must then be one size)."""
+    label_mode: CIFAR-100's "fine" (100 classes) or "coarse" (20) labels (coarse for another source: a
+    one-line error); image_size: "HxW" resizes every image to it ("" keeps their own, which in a folder tree
+    or archive must then be one size)."""
     if label_mode not in ("fine", "coarse"):
         raise EngineError(f"--label-mode {label_mode!r}: expected fine or coarse")
     size = parse_image_size(image_size)
+    path = check_source(source, "", label_mode)
     if source in DIGITS:
-        return load_digits(side=32 if source == "digits32" else 8)
+        return _resized(load_digits(side=32 if source == "digits32" else 8), size, source, log)
     if source in NAMED:
-        return _load_keras(source, label_mode)
-    path = check_source(source)
+        return _resized(_load_keras(source, label_mode), size, source, log)
     cache_file = None
     if cache_dir:
         variant = f"labels={label_mode}:size={size}" if (label_mode != "fine" or size) else ""
         cache_file = cache_path(path, cache_dir, variant)
         cached = read_cache(cache_file)
-        if cached is not None:
-            return cached
+        if cached is not None and not mnist.stale_names(cached) and (not size or cached.image_shape[:2] == size):
+            return cached  # (an older version cached other sources than trees unresized, and so decodes again)
     log(f"decoding {source} (once; cached for later runs)")
     if path.endswith(".npz"):
         splits = mnist.load_npz(path)
@@ -113,6 +155,7 @@ def load(source: str, cache_dir: str | None = None, log=print, label_mode: str =
         splits = mnist.load_idx_folder(path)
     else:
         splits = _read_tree(path, label_mode, size, log)
+    splits = _resized(splits, size, source, log)  # (a tree's images are resized as they are decoded)
     if cache_file:
         write_cache(cache_file, splits, log)
     return splits
@@ -195,14 +238,19 @@ def _entries(path: str):
                     raise EngineError(f"refusing {path}: its members hold more than {MAX_TOTAL_BYTES >> 30} GiB")
                 f = tar.extractfile(m)
                 yield name, (lambda limit, f=f, m=m: _read_member(f, m, path, limit))
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    except TAR_READ_ERRORS as e:
         raise EngineError(f"cannot read {path}: not a valid or complete tar archive ({e})") from None
 
 
 def _read_member(f, m, path, limit):
+    """A member's bytes (called by the reader while the member is current, outside _entries' own guard)."""
     if m.size > limit:
         raise EngineError(f"refusing tar member {m.name!r} in {path}: {m.size} bytes is too large")
-    return f.read()
+    try:
+        return f.read()
+    except TAR_READ_ERRORS as e:
+        raise EngineError(f"cannot read {path}: not a valid or complete tar archive (member {m.name!r}: "
+                          f"{e})") from None
 
 
 _BATCH_RE = re.compile(r"^(data_batch_\d+|test_batch|batches\.meta)$")
@@ -290,6 +338,8 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
                                           ("image folders", images["train"] or images["test"])) if there]
         if len(found) > 1:
             raise EngineError(f"{path} holds both {found[0]} and {found[1]}; use one")
+        if found and not c100:
+            check_label_mode(path, label_mode, f"a source of {found[0]}")
         if idx:
             return mnist.load_idx_members(idx, path)
         if batches:

@@ -127,7 +127,7 @@ def precheck(cfg: C.Config, seeds: list[int]) -> None:
     before TensorFlow's import, so that they answer in a second."""
     from engine.data.sources import check_source
     from engine.train.precision import float16_forced
-    check_source(cfg.data.data, cfg.data.image_size)
+    check_source(cfg.data.data, cfg.data.image_size, cfg.data.label_mode)
     float16_forced()  # a bad ENGINE_AMP_FLOAT16, with or without --amp
     if "TF_CONFIG" in os.environ:  # a worker of a cluster: the chief checks --out when it starts
         return

@@ -23,6 +23,7 @@ import tempfile
 from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from engine import data, devices, files, layout, models
@@ -305,6 +306,10 @@ def load_splits(cfg: Config, cache_dir: str, log=print):
     d, batch = cfg.data, cfg.optim.batch_size
     splits = data.load(d.data, cache_dir, log=log, label_mode=d.label_mode, image_size=d.image_size)
     train, val, test = data.prepare(splits, d.limit, d.limit_test, d.val_split, d.val_images)
+    present = np.unique(train[1])
+    if len(present) < 2:
+        raise EngineError(f"the training images of --data {d.data} are all of class "
+                          f"{splits.class_names[present[0]]!r}: a classifier needs images of at least two classes")
     if len(train[0]) < batch:
         raise EngineError(f"--batch-size {batch} is larger than the {len(train[0])} training images")
     return splits, train, val, test
@@ -324,8 +329,9 @@ def with_image_shape(cfg: Config, shape, resuming: bool) -> Config:
                           f"trained on {shape_text(cfg.image_shape)}; start a new --out instead")
     side = min(shape[:2])
     if cfg.model.crop_pad >= side:
+        allowed = f"0 (off) to {side - 1}" if side > 1 else "0 (off): a side of 1 pixel cannot shift"
         raise EngineError(f"--crop-pad {cfg.model.crop_pad} must be below the images' side ({side}); give "
-                          f"--crop-pad 0 (off) to {side - 1}")
+                          f"--crop-pad {allowed}")
     return cfg.replace("data", image_shape=shape_text(shape))
 
 

@@ -60,3 +60,14 @@ def test_a_runs_data_not_there_from_here_asks_for_data(in_tmp):
                                           r"this folder: give --data PATH"):
         parse(["runs/t"])
     assert parse(["runs/t", "--data", "photos"]).data == "photos"
+
+
+def test_a_runs_coarse_label_mode_is_not_taken_for_data_it_cannot_apply_to(in_tmp, capsys):
+    """A run an older version trained on an .npz with --label-mode coarse (then ignored) is evaluated as it
+    trained: on its fine labels, not refused for a flag the user did not give."""
+    import numpy as np
+    from engine.evaluate import parse
+    np.savez(in_tmp / "c3.npz", x=np.zeros(1))  # (not opened by parse)
+    _run_folder(in_tmp / "runs/t", data="c3.npz", label_mode="coarse")
+    assert parse(["runs/t"]).label_mode == "fine"
+    assert "--label-mode" not in capsys.readouterr().out

@@ -15,7 +15,7 @@ from tests.test_training import config, train
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("damaged") / "run"
-    train(config(out, "digits", limit=512).replace("data", limit_test=0))
+    train(config(out, "digits32", limit=512).replace("data", limit_test=0))
     return out
 
 
@@ -45,7 +45,7 @@ def _succeeds(capsys, module, *args):
 def _commands(r):
     return [("engine.export", ["onnx", r, "--out", r.parent / "m.onnx"]),
             ("engine.predict", [r.parent / "x.png", "--model", r]),
-            ("engine.evaluate", [r, "--data", "digits", "--out", r.parent / "e.json"])]
+            ("engine.evaluate", [r, "--data", "digits32", "--out", r.parent / "e.json"])]
 
 
 def test_a_truncated_checkpoint_is_one_line_naming_its_data_file(copy, capsys):
@@ -141,9 +141,9 @@ def test_an_onnx_file_outside_the_contract_is_one_line(tmp_path, capsys, kw, fra
             open_predictor("openvino", str(path))
         return
     elif command == "evaluate":
-        p = run_in_process(capsys, "engine.evaluate", path, "--data", "digits", "--out", tmp_path / "e.json")
+        p = run_in_process(capsys, "engine.evaluate", path, "--data", "digits32", "--out", tmp_path / "e.json")
     else:
-        p = run_in_process(capsys, "engine.evaluate", good, "--against", path, "--data", "digits",
+        p = run_in_process(capsys, "engine.evaluate", good, "--against", path, "--data", "digits32",
                            "--out", tmp_path / "e.json")
     assert_one_line_error(p, str(path), *fragments)
     assert "expects" not in p.stderr or "export contract" in p.stderr

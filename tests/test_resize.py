@@ -1,7 +1,7 @@
 """Progressive resizing (--resize-schedule) in training: one trace per side, train calls cut at each
 phase's end, the batch the model sees at each phase's side, resume equivalence inside and after the
 low-resolution phase, the same steps on two replicas as on one, the FLOP count per phase, and the
-exported model's input unchanged. Invariants only, on 256 digits with the tiny model: seconds each."""
+exported model's input unchanged. Invariants only, on 256 digits32 (32x32x3) with the tiny model: seconds each."""
 import json
 import os
 import pathlib
@@ -31,7 +31,7 @@ def _float32_policy():
 def tiny(out, resume=False, **run):
     """8 steps an epoch, 16 in all: 16x16 in steps 0-4 (0.3 of 16 = 4.8, rounded up to 5), 24x24 in
     5-9, 32x32 (the images' side) from step 10."""
-    cfg = resolve.defaults("tiny").replace("data", data="digits", limit=256)
+    cfg = resolve.defaults("tiny").replace("data", data="digits32", limit=256)
     cfg = cfg.replace("model", resize_schedule="16:0.3,24:0.6").replace("optim", batch_size=32, epochs=2)
     return cfg.replace("run", **{"out": str(out), "quiet": True, "deterministic": True, "amp": False, "xla": False,
                                  "resume": resume, "keep_checkpoints": 20, **run})
@@ -135,7 +135,7 @@ def test_a_model_that_cannot_take_the_side_is_refused_in_one_line(tmp_path):
         "    inputs = keras.Input((32, 32, 3))\n"
         "    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inputs))\n"
         "    return keras.Model(inputs, keras.layers.Dense(10)(x))\n")
-    p = subprocess.run([sys.executable, "-m", "engine", "train", "--model", "flat:build", "--data", "digits",
+    p = subprocess.run([sys.executable, "-m", "engine", "train", "--model", "flat:build", "--data", "digits32",
                         "--limit", "64", "--batch-size", "32", "--epochs", "1", "--resize-schedule", "24:0.5",
                         "--out", "r"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
@@ -151,7 +151,7 @@ from engine import data
 from engine.train import resolve
 from engine.train.build import build_training
 from engine.train.feeds import Feeds
-splits = data.load("digits", os.environ["ENGINE_CACHE"], log=lambda *a: None)
+splits = data.load("digits32", os.environ["ENGINE_CACHE"], log=lambda *a: None)
 x, y = splits.x_train[:128], splits.y_train[:128]
 base = resolve.defaults("tiny").replace("run", amp=False, xla=False).replace("data", image_shape="32x32x3")
 base = base.replace("optim", batch_size=32, epochs=1)

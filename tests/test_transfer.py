@@ -145,9 +145,9 @@ def test_probe_random_backbone_is_the_same_every_run():
     """--weights none: the random backbone comes from --seed, so a README figure can be reproduced."""
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     keras.utils.set_random_seed(123)  # whatever state the process was left in
-    a = probe.backbone_features("vgg16", "none", 32, images, seed=0)
-    b = probe.backbone_features("vgg16", "none", 32, images, seed=0)
-    c = probe.backbone_features("vgg16", "none", 32, images, seed=1)
+    a = probe.backbone_features("vgg16", "none", 32, images, seed=0)[0]  # (features, input shape, output shape)
+    b = probe.backbone_features("vgg16", "none", 32, images, seed=0)[0]
+    c = probe.backbone_features("vgg16", "none", 32, images, seed=1)[0]
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
 

@@ -142,7 +142,8 @@ def test_predict_converts_other_modes_to_rgb_and_says_so(run, tmp_path, capsys):
     (tmp_path / "big8.png").write_bytes(_png(Image.fromarray(big)))
     (tmp_path / "big16.png").write_bytes(_png(Image.fromarray(big.astype(np.uint16) * 257)))
     (b8, b16), err = _predict(capsys, tmp_path / "big8.png", tmp_path / "big16.png", "--model", run, "--resize")
-    assert b16 == b8 and err == ""
+    assert b16 == b8 and err == ("note: converted 2 images from mode I;16, L to RGB\n"
+                                 "note: resized 2 images from 64x64 to the model's 32x32\n")  # --resize says what it did
 
 
 def _png_header_only(w, h) -> bytes:

@@ -13,6 +13,35 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+# The long tier (`-m slow`), left out of the README's command: each repeats, at more cost, what a test that stays
+# there already checks (another parameter of the same journey or parity, a second backbone, a real-data or replica
+# variant). Run it with `python -m pytest tests/ -n 2 --dist loadfile -m slow` (about 7 minutes on 2 cores).
+LONG_TIER = {
+    "tests/journey/test_journey_image_shapes.py::test_a_data_set_of_another_shape_trains_exports_evaluates_and_predicts[tree-64x64x3]",
+    "tests/test_export.py::test_parity_of_an_upsampling_backbone",
+    "tests/test_export.py::test_parity_tf_savedmodel_onnx_on_full_test_set[upsample]",
+    "tests/test_your_model.py::test_your_model_trains_resumes_exports_and_evaluates[up.keras-extra1]",
+    "tests/test_your_model.py::test_a_two_phase_fine_tune_through_init_from",
+    "tests/test_derived_shapes.py::test_airbench_learns_64x64_rgb_real_images",
+    "tests/test_transfer.py::test_probe_on_cifar10_classes",
+    "tests/test_transfer.py::test_probe_on_digits",
+    "tests/test_transfer.py::test_backbone_builds_at_its_smallest_input_and_trains_a_step[densenet121]",
+    "tests/test_transfer.py::test_backbone_builds_at_its_smallest_input_and_trains_a_step[inception_v3]",
+    "tests/test_user_model_vs_fit.py::test_the_engine_trains_a_tutorial_cnn_as_well_as_model_fit",
+    "tests/test_digits.py::test_airbench_learns_the_8x8x1_digits_through_the_cli",
+    "tests/test_resize.py::test_two_replicas_train_the_phases_as_one_does",
+    "tests/test_image_shapes.py::test_a_run_trains_exports_and_evaluates_at_its_data_shape[airbench-64x64x3]",
+    "tests/test_kernel_placement.py::test_every_op_of_the_gpu_training_and_eval_graphs_has_a_gpu_kernel[densenet121-mixed_float16]",
+    "tests/test_kernel_placement.py::test_every_op_of_the_gpu_training_and_eval_graphs_has_a_gpu_kernel[densenet121-mixed_bfloat16]",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in LONG_TIER:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config):
     # One decode of the shared archive per machine, shared by in-process and CLI tests.
     os.environ.setdefault("ENGINE_CACHE", str(ROOT / ".cache" / "data"))

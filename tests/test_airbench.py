@@ -511,7 +511,6 @@ def _short_run(out, data, model="airbench", batch_size=256, tta=None, **optim):
     return Trainer(cfg.replace("run", out=str(out), quiet=True, xla=True), log=lambda *a: None)
 
 
-@pytest.mark.slow
 def test_short_airbench_run_reaches_its_accuracy(tmp_path, shared_data):
     t = _short_run(tmp_path / "ab", shared_data, tta=0)
     m = t.run()

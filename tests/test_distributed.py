@@ -67,7 +67,6 @@ def test_launch_configs_and_arguments():
         launch.parse(["--", "--strategy", "default"])
 
 
-@pytest.mark.slow
 def test_two_workers_follow_one_worker_and_the_chief_checkpoint_resumes_alone(tmp_path, shared_data):
     """Global batch 64 over 2 local CPU workers vs 64 in one process: the same images per step, the
     same augmentation (keyed by image index) and BN statistics over the global batch (synchronised),

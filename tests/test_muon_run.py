@@ -13,7 +13,6 @@ from test_airbench import _short_run
 # for the filters). The bar sits between. No TTA: it would only add its compilation to the test.
 
 
-@pytest.mark.slow
 def test_short_airbench_muon_run_reaches_its_accuracy(tmp_path, shared_data):
     t = _short_run(tmp_path / "mu", shared_data, model="airbench-muon", batch_size=500, tta=0)
     m = t.run()

@@ -190,13 +190,13 @@ def main(argv=None):
     with reading:  # a run's checkpoint, read whole: no engine train starts in it meanwhile
         predictor = open_(a.backend, a.model)
         other = open_(*a.against.split(":", 1)) if a.against else None
-    splits = data.load(a.data, a.cache_dir or default_cache_dir(), label_mode=a.label_mode, image_size=a.image_size)
-    former = LEGACY_DATA.get(a.data)
-    if former and tuple(predictor.image_shape) == IMAGE_SHAPE != tuple(splits.x_test.shape[1:]):
+    former, image_size = LEGACY_DATA.get(a.data), a.image_size
+    if former and tuple(predictor.image_shape) == IMAGE_SHAPE:
         # a model trained on --data digits when those were 32x32x3: the same images, by their name today
         print(f"note: {a.model} takes {shape_text(IMAGE_SHAPE)} images: evaluating on --data {former}, "
               f"the {a.data} at that shape")
-        a.data, splits = former, data.load(former, a.cache_dir or default_cache_dir())
+        a.data, image_size = former, ""
+    splits = data.load(a.data, a.cache_dir or default_cache_dir(), label_mode=a.label_mode, image_size=image_size)
     x, y = splits.x_test, splits.y_test
     for p in (predictor, other):
         if p is not None and tuple(x.shape[1:]) != tuple(p.image_shape):

@@ -15,7 +15,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 # The long tier (`-m slow`), left out of the README's command: each repeats, at more cost, what a test that stays
 # there already checks (another parameter of the same journey or parity, a second backbone, a real-data or replica
-# variant). Run it with `python -m pytest tests/ -n 2 --dist loadfile -m slow` (about 7 minutes on 2 cores).
+# variant). Run it with `python -m pytest tests/ -n 2 --dist loadfile -m slow` (about 9 minutes on 2 cores).
 LONG_TIER = {
     "tests/journey/test_journey_image_shapes.py::test_a_data_set_of_another_shape_trains_exports_evaluates_and_predicts[tree-64x64x3]",
     "tests/test_export.py::test_parity_of_an_upsampling_backbone",
@@ -33,6 +33,11 @@ LONG_TIER = {
     "tests/test_image_shapes.py::test_a_run_trains_exports_and_evaluates_at_its_data_shape[airbench-64x64x3]",
     "tests/test_kernel_placement.py::test_every_op_of_the_gpu_training_and_eval_graphs_has_a_gpu_kernel[densenet121-mixed_float16]",
     "tests/test_kernel_placement.py::test_every_op_of_the_gpu_training_and_eval_graphs_has_a_gpu_kernel[densenet121-mixed_bfloat16]",
+    # the airbench recipe's accuracy (the default airbench-muon's stays), ResNet-50 beside the other backbones,
+    # ResNet-9 on an mnist.npz beside airbench's 28x28x1 journey
+    "tests/test_airbench.py::test_short_airbench_run_reaches_its_accuracy",
+    "tests/test_transfer.py::test_backbone_builds_at_its_smallest_input_and_trains_a_step[resnet50]",
+    "tests/test_probe_shapes.py::test_resnet9_trains_on_an_mnist_npz_path_and_its_onnx_export_takes_28x28x1",
 }
 
 

@@ -15,8 +15,10 @@ from engine.errors import cli
 
 COLUMNS = [("test top-1", "test_accuracy", "{:.4f}"), ("TTA", "test_accuracy_tta", "{:.4f}"),
            ("best epoch", "best_epoch", "{}"), ("img/s", "train_img_s", "{:,.0f}"),
-           ("train min", "train_seconds", "{:.1f}"), ("precision", "policy", "{}"), ("xla", "xla", "{}"),
+           ("train min", "train_seconds", "{:.1f}"), ("train PFLOPs", "flops.training_flops", "{:.4f}"),
+           ("eval PFLOPs", "flops.evaluation_flops", "{:.4f}"), ("precision", "policy", "{}"), ("xla", "xla", "{}"),
            ("device", "device", "{}")]
+SCALE = {"train_seconds": 1 / 60, "flops.training_flops": 1e-15, "flops.evaluation_flops": 1e-15}
 PER_LAUNCH = {"run.out", "run.seed", "run.resume", "run.overwrite", "run.quiet"}  # not the experiment
 
 
@@ -29,12 +31,26 @@ def load(run: str) -> dict:
 
 def _cell(metrics: layout.Metrics, key: str, fmt: str) -> str:
     """A metric as its column shows it; "-" where it is missing, "unreadable" where it is of the wrong type."""
-    value = getattr(metrics, key)
+    value = _value(metrics, key)
     if value is None:
         return "-"
     if fmt != "{}" and not _finite(value):
         return "unreadable" if not isinstance(value, float) else str(value)
-    return fmt.format(value / 60 if key == "train_seconds" else value)
+    return fmt.format(value * SCALE[key] if key in SCALE else value)
+
+
+def _value(metrics: layout.Metrics, key: str):
+    """metrics' field `key`, or "a.b": field a's item b (None where a is missing; "unreadable" where it is no object)."""
+    name, _, item = key.partition(".")
+    value = getattr(metrics, name)
+    if not item or value is None:
+        return value
+    return value.get(item) if isinstance(value, dict) else "unreadable"
+
+
+def _scaled(metrics: layout.Metrics, key: str):
+    value = _value(metrics, key)
+    return value * SCALE[key] if _finite(value) else None
 
 
 def _finite(value) -> bool:
@@ -74,7 +90,8 @@ def table(runs: list) -> str:
             seeds = ", ".join(str(r["config"].get("run.seed")) for r in group)
             lines.append(f"\nseeds {seeds} ({len(group)} runs): test top-1 "
                          f"{_mean_std([r['metrics'].test_accuracy for r in group])}, TTA "
-                         f"{_mean_std([r['metrics'].test_accuracy_tta for r in group])}")
+                         f"{_mean_std([r['metrics'].test_accuracy_tta for r in group])}, training PFLOPs "
+                         f"{_mean_std([_scaled(r['metrics'], 'flops.training_flops') for r in group])}")
     diff = {k: v for k, v in differing(runs).items() if k not in ("run.out", "run.quiet")}
     if diff:
         lines.append("\nconfig fields that differ: " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in diff.items()))

@@ -69,3 +69,19 @@ def test_metrics_of_the_wrong_type_or_not_finite_are_cells_not_tracebacks(tmp_pa
         report.main([*runs, "--json"])
         raise SystemExit(0)
     assert json.loads(capsys.readouterr().out.replace("NaN", "null"))["runs"][0]["test_accuracy"] == "high"
+
+
+def test_flops_columns_show_each_runs_pflops_and_the_seed_groups_mean(tmp_path, capsys):
+    def flops(train, ev):
+        return {**METRICS, "flops": {"training_flops": train, "evaluation_flops": ev, "train_flops_per_image": 1}}
+    runs = [_run(tmp_path, "a", flops(2.5e14, 6e12)), _run(tmp_path, "b", flops(2.7e14, 6e12), seed=1),
+            _run(tmp_path, "c", METRICS, seed=2), _run(tmp_path, "d", {**METRICS, "flops": [1]}, seed=3)]
+    table = report.table([report.load(r) for r in runs])
+    header = table.splitlines()[0].split(" | ")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")}
+    train, ev = header.index("train PFLOPs"), header.index("eval PFLOPs")
+    assert (rows[runs[0]][train], rows[runs[0]][ev]) == ("0.2500", "0.0060")
+    assert rows[runs[1]][train] == "0.2700"
+    assert rows[runs[2]][train] == "-"            # a run from before FLOPs were recorded
+    assert rows[runs[3]][train] == "unreadable"   # flops of the wrong type: a cell, not a traceback
+    assert "training PFLOPs 0.2600 ± 0.0141" in table  # the mean over the seeds that have it

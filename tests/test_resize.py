@@ -59,6 +59,20 @@ def test_each_side_traces_once_untimed_and_the_calls_switch_at_the_phase_ends(tm
     assert t.clock.images == (2 + 2 + 3) * 32
 
 
+def test_the_speed_trial_times_the_full_size_step_under_a_schedule(monkeypatch):
+    from engine.train import speed
+    traced = []
+    step = TrainLoop._train_step
+
+    def counted_step(self, images, labels, index, seed, global_step, side=None):
+        traced.append(side)
+        return step(self, images, labels, index, seed, global_step, side)
+    monkeypatch.setattr(TrainLoop, "_train_step", counted_step)
+    cfg = tiny("unused").replace("model", resize_schedule="16:0.9")  # step 0 would be at 16x16
+    assert speed.measure_candidate(cfg, 10, False, False, 32) > 0
+    assert traced == [None]  # the step at the images' own side, the one most of the run takes
+
+
 def test_the_model_sees_the_augmented_batch_shrunk_to_the_phase_side(tmp_path):
     t = Trainer(tiny(tmp_path / "r", steps_per_call=1).replace("optim", epochs=0.25), log=lambda *a: None)
     seen = []

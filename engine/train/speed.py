@@ -271,7 +271,7 @@ def bf16_conv_ratio(reps: int = 5) -> float:
 
 def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, floor: float = 0.0) -> float:
     """img/s of TRIAL_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
-    uint8 images of the run's shape, after one warm-up step (tracing). Stops after one timed step below `floor`."""
+    uint8 images of the run's shape (at that size under a --resize-schedule too), after one warm-up step (tracing). Stops after one timed step below `floor`."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -281,7 +281,9 @@ def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, f
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     policy = precision.apply(amp)
-    c = cfg.replace("run", amp=amp, xla=xla).replace("optim", batch_size=batch).replace("model", data_init=False)
+    # at the full side whatever --resize-schedule says: the most of a run's steps, and the step the choice is for
+    c = cfg.replace("run", amp=amp, xla=xla).replace("optim", batch_size=batch).replace(
+        "model", data_init=False, resize_schedule="")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch * 2, *cfg.image_shape), dtype=np.uint8)
     y = rng.integers(0, num_classes, batch * 2).astype(np.int64)

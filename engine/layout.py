@@ -71,7 +71,7 @@ def has_checkpoint(out: str) -> bool:
 
 def reading(paths, verb: str) -> contextlib.ExitStack:
     """Shared locks on those of `paths` that are run folders, for a command that reads their checkpoints
-    (`verb`: export, evaluate), held until the stack is closed: refused in one line while `engine train`
+    (`verb`: export, evaluate, predict), held until the stack is closed: refused in one line while `engine train`
     writes one (its checkpoints are those of a run still going on, and are deleted as it goes);
     meanwhile no `engine train` starts in them, while other readers may."""
     stack = contextlib.ExitStack()

@@ -157,7 +157,9 @@ def main(argv=None):
     from engine.runtime import backend_of, open_predictor
     backend = backend_of(a.model)
     files = image_files(a.images)
-    predictor = open_predictor(backend, a.model)  # its input says the images' shape
+    from engine import layout
+    with layout.reading([a.model], "predict"):  # a run's checkpoint, read whole: not one being trained
+        predictor = open_predictor(backend, a.model)  # its input says the images' shape
     shape = predictor.image_shape
     with size_checked_here():
         decoded = [decode(f, a.resize, shape) for f in files]

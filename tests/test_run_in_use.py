@@ -1,4 +1,4 @@
-"""A run folder belongs to one process at a time: `engine export` and `engine evaluate` of a run that
+"""A run folder belongs to one process at a time: `engine export`, `engine evaluate` and `engine predict` of a run that
 `engine train` is still writing are refused in one line (and write nothing); once the trainer has
 stopped, the same export works."""
 import signal
@@ -23,7 +23,9 @@ def _default_signals():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_export_and_evaluate_of_a_run_being_trained_are_refused_and_export_works_once_it_stopped(tmp_path):
+def test_export_evaluate_and_predict_of_a_run_being_trained_are_refused_and_export_works_once_it_stopped(tmp_path):
+    from PIL import Image
+    Image.new("L", (8, 8), 128).save(tmp_path / "mine.png")  # the digits' 8x8 grey
     trainer = subprocess.Popen([sys.executable, "-m", "engine", *TRAIN], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     best = tmp_path / "runs/x/checkpoints/best"
@@ -45,6 +47,11 @@ def test_export_and_evaluate_of_a_run_being_trained_are_refused_and_export_works
                                  f"evaluate it when that has finished or been stopped")
         assert p.returncode == 2
         assert not list((tmp_path / "runs/x").glob("evaluate-*"))
+
+        p = _engine(tmp_path, "predict", "--model", "runs/x", "mine.png")
+        assert_one_line_error(p, f"runs/x is being trained by another engine process (pid {trainer.pid}): "
+                                 f"predict it when that has finished or been stopped")
+        assert p.returncode == 2
         assert trainer.poll() is None, "the trainer ended before it was stopped"
     finally:
         if trainer.poll() is None:
@@ -55,3 +62,5 @@ def test_export_and_evaluate_of_a_run_being_trained_are_refused_and_export_works
     p = _engine(tmp_path, "export", "onnx", "runs/x")
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "runs/x/model.onnx").is_file()
+    p = _engine(tmp_path, "predict", "--model", "runs/x", "mine.png")
+    assert p.returncode == 0 and "mine.png" in p.stdout, p.stderr

@@ -10,6 +10,7 @@ import pytest
 
 from engine import gpucheck, models
 from tests.conftest import ROOT
+from tests.stand_in_tensorrt import StandInTensorRT
 
 USER_ENV = {k: v for k, v in os.environ.items() if k not in ("ENGINE_AMP", "ENGINE_XLA")}
 
@@ -169,48 +170,11 @@ def test_digits_with_shifts_hold_the_default_batch(tmp_path):
     assert splits.image_shape == (32, 32, 3) and gpucheck.DATA == "digits32"  # the default command's CIFAR shape
 
 
-class FakeTensorRT(types.ModuleType):
-    """The part of TensorRT 10's Python API build_trt_engine uses, recording the builder config's
-    flags. TensorRT documents BuilderFlag.TF32 as enabled by default in a new builder config
-    (IBuilderConfig: "TF32 ... Enabled by default"), cleared with IBuilderConfig.clear_flag."""
-
-    def __init__(self):
-        super().__init__("tensorrt")
-        self.flags = {"TF32"}
-        trt = self
-
-        class Config:
-            def set_memory_pool_limit(self, *a): pass
-            def clear_flag(self, flag): trt.flags.discard(flag)
-            def set_flag(self, flag): trt.flags.add(flag)
-            def add_optimization_profile(self, p): pass
-            def create_timing_cache(self, b): return b
-            def set_timing_cache(self, c, ignore_mismatch): pass
-            def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"cache")
-
-        class Builder:
-            def __init__(self, logger): pass
-            def create_network(self, flags):  # its input as the ONNX parser leaves it: dynamic batch
-                return types.SimpleNamespace(get_input=lambda i: types.SimpleNamespace(shape=(-1, 32, 32, 3)))
-            def create_builder_config(self): return Config()
-            def create_optimization_profile(self): return types.SimpleNamespace(set_shape=lambda *a: None)
-            def build_serialized_network(self, network, config): return b"plan"
-
-        class Parser:
-            def __init__(self, network, logger): pass
-            def parse(self, b): return True
-
-        self.Logger = type("Logger", (), {"WARNING": 0, "__init__": lambda s, level: None})
-        self.Builder, self.OnnxParser = Builder, Parser
-        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
-        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-        self.BuilderFlag = types.SimpleNamespace(TF32="TF32")
-
 
 @pytest.mark.parametrize("override,tf32", [("0", False), ("1", True), (None, True)])
 def test_the_tensorrt_build_clears_tf32_under_nvidia_tf32_override_0(monkeypatch, tmp_path, override, tf32):
     from engine.export import trt
-    fake = FakeTensorRT()
+    fake = StandInTensorRT(input_shape=(-1, 32, 32, 3))  # the file is no ONNX
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(trt, "gpus", lambda: ["fake GPU"])
     if override is None:

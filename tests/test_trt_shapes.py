@@ -4,14 +4,10 @@ engine under its own name (X.engine -> X.trt-fp32.onnx), so the fp32 `engine exp
 (model.onnx) is never replaced. A TensorRT engine is run on the images of its profile; a profile off the
 contract is one line, not taken for CIFAR-10's 32x32x3.
 
-TensorRT cannot be installed here (no NVIDIA GPU): a stand-in module implements the part of TensorRT
-10's Python API that build_trt_engine calls and records it. Its OnnxParser gives the network the ONNX
-graph's input shape, with -1 for the dynamic batch, as TensorRT's parser does (INetworkDefinition inputs
-take the ONNX input's dims; dynamic dims are -1 and need an optimisation profile)."""
+TensorRT cannot be installed here (no NVIDIA GPU): tests/stand_in_tensorrt.py implements the part of
+TensorRT 10's Python API that build_trt_engine calls and records it."""
 from __future__ import annotations
 
-import importlib.machinery
-import io
 import os
 import sys
 import types
@@ -19,58 +15,9 @@ import types
 import numpy as np
 import pytest
 
+from tests.stand_in_tensorrt import StandInTensorRT
 from tests.test_trt_runner_contract import ReusingRunner, polygraphy  # noqa: F401 - the stand-in Polygraphy fixture
 
-
-class RecordingTensorRT(types.ModuleType):
-    def __init__(self):
-        super().__init__("tensorrt")
-        self.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # importlib.util.find_spec finds it
-        self.profiles, self.parsed_inputs = [], []
-        trt = self
-
-        class Network:
-            input_shape = None
-
-            def get_input(self, i):
-                return types.SimpleNamespace(shape=self.input_shape)
-
-        class Profile:
-            def set_shape(self, name, lo, opt, hi):
-                trt.profiles.append((name, tuple(lo), tuple(opt), tuple(hi)))
-
-        class Config:
-            def set_memory_pool_limit(self, *a): pass
-            def clear_flag(self, flag): pass
-            def add_optimization_profile(self, p): pass
-            def create_timing_cache(self, b): return b
-            def set_timing_cache(self, c, ignore_mismatch): pass
-            def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"cache")
-
-        class Builder:
-            def __init__(self, logger): pass
-            def create_network(self, flags): return Network()
-            def create_builder_config(self): return Config()
-            def create_optimization_profile(self): return Profile()
-            def build_serialized_network(self, network, config): return b"plan"
-
-        class Parser:
-            def __init__(self, network, logger):
-                self.network = network
-
-            def parse(self, data):
-                import onnx
-                dims = onnx.load(io.BytesIO(data)).graph.input[0].type.tensor_type.shape.dim
-                shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
-                self.network.input_shape = shape
-                trt.parsed_inputs.append(shape)
-                return True
-
-        self.Logger = type("Logger", (), {"WARNING": 0, "__init__": lambda s, level: None})
-        self.Builder, self.OnnxParser = Builder, Parser
-        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
-        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-        self.BuilderFlag = types.SimpleNamespace(TF32="TF32")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +52,7 @@ def export(capsys, *args):
 def tensorrt(monkeypatch):
     from engine import devices
     from engine.export import trt
-    fake = RecordingTensorRT()
+    fake = StandInTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(devices, "gpus", lambda: ["fake GPU"])
     monkeypatch.setattr(devices, "allow_memory_growth", lambda: None)

@@ -78,6 +78,14 @@ def test_idx_files_load_and_a_fashion_folder_gets_fashion_names(tmp_path, gz):
                              "Bag", "Ankle boot"]
 
 
+def test_a_folder_with_a_gzipped_and_a_raw_form_of_one_idx_file_is_one_line(tmp_path):
+    folder = _idx_folder(tmp_path / "mnist", _mnist_arrays(20, 10), True)
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:  # the same file unpacked beside it
+        (folder / "t10k-images-idx3-ubyte").write_bytes(f.read())
+    with pytest.raises(EngineError, match="both t10k-images-idx3-ubyte.gz and t10k-images-idx3-ubyte: keep one"):
+        load(folder)
+
+
 def test_idx_headers_are_checked_before_anything_is_allocated(tmp_path):
     xtr, ytr, xte, yte = _mnist_arrays(20, 10)
     folder = _idx_folder(tmp_path / "m", (xtr, ytr, xte, yte))

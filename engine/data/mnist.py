@@ -46,11 +46,13 @@ def is_idx_folder(path: str) -> bool:
 
 
 def _idx_file(folder: str, stem: str) -> str | None:
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):  # Kaggle mirrors use train-images.idx3-ubyte
-        full = os.path.join(folder, name)
-        if os.path.isfile(full):
-            return full
-    return None
+    """The one file of `stem` in the folder, gzipped or not; two forms of one file are refused (which is the
+    data?)."""
+    names = (stem + ".gz", stem, stem.replace("-idx", ".idx"))  # Kaggle mirrors use train-images.idx3-ubyte
+    found = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+    if len(found) > 1:
+        raise EngineError(f"{folder}: both {' and '.join(map(os.path.basename, found))}: keep one of them")
+    return found[0] if found else None
 
 
 def _check_shapes(xtr_shape, ytr_shape, xte_shape, yte_shape, where: str) -> None:

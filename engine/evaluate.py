@@ -158,8 +158,11 @@ def default_report(model: str, backend: str) -> str:
     return free_name(os.path.join(folder, f"evaluate-{name}-{backend}.json"))
 
 
-def timed_predict(predictor, images):
-    predictor.predict(images[: predictor.batch_size])  # warm-up: session init, tracing
+def timed_predict(predictor, images, check=None):
+    """(logits, img/s) of the images; `check(logits)` of the warm-up batch first, before the whole pass."""
+    first = predictor.predict(images[: predictor.batch_size])  # warm-up: session init, tracing
+    if check is not None:
+        check(first)
     t0 = time.perf_counter()
     logits = predictor.predict(images)
     return logits, len(images) / (time.perf_counter() - t0)
@@ -204,11 +207,12 @@ def main(argv=None):
                               f"{shape_text(p.image_shape)}: evaluate it on the data it was trained on")
     if a.limit_test:
         x, y, _, _ = data.balanced_subset(x, y, a.limit_test, seed=0, num_classes=splits.num_classes)
-    logits, ips = timed_predict(predictor, x)
-    if logits.shape[1] != splits.num_classes:
-        raise EngineError(f"{a.model} has {logits.shape[1]} outputs but --data {a.data} has {splits.num_classes} "
-                          f"classes{' (--label-mode ' + a.label_mode + ')' if a.label_mode != 'fine' else ''}: "
-                          f"evaluate it on the classes it was trained on")
+    def classes_check(logits):  # on the first batch, not after the whole test set
+        if logits.shape[1] != splits.num_classes:
+            raise EngineError(f"{a.model} has {logits.shape[1]} outputs but --data {a.data} has {splits.num_classes} "
+                              f"classes{' (--label-mode ' + a.label_mode + ')' if a.label_mode != 'fine' else ''}: "
+                              f"evaluate it on the classes it was trained on")
+    logits, ips = timed_predict(predictor, x, classes_check)
     report = {"backend": a.backend, "model": os.path.abspath(a.model), "data": a.data,
               "label_mode": a.label_mode, "image_size": a.image_size, "classes": splits.num_classes,
               "run": a.run and os.path.abspath(a.run), "images": len(x),

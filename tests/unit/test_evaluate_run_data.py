@@ -71,3 +71,24 @@ def test_a_runs_coarse_label_mode_is_not_taken_for_data_it_cannot_apply_to(in_tm
     _run_folder(in_tmp / "runs/t", data="c3.npz", label_mode="coarse")
     assert parse(["runs/t"]).label_mode == "fine"
     assert "--label-mode" not in capsys.readouterr().out
+
+
+def test_the_class_count_is_checked_on_the_first_batch_before_the_whole_test_set_is_predicted():
+    import numpy as np
+    from engine.errors import EngineError
+    from engine.evaluate import timed_predict
+
+    class Predictor:  # 5 outputs, recording the batches it is given
+        batch_size, calls = 4, []
+
+        def predict(self, images):
+            self.calls.append(len(images))
+            return np.zeros((len(images), 5), np.float32)
+
+    def ten_classes(logits):
+        if logits.shape[1] != 10:
+            raise EngineError("5 outputs but 10 classes")
+    p = Predictor()
+    with pytest.raises(EngineError, match="5 outputs"):
+        timed_predict(p, np.zeros((100, 8, 8, 1), np.uint8), ten_classes)
+    assert p.calls == [4]  # the warm-up batch only

@@ -9,8 +9,10 @@ into the run folder the session made:
 """
 from __future__ import annotations
 
+import collections
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from engine import devices, layout, plots
@@ -18,7 +20,7 @@ from engine.models import flops
 from engine.config import Config
 from engine.errors import Diverged, Interrupted
 from engine.files import write_json
-from engine.train import actions, clock, compile_cache, resize, startup
+from engine.train import actions, clock, compile_cache, prune, resize, startup
 from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
 from engine.train.distribute import StopNow
 from engine.train.loop import MAX_SKIPS
@@ -82,19 +84,29 @@ class Trainer:
     def _train_epoch(self, epoch: int, skip: int) -> dict:
         r, stop = self.config.run, self.session.stop
         steps = self.training.length.steps_in_epoch(epoch)
+        keep, plan = None, None
+        if self.training.loop.cfg.prune:  # (train.prune) the epoch's images, and its steps' positions
+            keep, plan = self._prune_epoch(epoch, steps, skip)
+            steps, skip = plan.steps, plan.actual(plan.base + skip)
         with self.clock.timed("input pipeline start/stop"):
-            iterator = iter(self.session.feeds.train(r.seed, epoch, skip))
+            iterator = iter(self.session.feeds.train(r.seed, epoch, skip, keep))
         bar = progress_bar(steps - skip, r.quiet, header=f"Epoch {epoch + 1}/{self.training.length.num_epochs}")
         stats, done = EpochStats(), skip
         if skip and self.resumed_stats:  # the steps of this epoch before the checkpoint it resumed from
             stats.loss, stats.correct, stats.seen = self.resumed_stats
         self.resumed_stats = None
         while done < steps:
-            n = steps_in_call(self.global_step, steps - done, r.steps_per_call, r.checkpoint_every,
-                              self.training.loop.horizons())
+            before = self.global_step
+            if plan is not None and plan.pruned:
+                n = prune.steps_in_call(plan, done, r.steps_per_call, r.checkpoint_every, self.training.loop.horizons())
+            else:
+                n = steps_in_call(self.global_step, steps - done, r.steps_per_call, r.checkpoint_every,
+                                  self.training.loop.horizons())
             self.training.loop.at_step(self.global_step)  # (a variable whose training ended freezes here)
             self._train_call(iterator, n, stats)
             done += n
+            if plan is not None:  # (a pruned epoch's steps sit at positions further apart)
+                self.global_step = plan.position(done)
             if bar is not None:
                 bar.update(done - skip, values=[("loss", stats.loss / stats.seen),
                                                 ("accuracy", stats.correct / stats.seen), ("img/s", Rate(stats.img_s))])
@@ -102,13 +114,31 @@ class Trainer:
             if done < steps and stop.requested():  # (at an epoch end: after the epoch is recorded, by its actions)
                 raise actions.stopped(stop.seen, self.global_step, self.checkpoints.save(self.global_step, partial),
                                       self.session.source_out)
-            if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < steps:
+            if r.checkpoint_every and self.global_step // r.checkpoint_every > before // r.checkpoint_every \
+                    and done < steps:
                 with self.clock.timed(clock.CHECKPOINT_SAVES):
                     self.checkpoints.save(self.global_step, partial)
         summary = stats.summary()
         with self.clock.timed("input pipeline start/stop"):
             del iterator
         return summary
+
+    def _prune_epoch(self, epoch: int, span: int, skip: int):
+        """(the images an epoch of `span` steps trains, or None: all; its prune.EpochMap), set in the
+        loop. Chosen at the epoch's start from the scores (+inf before an image is first trained, so
+        the first epoch keeps all); a resume inside the epoch takes them from its checkpoint."""
+        loop, length, d, batch = self.training.loop, self.training.length, self.config.data, self.config.optim.batch_size
+        weights = None
+        if skip:
+            kept = loop.weights.numpy()
+        elif prune.prunes(epoch, length.steps_per_epoch, length.total_steps, d.prune_until):
+            kept = weights = prune.select(loop.scores.numpy(), d.prune_fraction, prune.rng(self.config.run.seed, epoch),
+                                          min_kept=batch)
+        else:
+            kept = weights = np.ones(loop.cfg.train_size, np.float32)
+        plan = prune.plan(kept, epoch * length.steps_per_epoch, span, length.steps_per_epoch, batch)
+        loop.begin_epoch(plan, weights, plan.steps * batch)
+        return (None if kept.all() else kept > 0), plan
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
         profiled = self.profile.before_call()
@@ -219,19 +249,37 @@ class Trainer:
             tensorflow=tf.__version__, feature_cache=self.training.feature_cache,
             feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=self._compile_cache_used(),
             eval_every=self.config.data.eval_every, tta_fraction=self.config.model.tta_fraction,
-            resize_schedule=self.config.model.resize_schedule,
+            resize_schedule=self.config.model.resize_schedule, pruning=self._pruning(),
             tta_images=self.tta_images if self.config.model.tta else None,
             flops=run_flops(self.session, self.global_step, self.history.validated, self.test_passes, self.tta_images))
 
 
+    def _pruning(self) -> dict | None:
+        """What sample pruning left out (None: off): the images each epoch trained (0: not run)."""
+        loop, length, d = self.training.loop, self.training.length, self.config.data
+        if not loop.cfg.prune:
+            return None
+        per_epoch = [int(n) for n in loop.epoch_images.numpy()]
+        batch = self.config.optim.batch_size
+        full = sum(length.steps_in_epoch(e) * batch for e, n in enumerate(per_epoch) if n)
+        return {"fraction": d.prune_fraction, "until": d.prune_until, "images_per_epoch": per_epoch,
+                "images_trained": sum(per_epoch), "images_pruned": full - sum(per_epoch)}
+
+
 def run_flops(session, steps: int, validations: int, test_passes: int, tta_images: int) -> dict:
     """A run's FLOPs (engine.models.flops): training (FLOPs per training image x the images of its
-    `steps`; under --resize-schedule each phase's images at its side's FLOPs) and evaluation (forward passes: `validations` of the validation split, `test_passes`
+    `steps`, or under --prune-fraction the images each epoch trained; under --resize-schedule each
+    phase's images at its side's FLOPs) and evaluation (forward passes: `validations` of the validation split, `test_passes`
     plain test images, every TTA view of `tta_images`). A resumed run counts the steps before its
     checkpoint too, and the validations its history records; a feature-cache run counts the
     backbone's pass over each split once."""
     s, training, cfg = session, session.training, session.config
-    images = steps * cfg.optim.batch_size
+    images, trained = steps * cfg.optim.batch_size, None
+    if training.loop.cfg.prune:  # the steps' positions (train.prune): fewer than `steps` in pruned epochs
+        length, batch = training.length, cfg.optim.batch_size
+        trained = prune.positions(training.loop.epoch_images.numpy(), length.steps_per_epoch, length.total_steps,
+                                  batch)
+        images = len(trained) * batch
     evaluated = s.sizes.val * validations + test_passes + tta_images * flops.TTA_VIEWS[cfg.model.tta]
     per_image_eval = flops.forward_flops(training.loop.model)
     out = {"train_flops_per_image": flops.train_flops(training.loop.model), "eval_flops_per_image": per_image_eval,
@@ -239,9 +287,13 @@ def run_flops(session, steps: int, validations: int, test_passes: int, tta_image
     train_total, eval_total = out["train_flops_per_image"] * images, per_image_eval * evaluated
     if training.loop.cfg.resize:
         side = training.preprocess.size
+        by_side = resize.steps_by_side(training.loop.cfg.resize, steps)
+        if trained is not None:
+            counted = collections.Counter(resize.side_at(training.loop.cfg.resize, p) for p in trained)
+            by_side = {at: counted[at] for at in by_side}
         out["train_phases"] = [{"side": at or side, "images": n * cfg.optim.batch_size,
                                 "train_flops_per_image": flops.train_flops(training.loop.model, at)}
-                               for at, n in resize.steps_by_side(training.loop.cfg.resize, steps).items()]
+                               for at, n in by_side.items()]
         train_total = sum(p["images"] * p["train_flops_per_image"] for p in out["train_phases"])
     if training.feature_cache:  # the backbone's pass over each split, once
         backbone = flops.forward_flops(training.model) - per_image_eval

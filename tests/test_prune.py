@@ -2,7 +2,8 @@
 With nothing to prune it trains as pruning off; a pruned epoch trains exactly its kept images in
 fewer steps over the same step positions; the loss weights scale each image's gradient; the epochs
 from --prune-until train every image; a resume inside and at the edge of a pruned epoch ends as the
-straight run; two replicas keep the same scores and images; the FLOPs count the images trained.
+straight run; two replicas keep the same scores and images; the FLOPs count the images trained
+(each resizing phase its own).
 On 256 digits (8 steps of 32 an epoch) with the tiny model: seconds each."""
 import json
 
@@ -46,7 +47,7 @@ def test_with_nothing_to_prune_it_trains_bitwise_as_pruning_off(tmp_path):
     assert on.metrics["pruning"]["images_per_epoch"] == [256] and on.metrics["pruning"]["images_pruned"] == 0
 
 
-def test_a_pruned_epoch_trains_its_kept_images_in_fewer_steps_then_full_data_after_until(tmp_path, monkeypatch):
+def test_a_pruned_epoch_trains_its_kept_images_in_fewer_steps_then_full_data_after_until_and_flops_count_them(tmp_path, monkeypatch):
     chosen, calls, trained = [], [], []
     select, call = prune.select, Trainer._train_call
 
@@ -72,6 +73,8 @@ def test_a_pruned_epoch_trains_its_kept_images_in_fewer_steps_then_full_data_aft
     assert (w == 0).sum() == drop and (w[low & (w > 0)] == 2.0).all() and (w[~low] == 1.0).all()
     kept_steps = (256 - drop) // 32
     assert m["pruning"]["images_per_epoch"] == [256, kept_steps * 32, 256]
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert [h["images"] for h in history] == m["pruning"]["images_per_epoch"]
     assert m["pruning"]["images_trained"] == (16 + kept_steps) * 32
     assert m["pruning"]["images_pruned"] == (8 - kept_steps) * 32
     assert (m["pruning"]["fraction"], m["pruning"]["until"]) == (0.5, 0.6)
@@ -88,6 +91,10 @@ def test_a_pruned_epoch_trains_its_kept_images_in_fewer_steps_then_full_data_aft
     # the LR schedule ends at 0 at the run's end as without pruning, and the loss weights are 1 again
     assert t.history.entries[-1]["lr"] == 0.0 and (t.training.loop.weights.numpy() == 1).all()
     assert epoch1.position(kept_steps) == 16
+    # the training FLOPs count the images trained
+    f = m["flops"]
+    assert f["train_images_seen"] == m["pruning"]["images_trained"]
+    assert f["training_flops"] == f["train_flops_per_image"] * m["pruning"]["images_trained"]
     config = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
     assert (config["prune_fraction"], config["prune_until"]) == (0.5, 0.6)
 
@@ -136,14 +143,6 @@ def test_resumed_inside_and_at_the_edge_of_a_pruned_epoch_equals_the_straight_ru
         np.testing.assert_array_equal(resumed.training.loop.scores.numpy(), straight.training.loop.scores.numpy())
 
 
-def test_training_flops_count_the_images_trained(tmp_path):
-    m = run(tiny(tmp_path / "f")).metrics
-    f, p = m["flops"], m["pruning"]
-    assert p["images_pruned"] > 0
-    assert f["train_images_seen"] == p["images_trained"] == sum(p["images_per_epoch"])
-    assert f["training_flops"] == f["train_flops_per_image"] * p["images_trained"]
-
-
 def test_with_a_resize_schedule_each_phase_counts_the_images_it_trained(tmp_path):
     """digits32 at 16x16 for the first 0.5 of the steps (positions 0-11), then 32x32: a pruned epoch 1
     straddles the switch; the phases' images add up to the images trained."""
@@ -179,7 +178,7 @@ for name, devices in (("one", ["/cpu:0"]), ("two", ["/cpu:0", "/cpu:1"])):
     loop.train_calls(iter(feeds.train(0, 0, 0)), tf.constant(4, tf.int32))  # epoch 0: every image
     w = prune.select(loop.scores.numpy(), 0.5, prune.rng(0, 1), 32)         # as the trainer's epoch start
     plan = prune.plan(w, 4, 4, 4, 32)
-    loop.begin_epoch(plan, w, plan.steps * 32)
+    loop.begin_epoch(plan, w)
     loop.train_calls(iter(feeds.train(0, 1, 0, w > 0)), tf.constant(plan.steps, tf.int32))
     copies = lambda v: [c.numpy().tolist() for c in getattr(v, "values", [v])]
     out[name] = {"replicas": strategy.num_replicas_in_sync, "kept": w.tolist(), "steps": plan.steps,

@@ -151,11 +151,9 @@ class TrainLoop:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive_skips")
             if cfg.prune:  # (train.prune) every image's loss when last trained (+inf: never), its loss weight
-                # this epoch (0: pruned), the images each epoch trains, and this epoch's (base, span, steps)
+                # this epoch (0: pruned), and this epoch's (base, span, steps)
                 self.scores = tf.Variable(tf.fill([cfg.train_size], float("inf")), trainable=False, name="scores")
                 self.weights = tf.Variable(tf.ones([cfg.train_size]), trainable=False, name="loss_weights")
-                epochs = -(-cfg.total_steps // cfg.steps_per_epoch)
-                self.epoch_images = tf.Variable(tf.zeros([epochs], tf.int64), trainable=False, name="epoch_images")
                 spe = cfg.steps_per_epoch
                 self.epoch_map = tf.Variable(tf.constant([0, spe, spe], tf.int64), trainable=False, name="epoch_map")
         self._bias_ids = {id(v) for v in norm_biases(model)}
@@ -213,17 +211,15 @@ class TrainLoop:
         if self.lookahead is not None:
             out["lookahead"] = self.lookahead.slow
         if self.cfg.prune:
-            out.update(prune_scores=self.scores, prune_weights=self.weights, prune_epoch_images=self.epoch_images)
+            out.update(prune_scores=self.scores, prune_weights=self.weights)
         return out
 
-    def begin_epoch(self, epoch_map, weights=None, images: int | None = None) -> None:
+    def begin_epoch(self, epoch_map, weights=None) -> None:
         """Before an epoch of a pruning run: its steps' positions (prune.EpochMap), and, at its start (not
-        a resume inside it, whose checkpoint holds them), its loss weights and the images it trains."""
+        a resume inside it, whose checkpoint holds them), its loss weights."""
         self.epoch_map.assign(tf.constant([epoch_map.base, epoch_map.span, epoch_map.steps], tf.int64))
         if weights is not None:
             self.weights.assign(tf.constant(weights, tf.float32))
-            self.epoch_images.scatter_update(tf.IndexedSlices(tf.constant([images], tf.int64),
-                                                              tf.constant([epoch_map.base // self.cfg.steps_per_epoch])))
 
     def eval_calls(self, dataset, tta: int = 0):
         if tta not in self._eval_fns:

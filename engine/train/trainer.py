@@ -119,6 +119,8 @@ class Trainer:
                 with self.clock.timed(clock.CHECKPOINT_SAVES):
                     self.checkpoints.save(self.global_step, partial)
         summary = stats.summary()
+        if plan is not None:  # (history.json: the images a pruning run's epoch trained)
+            summary["images"] = plan.steps * self.config.optim.batch_size
         with self.clock.timed("input pipeline start/stop"):
             del iterator
         return summary
@@ -137,7 +139,7 @@ class Trainer:
         else:
             kept = weights = np.ones(loop.cfg.train_size, np.float32)
         plan = prune.plan(kept, epoch * length.steps_per_epoch, span, length.steps_per_epoch, batch)
-        loop.begin_epoch(plan, weights, plan.steps * batch)
+        loop.begin_epoch(plan, weights)
         return (None if kept.all() else kept > 0), plan
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
@@ -172,6 +174,8 @@ class Trainer:
         entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],
                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.training.optimizer),
                  "img_s": stats["img_s"], "seconds": stats["seconds"]}
+        if "images" in stats:
+            entry["images"] = stats["images"]
         # Never validated (--eval-every 0): checkpoints/best is the final weights.
         improves = self.history.improves(val_acc) if validated else last and not every
         return actions.EpochEnd(entry, self.global_step, improves, last)
@@ -259,9 +263,9 @@ class Trainer:
         loop, length, d = self.training.loop, self.training.length, self.config.data
         if not loop.cfg.prune:
             return None
-        per_epoch = [int(n) for n in loop.epoch_images.numpy()]
+        per_epoch = trained_per_epoch(self.history.entries, length, self.config.optim.batch_size)
         batch = self.config.optim.batch_size
-        full = sum(length.steps_in_epoch(e) * batch for e, n in enumerate(per_epoch) if n)
+        full = sum(length.steps_in_epoch(e) * batch for e in range(len(per_epoch)))
         return {"fraction": d.prune_fraction, "until": d.prune_until, "images_per_epoch": per_epoch,
                 "images_trained": sum(per_epoch), "images_pruned": full - sum(per_epoch)}
 
@@ -277,8 +281,8 @@ def run_flops(session, steps: int, validations: int, test_passes: int, tta_image
     images, trained = steps * cfg.optim.batch_size, None
     if training.loop.cfg.prune:  # the steps' positions (train.prune): fewer than `steps` in pruned epochs
         length, batch = training.length, cfg.optim.batch_size
-        trained = prune.positions(training.loop.epoch_images.numpy(), length.steps_per_epoch, length.total_steps,
-                                  batch)
+        trained = prune.positions(trained_per_epoch(s.history.entries, length, batch), length.steps_per_epoch,
+                                  length.total_steps, batch)
         images = len(trained) * batch
     evaluated = s.sizes.val * validations + test_passes + tta_images * flops.TTA_VIEWS[cfg.model.tta]
     per_image_eval = flops.forward_flops(training.loop.model)
@@ -300,6 +304,12 @@ def run_flops(session, steps: int, validations: int, test_passes: int, tta_image
         train_total += backbone * s.sizes.train
         eval_total += backbone * (s.sizes.test + (0 if s.val_is_test else s.sizes.val))
     return {"training_flops": train_total, "evaluation_flops": eval_total, **out}
+
+
+def trained_per_epoch(entries, length, batch: int) -> list[int]:
+    """The images each epoch of a pruning run trained, from its history (each entry's "images"; an
+    epoch trained before the run pruned: all of its steps')."""
+    return [int(h["images"]) if "images" in h else length.steps_in_epoch(h["epoch"] - 1) * batch for h in entries]
 
 
 def validates(epoch: int, every: int, last: bool) -> bool:

@@ -62,8 +62,9 @@ def test_a_pruned_epoch_trains_its_kept_images_in_fewer_steps_then_full_data_aft
         trained.append(np.array(self.training.loop.scores.numpy()))
     monkeypatch.setattr(prune, "select", recorded_select)
     monkeypatch.setattr(Trainer, "_train_call", recorded_call)
-    t = run(tiny(tmp_path / "r", steps_per_call=3))
-    m = t.metrics
+    lines = []
+    t = Trainer(tiny(tmp_path / "r", steps_per_call=3), log=lines.append)
+    m = t.run()
     assert len(chosen) == 2  # epochs 0 and 1 start before 0.6 of the run; epoch 2 does not
     assert (chosen[0][1] == 1).all()  # epoch 0: every score +inf, nothing pruned
     scores, w = chosen[1]
@@ -91,6 +92,9 @@ def test_a_pruned_epoch_trains_its_kept_images_in_fewer_steps_then_full_data_aft
     # the LR schedule ends at 0 at the run's end as without pruning, and the loss weights are 1 again
     assert t.history.entries[-1]["lr"] == 0.0 and (t.training.loop.weights.numpy() == 1).all()
     assert epoch1.position(kept_steps) == 16
+    left_out = (8 - kept_steps) * 32
+    assert f"sample pruning: trained on {(16 + kept_steps) * 32} images, left out {left_out} " \
+           f"({left_out / 768:.1%})" in lines
     # the training FLOPs count the images trained
     f = m["flops"]
     assert f["train_images_seen"] == m["pruning"]["images_trained"]

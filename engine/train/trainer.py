@@ -193,6 +193,10 @@ class Trainer:
         metrics = self._metrics(test_loss, test_acc, tta_acc, stopped_early, wall, breakdown)
         write_json(layout.run_file(r.out, layout.METRICS_FILE), metrics.to_dict())
         self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items()))
+        if metrics.pruning:
+            p = metrics.pruning
+            self.log(f"sample pruning: trained on {p['images_trained']:,} images, left out {p['images_pruned']:,} "
+                     f"({p['images_pruned'] / max(p['images_trained'] + p['images_pruned'], 1):.1%})")
         m = self.config.model
         n = self.session.sizes.test
         part = f" on the {self.tta_images} least confident images" if m.tta and self.tta_images < n else ""

@@ -100,6 +100,14 @@ class DataConfig:
     eval_every: int = _opt(1, "validate after every N-th epoch and the last (0: never during training; the final "
                               "test accuracy is the run's measurement, checkpoints/best its final weights)",
                            range=COUNT)
+    prune_fraction: float = _opt(
+        0.0, "sample pruning: each epoch leave out this random fraction of the well-learned training images (those "
+             "whose loss the last time they were trained on is below the mean) and scale the loss of the rest of "
+             "them by 1/(1-X); the epoch has fewer steps, each epoch still spans its part of the LR schedule "
+             "(0: off)", range=FRACTION)
+    prune_until: float = _opt(
+        0.875, "sample pruning: the epochs that start from this fraction of the run's steps on train every image, "
+               "unscaled (the annealing)", range=Range(0.0, 1.0, low_open=True))
     cache_dir: str = _opt(
         "", "where decoded uint8 arrays are cached (default: $ENGINE_CACHE or ~/.cache/engine)")
     # Not a flag: the data's image shape "HxWxC", written once when the run starts (engine.train.startup);
@@ -254,7 +262,7 @@ HELP_GROUPS = {
     "optimisation": ["optimizer", "lr", "momentum", "nesterov", "sgd_momentum", "aux_lr", "aux_momentum", "weight_decay",
                      "weight_decay_mode", "bias_lr_scale", "schedule", "warmup", "lr_start", "lr_end",
                      "lr_step_epochs", "lr_decay", "label_smoothing", "lookahead"],
-    "length": ["epochs", "batch_size", "early_stop"],
+    "length": ["epochs", "batch_size", "prune_fraction", "prune_until", "early_stop"],
     "speed": ["xla", "amp", "steps_per_call", "strategy", "deterministic", "profile", "compile_cache"],
     "run and checkpoints": ["out", "resume", "overwrite", "seed", "checkpoint_every", "keep_checkpoints", "quiet"],
 }

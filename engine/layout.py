@@ -214,6 +214,8 @@ class Metrics:
     tta_fraction: float | None = None        # the fraction of the test images the TTA views were for
     tta_images: int | None = None            # the test images the TTA views were computed for
     resize_schedule: str | None = None       # the --resize-schedule trained with ("": off)
+    pruning: dict | None = None              # sample pruning: fraction, until, images_per_epoch, images_trained
+                                             # and images_pruned (None: off)
     flops: dict | None = None                # training_flops, evaluation_flops and what they count
 
     @classmethod

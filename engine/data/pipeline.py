@@ -33,7 +33,7 @@ class Pipeline:
             self.y = tf.constant(y.astype(np.int32))
 
     def train(self, batch_size: int, seed: int, epoch: int, skip_batches: int = 0, device: str | None = None,
-              shard: tuple[int, int, int] | None = None):
+              shard: tuple[int, int, int] | None = None, keep: np.ndarray | None = None):
         """One epoch of (uint8 images, labels, indices into the split) batches. `device` (e.g.
         "/gpu:0", single-device runs only: a tf.distribute strategy places batches itself) stages
         the next batches in device memory.
@@ -41,9 +41,14 @@ class Pipeline:
         `shard` = (first replica, replicas, per-replica batch) serves one input pipeline of a
         distributed run (distribute.shard): each global batch of `batch_size` (the same images, in
         the same order, as one process would train on) is cut into per-replica batches, and this
-        pipeline yields the ones of its replicas, step by step."""
-        steps = self.n // batch_size  # drop_remainder: static shapes for XLA and TensorRT
+        pipeline yields the ones of its replicas, step by step.
+
+        `keep` (a bool per image: sample pruning) leaves the other images out of the epoch's
+        permutation, which keeps its order."""
         perm = np.random.default_rng([seed, epoch]).permutation(self.n)
+        if keep is not None:
+            perm = perm[keep[perm]]
+        steps = len(perm) // batch_size  # drop_remainder: static shapes for XLA and TensorRT
         idx = perm[:steps * batch_size].reshape(steps, batch_size)[skip_batches:].astype(np.int32)
         if shard is not None:
             first, local, per_replica = shard

@@ -65,7 +65,8 @@ def build_training(cfg, num_classes: int, train_size: int, policy: str, strategy
         l2=o.weight_decay if o.weight_decay_mode == "l2" and o.optimizer != "muon" else 0.0,
         bias_lr_scale=1.0 if o.optimizer == "muon" else o.bias_lr_scale,
         lookahead=o.lookahead, total_steps=length.total_steps, seed=cfg.run.seed, xla=cfg.run.xla,
-        loss_scaling=precision.needs_loss_scaling(policy), features=cache, resize=phases)
+        loss_scaling=precision.needs_loss_scaling(policy), features=cache, resize=phases,
+        prune=cfg.data.prune_fraction > 0)
     loop = TrainLoop(trained, optimizer, step_cfg, strategy,
                      [(models.variable(model, path), n) for path, n in train_steps.items()])
     return Training(model, optimizer, loop, preprocess, length, cache, policy, step_changes)

@@ -77,8 +77,10 @@ class Checkpoints:
 
     def _restore(self, path: str) -> None:
         saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
-        # (older checkpoints have no step counter of their own, or no partial epoch: all else must match)
-        objects = {k: v for k, v in self._objects.items() if k in saved or k not in ("step", "partial_epoch")}
+        # (older checkpoints have no step counter of their own, or no partial epoch; a run that did not
+        # prune, no pruning state, which then starts afresh: all else must match)
+        objects = {k: v for k, v in self._objects.items()
+                   if k in saved or not (k in ("step", "partial_epoch") or k.startswith("prune_"))}
         self.partial.assign(tf.zeros([3], tf.float64))
         tf.train.Checkpoint(**objects).restore(path).assert_existing_objects_matched()
         if "step" not in saved:

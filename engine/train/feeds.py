@@ -46,15 +46,16 @@ class Feeds:
                 raise EngineError(f"the {split} split has {self.pipes[split].n} images, fewer than the {replicas} "
                                   f"replicas that evaluate it; use more images or fewer workers")
 
-    def train(self, seed: int, epoch: int, skip: int):
-        """One epoch of training batches, the first `skip` left out (a resume mid-epoch)."""
+    def train(self, seed: int, epoch: int, skip: int, keep=None):
+        """One epoch of training batches, the first `skip` left out (a resume mid-epoch); `keep`: a
+        pruned epoch's images (Pipeline.train)."""
         s, pipe, batch = self.strategy, self.pipes["train"], self.batch_size
         if s.num_replicas_in_sync == 1:
             return s.experimental_distribute_dataset(
-                pipe.train(batch, seed, epoch, skip_batches=skip, device=self.stage_on))
+                pipe.train(batch, seed, epoch, skip_batches=skip, device=self.stage_on, keep=keep))
         return s.distribute_datasets_from_function(lambda ctx: pipe.train(
             batch, seed, epoch, skip, shard=distribute.shard(ctx.num_replicas_in_sync, ctx.input_pipeline_id,
-                                                             ctx.num_input_pipelines, batch)))
+                                                             ctx.num_input_pipelines, batch), keep=keep))
 
     def evaluate(self, loop, split: str, tta: int = 0):
         """(mean loss, accuracy) of the loop's model on "val" or "test", with test-time augmentation `tta`."""

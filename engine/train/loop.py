@@ -48,6 +48,7 @@ class StepConfig:
     loss_scaling: bool = False    # the optimizer is a keras LossScaleOptimizer
     features: bool = False        # inputs are cached backbone features: no augmentation or preprocessing
     resize: tuple = ()            # progressive resizing: ((side, first step after its phase), ...) (train.resize)
+    prune: bool = False           # sample pruning (train.prune): per-image loss weights and scores
 
 
 def augment(images, index, step, seed, cfg: StepConfig):
@@ -149,6 +150,12 @@ class TrainLoop:
             # Keras evaluates the LR schedule, and Muon its horizons, at `iterations`.
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive_skips")
+            if cfg.prune:  # (train.prune) every image's loss when last trained (+inf: never), its loss weight
+                # this epoch (0: pruned), and this epoch's (base, span, steps)
+                self.scores = tf.Variable(tf.fill([cfg.train_size], float("inf")), trainable=False, name="scores")
+                self.weights = tf.Variable(tf.ones([cfg.train_size]), trainable=False, name="loss_weights")
+                spe = cfg.steps_per_epoch
+                self.epoch_map = tf.Variable(tf.constant([0, spe, spe], tf.int64), trainable=False, name="epoch_map")
         self._bias_ids = {id(v) for v in norm_biases(model)}
         self.side = resize.side_at(cfg.resize, 0)  # the side the next train call trains at (None: full size)
         if cfg.resize:  # the model takes the smaller sides too (each Functional's input check: the channels only)
@@ -203,7 +210,16 @@ class TrainLoop:
         out = {"step": self.step}
         if self.lookahead is not None:
             out["lookahead"] = self.lookahead.slow
+        if self.cfg.prune:
+            out.update(prune_scores=self.scores, prune_weights=self.weights)
         return out
+
+    def begin_epoch(self, epoch_map, weights=None) -> None:
+        """Before an epoch of a pruning run: its steps' positions (prune.EpochMap), and, at its start (not
+        a resume inside it, whose checkpoint holds them), its loss weights."""
+        self.epoch_map.assign(tf.constant([epoch_map.base, epoch_map.span, epoch_map.steps], tf.int64))
+        if weights is not None:
+            self.weights.assign(tf.constant(weights, tf.float32))
 
     def eval_calls(self, dataset, tta: int = 0):
         if tta not in self._eval_fns:
@@ -243,7 +259,11 @@ class TrainLoop:
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             per_example = smoothed_cross_entropy(labels, logits, cfg.num_classes, cfg.label_smoothing)
-            loss = tf.reduce_sum(per_example) / cfg.global_batch
+            if cfg.prune:  # a pruning epoch's kept well-learned images: 1/(1-R) (train.prune)
+                loss = tf.reduce_sum(per_example * tf.cast(tf.gather(self.weights, index), per_example.dtype))
+                loss = loss / cfg.global_batch
+            else:
+                loss = tf.reduce_sum(per_example) / cfg.global_batch
             if self.model.losses:
                 loss += tf.add_n(self.model.losses) / self.strategy.num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss) if cfg.loss_scaling else loss
@@ -257,6 +277,8 @@ class TrainLoop:
             self.optimizer.apply_gradients(zip(grads, variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
                                         tf.float32))
+        if cfg.prune:
+            return tf.reduce_sum(per_example), correct, tf.cast(per_example, tf.float32), index
         return tf.reduce_sum(per_example), correct
 
     def _eval_step(self, images, labels, tta=0):
@@ -282,26 +304,35 @@ class TrainLoop:
             images, labels, index = next(iterator)
             step = self.step.read_value()
             seed = tf.stack([tf.constant(self.cfg.seed, tf.int64), step])
-            if self.cfg.loss_scaling:
+            if self.cfg.prune:  # the step after this one: its position in a pruned epoch (train.prune.EpochMap)
+                base, span, steps = tf.unstack(self.epoch_map.read_value())
+                after = base + (-(-(step - base) * steps // span) + 1) * span // steps
+            else:
+                after = step + 1
+            if self.cfg.loss_scaling or self.cfg.prune:
                 # A skipped step does not advance the optimizer's `iterations`, where Keras evaluates
                 # the LR schedule (and Muon its horizons): it is the engine's step, on every replica
                 # (assigned here, outside the replicas' step), also for a checkpoint whose
                 # `iterations` lags behind (written before it was kept equal).
                 self.optimizer.iterations.assign(tf.cast(step, self.optimizer.iterations.dtype))
             applied = tf.cast(self.optimizer.iterations, tf.int64)
-            loss, correct = s.run(step_fn, args=(images, labels, index, seed, step))
-            self.step.assign_add(1)
+            if self.cfg.prune:  # every replica's losses: the scores are the same on every replica and worker
+                loss, correct, per_example, trained = s.run(step_fn, args=(images, labels, index, seed, step))
+                self.scores.scatter_update(tf.IndexedSlices(s.gather(per_example, 0), s.gather(trained, 0)))
+            else:
+                loss, correct = s.run(step_fn, args=(images, labels, index, seed, step))
+            self.step.assign(after)
             if self.lookahead is not None:
-                if (step + 1) % Lookahead.EVERY == 0:
-                    self.lookahead.update(step + 1)
-                elif step + 1 == self.cfg.total_steps:
+                if after // Lookahead.EVERY > step // Lookahead.EVERY:  # (a pruned epoch's steps skip positions)
+                    self.lookahead.update(after)
+                elif after == self.cfg.total_steps:
                     self.lookahead.finish()  # the slow weights are the final model
             loss = s.reduce("SUM", loss, axis=None)
             loss_total += loss
             correct_total += s.reduce("SUM", correct, axis=None)
             reason = self._bad_step(loss, applied)
-            if self.cfg.loss_scaling:  # skipped or not, the next step's: checkpoints and the epoch's LR
-                self.optimizer.iterations.assign(tf.cast(step + 1, self.optimizer.iterations.dtype))
+            if self.cfg.loss_scaling or self.cfg.prune:  # skipped or not, the next step's: checkpoints, the epoch's LR
+                self.optimizer.iterations.assign(tf.cast(after, self.optimizer.iterations.dtype))
             bad = tf.logical_and(first_bad < 0, reason >= 0)
             first_bad, why = tf.where(bad, step, first_bad), tf.where(bad, reason, why)
         return loss_total, correct_total, first_bad, why

@@ -339,6 +339,10 @@ def check(cfg: C.Config) -> None:
                           f"validated (--eval-every 1), not --eval-every {cfg.data.eval_every}")
     if cfg.model.tta_fraction < 1 and not cfg.model.tta:
         raise EngineError("--tta-fraction chooses the images test-time augmentation applies to: give --tta 1 or 2")
+    d = cfg.data
+    if not d.prune_fraction and d.prune_until != C.DataConfig().prune_until:
+        raise EngineError(f"--prune-until {d.prune_until:g} says when sample pruning ends: give --prune-fraction X "
+                          f"too (0 < X < 1)")
     precision.xla_options(r.xla, r.deterministic)  # --xla refused where XLA may not compile the run
     if r.init_from:
         _check_init_from(r.init_from, r.out)

@@ -9,8 +9,10 @@ into the run folder the session made:
 """
 from __future__ import annotations
 
+import collections
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from engine import devices, layout, plots
@@ -18,7 +20,7 @@ from engine.models import flops
 from engine.config import Config
 from engine.errors import Diverged, Interrupted
 from engine.files import write_json
-from engine.train import actions, clock, compile_cache, resize, startup
+from engine.train import actions, clock, compile_cache, prune, resize, startup
 from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
 from engine.train.distribute import StopNow
 from engine.train.loop import MAX_SKIPS
@@ -82,19 +84,29 @@ class Trainer:
     def _train_epoch(self, epoch: int, skip: int) -> dict:
         r, stop = self.config.run, self.session.stop
         steps = self.training.length.steps_in_epoch(epoch)
+        keep, plan = None, None
+        if self.training.loop.cfg.prune:  # (train.prune) the epoch's images, and its steps' positions
+            keep, plan = self._prune_epoch(epoch, steps, skip)
+            steps, skip = plan.steps, plan.actual(plan.base + skip)
         with self.clock.timed("input pipeline start/stop"):
-            iterator = iter(self.session.feeds.train(r.seed, epoch, skip))
+            iterator = iter(self.session.feeds.train(r.seed, epoch, skip, keep))
         bar = progress_bar(steps - skip, r.quiet, header=f"Epoch {epoch + 1}/{self.training.length.num_epochs}")
         stats, done = EpochStats(), skip
         if skip and self.resumed_stats:  # the steps of this epoch before the checkpoint it resumed from
             stats.loss, stats.correct, stats.seen = self.resumed_stats
         self.resumed_stats = None
         while done < steps:
-            n = steps_in_call(self.global_step, steps - done, r.steps_per_call, r.checkpoint_every,
-                              self.training.loop.horizons())
+            before = self.global_step
+            if plan is not None and plan.pruned:
+                n = prune.steps_in_call(plan, done, r.steps_per_call, r.checkpoint_every, self.training.loop.horizons())
+            else:
+                n = steps_in_call(self.global_step, steps - done, r.steps_per_call, r.checkpoint_every,
+                                  self.training.loop.horizons())
             self.training.loop.at_step(self.global_step)  # (a variable whose training ended freezes here)
             self._train_call(iterator, n, stats)
             done += n
+            if plan is not None:  # (a pruned epoch's steps sit at positions further apart)
+                self.global_step = plan.position(done)
             if bar is not None:
                 bar.update(done - skip, values=[("loss", stats.loss / stats.seen),
                                                 ("accuracy", stats.correct / stats.seen), ("img/s", Rate(stats.img_s))])
@@ -102,13 +114,33 @@ class Trainer:
             if done < steps and stop.requested():  # (at an epoch end: after the epoch is recorded, by its actions)
                 raise actions.stopped(stop.seen, self.global_step, self.checkpoints.save(self.global_step, partial),
                                       self.session.source_out)
-            if r.checkpoint_every and self.global_step % r.checkpoint_every == 0 and done < steps:
+            if r.checkpoint_every and self.global_step // r.checkpoint_every > before // r.checkpoint_every \
+                    and done < steps:
                 with self.clock.timed(clock.CHECKPOINT_SAVES):
                     self.checkpoints.save(self.global_step, partial)
         summary = stats.summary()
+        if plan is not None:  # (history.json: the images a pruning run's epoch trained)
+            summary["images"] = plan.steps * self.config.optim.batch_size
         with self.clock.timed("input pipeline start/stop"):
             del iterator
         return summary
+
+    def _prune_epoch(self, epoch: int, span: int, skip: int):
+        """(the images an epoch of `span` steps trains, or None: all; its prune.EpochMap), set in the
+        loop. Chosen at the epoch's start from the scores (+inf before an image is first trained, so
+        the first epoch keeps all); a resume inside the epoch takes them from its checkpoint."""
+        loop, length, d, batch = self.training.loop, self.training.length, self.config.data, self.config.optim.batch_size
+        weights = None
+        if skip:
+            kept = loop.weights.numpy()
+        elif prune.prunes(epoch, length.steps_per_epoch, length.total_steps, d.prune_until):
+            kept = weights = prune.select(loop.scores.numpy(), d.prune_fraction, prune.rng(self.config.run.seed, epoch),
+                                          min_kept=batch)
+        else:
+            kept = weights = np.ones(loop.cfg.train_size, np.float32)
+        plan = prune.plan(kept, epoch * length.steps_per_epoch, span, length.steps_per_epoch, batch)
+        loop.begin_epoch(plan, weights)
+        return (None if kept.all() else kept > 0), plan
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
         profiled = self.profile.before_call()
@@ -142,6 +174,8 @@ class Trainer:
         entry = {"epoch": epoch + 1, "loss": stats["loss"], "accuracy": stats["accuracy"],
                  "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr(self.training.optimizer),
                  "img_s": stats["img_s"], "seconds": stats["seconds"]}
+        if "images" in stats:
+            entry["images"] = stats["images"]
         # Never validated (--eval-every 0): checkpoints/best is the final weights.
         improves = self.history.improves(val_acc) if validated else last and not every
         return actions.EpochEnd(entry, self.global_step, improves, last)
@@ -159,6 +193,10 @@ class Trainer:
         metrics = self._metrics(test_loss, test_acc, tta_acc, stopped_early, wall, breakdown)
         write_json(layout.run_file(r.out, layout.METRICS_FILE), metrics.to_dict())
         self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items()))
+        if metrics.pruning:
+            p = metrics.pruning
+            self.log(f"sample pruning: trained on {p['images_trained']:,} images, left out {p['images_pruned']:,} "
+                     f"({p['images_pruned'] / max(p['images_trained'] + p['images_pruned'], 1):.1%})")
         m = self.config.model
         n = self.session.sizes.test
         part = f" on the {self.tta_images} least confident images" if m.tta and self.tta_images < n else ""
@@ -219,19 +257,37 @@ class Trainer:
             tensorflow=tf.__version__, feature_cache=self.training.feature_cache,
             feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=self._compile_cache_used(),
             eval_every=self.config.data.eval_every, tta_fraction=self.config.model.tta_fraction,
-            resize_schedule=self.config.model.resize_schedule,
+            resize_schedule=self.config.model.resize_schedule, pruning=self._pruning(),
             tta_images=self.tta_images if self.config.model.tta else None,
             flops=run_flops(self.session, self.global_step, self.history.validated, self.test_passes, self.tta_images))
 
 
+    def _pruning(self) -> dict | None:
+        """What sample pruning left out (None: off): the images each epoch trained (0: not run)."""
+        loop, length, d = self.training.loop, self.training.length, self.config.data
+        if not loop.cfg.prune:
+            return None
+        per_epoch = trained_per_epoch(self.history.entries, length, self.config.optim.batch_size)
+        batch = self.config.optim.batch_size
+        full = sum(length.steps_in_epoch(e) * batch for e in range(len(per_epoch)))
+        return {"fraction": d.prune_fraction, "until": d.prune_until, "images_per_epoch": per_epoch,
+                "images_trained": sum(per_epoch), "images_pruned": full - sum(per_epoch)}
+
+
 def run_flops(session, steps: int, validations: int, test_passes: int, tta_images: int) -> dict:
     """A run's FLOPs (engine.models.flops): training (FLOPs per training image x the images of its
-    `steps`; under --resize-schedule each phase's images at its side's FLOPs) and evaluation (forward passes: `validations` of the validation split, `test_passes`
+    `steps`, or under --prune-fraction the images each epoch trained; under --resize-schedule each
+    phase's images at its side's FLOPs) and evaluation (forward passes: `validations` of the validation split, `test_passes`
     plain test images, every TTA view of `tta_images`). A resumed run counts the steps before its
     checkpoint too, and the validations its history records; a feature-cache run counts the
     backbone's pass over each split once."""
     s, training, cfg = session, session.training, session.config
-    images = steps * cfg.optim.batch_size
+    images, trained = steps * cfg.optim.batch_size, None
+    if training.loop.cfg.prune:  # the steps' positions (train.prune): fewer than `steps` in pruned epochs
+        length, batch = training.length, cfg.optim.batch_size
+        trained = prune.positions(trained_per_epoch(s.history.entries, length, batch), length.steps_per_epoch,
+                                  length.total_steps, batch)
+        images = len(trained) * batch
     evaluated = s.sizes.val * validations + test_passes + tta_images * flops.TTA_VIEWS[cfg.model.tta]
     per_image_eval = flops.forward_flops(training.loop.model)
     out = {"train_flops_per_image": flops.train_flops(training.loop.model), "eval_flops_per_image": per_image_eval,
@@ -239,15 +295,25 @@ def run_flops(session, steps: int, validations: int, test_passes: int, tta_image
     train_total, eval_total = out["train_flops_per_image"] * images, per_image_eval * evaluated
     if training.loop.cfg.resize:
         side = training.preprocess.size
+        by_side = resize.steps_by_side(training.loop.cfg.resize, steps)
+        if trained is not None:
+            counted = collections.Counter(resize.side_at(training.loop.cfg.resize, p) for p in trained)
+            by_side = {at: counted[at] for at in by_side}
         out["train_phases"] = [{"side": at or side, "images": n * cfg.optim.batch_size,
                                 "train_flops_per_image": flops.train_flops(training.loop.model, at)}
-                               for at, n in resize.steps_by_side(training.loop.cfg.resize, steps).items()]
+                               for at, n in by_side.items()]
         train_total = sum(p["images"] * p["train_flops_per_image"] for p in out["train_phases"])
     if training.feature_cache:  # the backbone's pass over each split, once
         backbone = flops.forward_flops(training.model) - per_image_eval
         train_total += backbone * s.sizes.train
         eval_total += backbone * (s.sizes.test + (0 if s.val_is_test else s.sizes.val))
     return {"training_flops": train_total, "evaluation_flops": eval_total, **out}
+
+
+def trained_per_epoch(entries, length, batch: int) -> list[int]:
+    """The images each epoch of a pruning run trained, from its history (each entry's "images"; an
+    epoch trained before the run pruned: all of its steps')."""
+    return [int(h["images"]) if "images" in h else length.steps_in_epoch(h["epoch"] - 1) * batch for h in entries]
 
 
 def validates(epoch: int, every: int, last: bool) -> bool:

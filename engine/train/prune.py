@@ -106,3 +106,44 @@ def steps_in_call(m: EpochMap, done: int, steps_per_call: int, checkpoint_every:
     if checkpoint_every:
         cuts.append(at + checkpoint_every - at % checkpoint_every)
     return min(steps_per_call, min(m.actual(c) for c in cuts) - done)
+
+
+def trained_per_epoch(entries, length, batch: int) -> list[int]:
+    """The images each epoch of a pruning run trained, from its history (each entry's "images"; an
+    epoch trained before the run pruned: all of its steps')."""
+    return [int(h["images"]) if "images" in h else length.steps_in_epoch(h["epoch"] - 1) * batch for h in entries]
+
+
+def begin_epoch(training, cfg, epoch: int, span: int, skip: int):
+    """(the images an epoch of `span` steps trains, or None: all; its EpochMap), set in the training's
+    loop. Chosen at the epoch's start from the scores (+inf before an image is first trained, so the
+    first epoch keeps all); a resume inside the epoch takes them from its checkpoint."""
+    loop, length, d, batch = training.loop, training.length, cfg.data, cfg.optim.batch_size
+    weights = None
+    if skip:
+        kept = loop.weights.numpy()
+    elif prunes(epoch, length.steps_per_epoch, length.total_steps, d.prune_until):
+        kept = weights = select(loop.scores.numpy(), d.prune_fraction, rng(cfg.run.seed, epoch), min_kept=batch)
+    else:
+        kept = weights = np.ones(loop.cfg.train_size, np.float32)
+    epoch_map = plan(kept, epoch * length.steps_per_epoch, span, length.steps_per_epoch, batch)
+    loop.begin_epoch(epoch_map, weights)
+    return (None if kept.all() else kept > 0), epoch_map
+
+
+def record(training, cfg, entries) -> dict | None:
+    """metrics.json's `pruning` (None: off): the images each epoch trained (from the history's entries),
+    their sum and the images left out."""
+    if not training.loop.cfg.prune:
+        return None
+    length, batch = training.length, cfg.optim.batch_size
+    per_epoch = trained_per_epoch(entries, length, batch)
+    full = sum(length.steps_in_epoch(e) * batch for e in range(len(per_epoch)))
+    return {"fraction": cfg.data.prune_fraction, "until": cfg.data.prune_until, "images_per_epoch": per_epoch,
+            "images_trained": sum(per_epoch), "images_pruned": full - sum(per_epoch)}
+
+
+def describe(p: dict) -> str:
+    """The log line of a run's `pruning` record."""
+    return (f"sample pruning: trained on {p['images_trained']:,} images, left out {p['images_pruned']:,} "
+            f"({p['images_pruned'] / max(p['images_trained'] + p['images_pruned'], 1):.1%})")

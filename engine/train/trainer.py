@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from engine import devices, layout, plots
@@ -86,7 +85,7 @@ class Trainer:
         steps = self.training.length.steps_in_epoch(epoch)
         keep, plan = None, None
         if self.training.loop.cfg.prune:  # (train.prune) the epoch's images, and its steps' positions
-            keep, plan = self._prune_epoch(epoch, steps, skip)
+            keep, plan = prune.begin_epoch(self.training, self.config, epoch, steps, skip)
             steps, skip = plan.steps, plan.actual(plan.base + skip)
         with self.clock.timed("input pipeline start/stop"):
             iterator = iter(self.session.feeds.train(r.seed, epoch, skip, keep))
@@ -97,11 +96,7 @@ class Trainer:
         self.resumed_stats = None
         while done < steps:
             before = self.global_step
-            if plan is not None and plan.pruned:
-                n = prune.steps_in_call(plan, done, r.steps_per_call, r.checkpoint_every, self.training.loop.horizons())
-            else:
-                n = steps_in_call(self.global_step, steps - done, r.steps_per_call, r.checkpoint_every,
-                                  self.training.loop.horizons())
+            n = call_size(self.training, r, plan, self.global_step, done, steps)
             self.training.loop.at_step(self.global_step)  # (a variable whose training ended freezes here)
             self._train_call(iterator, n, stats)
             done += n
@@ -124,23 +119,6 @@ class Trainer:
         with self.clock.timed("input pipeline start/stop"):
             del iterator
         return summary
-
-    def _prune_epoch(self, epoch: int, span: int, skip: int):
-        """(the images an epoch of `span` steps trains, or None: all; its prune.EpochMap), set in the
-        loop. Chosen at the epoch's start from the scores (+inf before an image is first trained, so
-        the first epoch keeps all); a resume inside the epoch takes them from its checkpoint."""
-        loop, length, d, batch = self.training.loop, self.training.length, self.config.data, self.config.optim.batch_size
-        weights = None
-        if skip:
-            kept = loop.weights.numpy()
-        elif prune.prunes(epoch, length.steps_per_epoch, length.total_steps, d.prune_until):
-            kept = weights = prune.select(loop.scores.numpy(), d.prune_fraction, prune.rng(self.config.run.seed, epoch),
-                                          min_kept=batch)
-        else:
-            kept = weights = np.ones(loop.cfg.train_size, np.float32)
-        plan = prune.plan(kept, epoch * length.steps_per_epoch, span, length.steps_per_epoch, batch)
-        loop.begin_epoch(plan, weights)
-        return (None if kept.all() else kept > 0), plan
 
     def _train_call(self, iterator, n: int, stats: EpochStats) -> None:
         profiled = self.profile.before_call()
@@ -194,9 +172,7 @@ class Trainer:
         write_json(layout.run_file(r.out, layout.METRICS_FILE), metrics.to_dict())
         self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items()))
         if metrics.pruning:
-            p = metrics.pruning
-            self.log(f"sample pruning: trained on {p['images_trained']:,} images, left out {p['images_pruned']:,} "
-                     f"({p['images_pruned'] / max(p['images_trained'] + p['images_pruned'], 1):.1%})")
+            self.log(prune.describe(metrics.pruning))
         m = self.config.model
         n = self.session.sizes.test
         part = f" on the {self.tta_images} least confident images" if m.tta and self.tta_images < n else ""
@@ -229,20 +205,6 @@ class Trainer:
             self.tta_images = n
         return test_loss, test_acc, tta_acc
 
-    def _compile_cache_used(self) -> dict | None:
-        """The compile cache's folder and what it holds after the run. An XLA run that left it empty
-        ran in a process whose TensorFlow runtime had started before the cache was set (a notebook
-        that used TensorFlow first): TensorFlow ignored it, and the run says so."""
-        folder = self.session.compile_cache
-        if not folder:
-            return None
-        n = compile_cache.entries(folder)
-        if self.config.run.xla and n == 0 and self.session.chief:
-            self.session.warn(f"the XLA compile cache was not used: TensorFlow had started before it was set; "
-                              f"set TF_XLA_FLAGS={compile_cache.FLAG}={folder} before importing it")
-            return None
-        return {"directory": folder, "entries": n}
-
     def _metrics(self, test_loss, test_acc, tta_acc, stopped_early, wall, breakdown) -> layout.Metrics:
         s, r, o, h = self.session, self.config.run, self.config.optim, self.history
         best_epoch, best_val = (h.best_epoch, h.best_acc) if h.validated else (len(h.entries) or None, None)
@@ -255,23 +217,35 @@ class Trainer:
             val_images=s.sizes.val, policy=self.training.policy, xla=r.xla, steps_per_call=r.steps_per_call,
             batch_size=o.batch_size, replicas=s.strategy.num_replicas_in_sync, device=devices.device_name(),
             tensorflow=tf.__version__, feature_cache=self.training.feature_cache,
-            feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=self._compile_cache_used(),
+            feature_seconds=s.feature_seconds, speed_choice=s.speed.to_dict(), compile_cache=compile_cache_used(s, self.config),
             eval_every=self.config.data.eval_every, tta_fraction=self.config.model.tta_fraction,
-            resize_schedule=self.config.model.resize_schedule, pruning=self._pruning(),
+            resize_schedule=self.config.model.resize_schedule,
+            pruning=prune.record(self.training, self.config, self.history.entries),
             tta_images=self.tta_images if self.config.model.tta else None,
             flops=run_flops(self.session, self.global_step, self.history.validated, self.test_passes, self.tta_images))
 
 
-    def _pruning(self) -> dict | None:
-        """What sample pruning left out (None: off): the images each epoch trained (0: not run)."""
-        loop, length, d = self.training.loop, self.training.length, self.config.data
-        if not loop.cfg.prune:
-            return None
-        per_epoch = trained_per_epoch(self.history.entries, length, self.config.optim.batch_size)
-        batch = self.config.optim.batch_size
-        full = sum(length.steps_in_epoch(e) * batch for e in range(len(per_epoch)))
-        return {"fraction": d.prune_fraction, "until": d.prune_until, "images_per_epoch": per_epoch,
-                "images_trained": sum(per_epoch), "images_pruned": full - sum(per_epoch)}
+def compile_cache_used(session, config) -> dict | None:
+    """The compile cache's folder and what it holds after the run. An XLA run that left it empty
+    ran in a process whose TensorFlow runtime had started before the cache was set (a notebook
+    that used TensorFlow first): TensorFlow ignored it, and the run says so."""
+    folder = session.compile_cache
+    if not folder:
+        return None
+    n = compile_cache.entries(folder)
+    if config.run.xla and n == 0 and session.chief:
+        session.warn(f"the XLA compile cache was not used: TensorFlow had started before it was set; "
+                     f"set TF_XLA_FLAGS={compile_cache.FLAG}={folder} before importing it")
+        return None
+    return {"directory": folder, "entries": n}
+
+
+def call_size(training, r, plan, global_step: int, done: int, steps: int) -> int:
+    """Steps in the epoch's next train call (`done` of its `steps` done): steps_in_call, or in a pruned
+    epoch prune.steps_in_call on its steps' positions."""
+    if plan is not None and plan.pruned:
+        return prune.steps_in_call(plan, done, r.steps_per_call, r.checkpoint_every, training.loop.horizons())
+    return steps_in_call(global_step, steps - done, r.steps_per_call, r.checkpoint_every, training.loop.horizons())
 
 
 def run_flops(session, steps: int, validations: int, test_passes: int, tta_images: int) -> dict:
@@ -285,7 +259,7 @@ def run_flops(session, steps: int, validations: int, test_passes: int, tta_image
     images, trained = steps * cfg.optim.batch_size, None
     if training.loop.cfg.prune:  # the steps' positions (train.prune): fewer than `steps` in pruned epochs
         length, batch = training.length, cfg.optim.batch_size
-        trained = prune.positions(trained_per_epoch(s.history.entries, length, batch), length.steps_per_epoch,
+        trained = prune.positions(prune.trained_per_epoch(s.history.entries, length, batch), length.steps_per_epoch,
                                   length.total_steps, batch)
         images = len(trained) * batch
     evaluated = s.sizes.val * validations + test_passes + tta_images * flops.TTA_VIEWS[cfg.model.tta]
@@ -308,12 +282,6 @@ def run_flops(session, steps: int, validations: int, test_passes: int, tta_image
         train_total += backbone * s.sizes.train
         eval_total += backbone * (s.sizes.test + (0 if s.val_is_test else s.sizes.val))
     return {"training_flops": train_total, "evaluation_flops": eval_total, **out}
-
-
-def trained_per_epoch(entries, length, batch: int) -> list[int]:
-    """The images each epoch of a pruning run trained, from its history (each entry's "images"; an
-    epoch trained before the run pruned: all of its steps')."""
-    return [int(h["images"]) if "images" in h else length.steps_in_epoch(h["epoch"] - 1) * batch for h in entries]
 
 
 def validates(epoch: int, every: int, last: bool) -> bool:

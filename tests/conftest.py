@@ -38,6 +38,8 @@ LONG_TIER = {
     "tests/test_airbench.py::test_short_airbench_run_reaches_its_accuracy",
     "tests/test_transfer.py::test_backbone_builds_at_its_smallest_input_and_trains_a_step[resnet50]",
     "tests/test_probe_shapes.py::test_resnet9_trains_on_an_mnist_npz_path_and_its_onnx_export_takes_28x28x1",
+    # Ctrl-C's exact resume beside SIGTERM's (test_faults) and the journey's Ctrl-C through the CLI
+    "tests/test_faults.py::test_ctrl_c_checkpoints_like_sigterm_and_a_relative_resume_is_exact",
 }
 
 

@@ -503,9 +503,9 @@ def test_airbench_resume_is_exact_with_lookahead_and_stem_freeze(tmp_path, share
 SHORT = dict(limit=5000, limit_test=1000)
 
 
-def _short_run(out, data, model="airbench", batch_size=256, tta=None, **optim):
+def _short_run(out, data, model="airbench", batch_size=256, tta=None, epochs=2, **optim):
     cfg = resolve.defaults(model).replace("data", data=data, **SHORT)
-    cfg = cfg.replace("optim", batch_size=batch_size, epochs=2, **optim)
+    cfg = cfg.replace("optim", batch_size=batch_size, epochs=epochs, **optim)
     if tta is not None:
         cfg = cfg.replace("model", tta=tta)
     return Trainer(cfg.replace("run", out=str(out), quiet=True, xla=True), log=lambda *a: None)

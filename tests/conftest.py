@@ -15,7 +15,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 # The long tier (`-m slow`), left out of the README's command: each repeats, at more cost, what a test that stays
 # there already checks (another parameter of the same journey or parity, a second backbone, a real-data or replica
-# variant). Run it with `python -m pytest tests/ -n 2 --dist loadfile -m slow` (about 9 minutes on 2 cores).
+# variant). Run it with `python -m pytest tests/ -n 2 --dist loadfile -m slow` (about 10 minutes on 2 cores).
 LONG_TIER = {
     "tests/journey/test_journey_image_shapes.py::test_a_data_set_of_another_shape_trains_exports_evaluates_and_predicts[tree-64x64x3]",
     "tests/test_export.py::test_parity_of_an_upsampling_backbone",
@@ -40,6 +40,10 @@ LONG_TIER = {
     "tests/test_probe_shapes.py::test_resnet9_trains_on_an_mnist_npz_path_and_its_onnx_export_takes_28x28x1",
     # Ctrl-C's exact resume beside SIGTERM's (test_faults) and the journey's Ctrl-C through the CLI
     "tests/test_faults.py::test_ctrl_c_checkpoints_like_sigterm_and_a_relative_resume_is_exact",
+    # Inception-v3's GPU kernels beside the other models', ResNet-9 on the 8x8 digits beside tiny and airbench
+    "tests/test_kernel_placement.py::test_every_op_of_the_gpu_training_and_eval_graphs_has_a_gpu_kernel[inception_v3-mixed_bfloat16]",
+    "tests/test_kernel_placement.py::test_every_op_of_the_gpu_training_and_eval_graphs_has_a_gpu_kernel[inception_v3-mixed_float16]",
+    "tests/test_digits.py::test_a_net_trains_an_epoch_on_the_8x8x1_digits_through_the_cli[resnet9-8]",
 }
 
 

@@ -54,12 +54,18 @@ def visible_gpus() -> list[str]:
     return devices.nvidia_gpu_indices()
 
 
-def gpu_shares(gpus: list[str], workers: int) -> list[list[str]]:
+def gpu_shares(gpus: list[str], workers: int, cores: int | None = None) -> list[list[str]]:
     """Each worker's own GPUs: the same number for every worker (MultiWorkerMirroredStrategy needs
     it), in order; GPUs left over are not used. Fewer GPUs than workers is refused: two workers on
     one GPU are two NCCL ranks on one device, which NCCL refuses ("Duplicate GPU detected"), and
-    each would take the GPU's memory. Without GPUs every worker runs on the CPU."""
+    each would take the GPU's memory. Without GPUs every worker runs on the CPU, with at least one of
+    its `cores` (default: this machine's) each: more workers than cores is refused (each is a whole
+    TensorFlow process holding its own copy of the data and model, for no speed)."""
     if not gpus:
+        cores = cores or os.cpu_count() or 1
+        if workers > cores:
+            raise EngineError(f"--workers {workers} on the CPU needs a core per worker, and this machine has "
+                              f"{cores}; use --workers {cores} or fewer")
         return [[] for _ in range(workers)]
     if len(gpus) < workers:
         have, fewer = (("1 GPU", "1") if len(gpus) == 1 else (f"{len(gpus)} GPUs", f"{len(gpus)} or fewer"))

@@ -15,7 +15,7 @@ from engine.errors import EngineError
 def test_gpus_are_split_between_workers():
     assert launch.gpu_shares(["0", "1", "2", "3"], 2) == [["0", "1"], ["2", "3"]]
     assert launch.gpu_shares(["0", "1", "2"], 3) == [["0"], ["1"], ["2"]]
-    assert launch.gpu_shares([], 2) == [[], []]
+    assert launch.gpu_shares([], 2, cores=2) == [[], []]
 
 
 def test_every_worker_gets_as_many_gpus_and_those_left_over_are_named():
@@ -73,3 +73,15 @@ def test_without_gpus_the_environment_is_left_alone(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError()))
     assert launch.visible_gpus() == []  # no nvidia-smi: no GPUs
+
+
+def test_more_cpu_workers_than_cores_is_one_line_before_any_starts(monkeypatch, capsys):
+    from tests.conftest import assert_one_line_error, run_in_process
+    monkeypatch.setattr(launch, "visible_gpus", lambda: [])
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 2)
+    started = []
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *a, **k: started.append(a))
+    p = run_in_process(capsys, "engine.launch", "--workers", "3", "--", "--model", "tiny", "--out", "x")
+    assert_one_line_error(p, "--workers 3 on the CPU needs a core per worker, and this machine has 2; "
+                             "use --workers 2 or fewer")
+    assert started == []

@@ -79,6 +79,11 @@ def test_a_run_trained_with_image_size_on_a_mixed_tree_is_evaluated_at_that_size
     assert_one_line_error(p, "--image-size 32x32: runs/t takes 48x48 images (trained at --image-size 48x48)")
     assert p.returncode == 2 and not (tmp_path / "f.json").exists()
 
+    # int8 calibration reads the run's data as the run did: at its --image-size (the tree alone is refused)
+    p = engine(tmp_path, "export", "onnx", "runs/t", "--precision", "int8", "--calib-images", "8", "--out", "q.onnx")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "q.onnx").is_file()
+
 
 def test_a_run_trained_on_cifar100_coarse_labels_is_evaluated_on_its_20_classes(tmp_path):
     cifar100_tar(tmp_path / "cifar-100-python.tar.gz")

@@ -30,13 +30,15 @@ class Exportable:
     """A model with the preprocessing it was trained with: what every exporter starts from."""
 
     def __init__(self, model, preprocess: Preprocess, class_names: list, metadata: dict, data_source: str,
-                 image_shape: tuple = IMAGE_SHAPE):
+                 image_shape: tuple = IMAGE_SHAPE, data_options: dict | None = None):
         self.image_shape = tuple(int(d) for d in image_shape)  # the uint8 [H, W, C] images it takes
         self.model = model
         self.preprocess = preprocess
         self.class_names = class_names
         self.metadata = metadata
         self.data_source = data_source  # where int8 calibration images come from unless told
+        # ... read as the run read it: its label_mode, image_size and cache_dir (data.load's options)
+        self.data_options = dict(data_options or {})
 
     @property
     def size(self) -> int:
@@ -103,7 +105,9 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
     meta = {"engine_version": __version__, "source_run": os.path.abspath(path), "checkpoint": latest,
             "class_names": class_names, "config": cfg.to_dict(), "contract": contract_text(shape),
             "input_side": preprocess.side, "input_shape": list(shape)}
-    return Exportable(model, preprocess, class_names, meta, cfg.data.data, shape)
+    return Exportable(model, preprocess, class_names, meta, cfg.data.data, shape,
+                      {"label_mode": cfg.data.label_mode, "image_size": cfg.data.image_size,
+                       "cache_dir": cfg.data.cache_dir})
 
 
 @contextlib.contextmanager

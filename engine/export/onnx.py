@@ -124,8 +124,12 @@ def to_int8(proto, calib_images, method: str = "minmax", per_channel: bool = Tru
 
 
 def calibration_images(exp: Exportable, n: int, data: str | None = None, cache_dir: str | None = None):
-    """n class-balanced training images of the run's data source (or `data`)."""
-    splits = data_mod.load(data or exp.data_source, cache_dir or default_cache_dir(), log=lambda *a: None)
+    """n class-balanced training images of the run's data source (or `data`), read as the run read it
+    (its --image-size; its --label-mode for its own source; its --cache-dir)."""
+    opts = exp.data_options
+    splits = data_mod.load(data or exp.data_source, cache_dir or opts.get("cache_dir") or default_cache_dir(),
+                           log=lambda *a: None, image_size=opts.get("image_size") or "",
+                           label_mode=(opts.get("label_mode") or "fine") if data is None else "fine")
     if tuple(splits.x_train.shape[1:]) != exp.image_shape:
         have, want = ("x".join(map(str, t)) for t in (splits.x_train.shape[1:], exp.image_shape))
         raise EngineError(f"calibration data {data or exp.data_source} has {have} images but the model takes {want}: "

@@ -107,11 +107,17 @@ def parse(argv=None):
     return a.workers, args
 
 
-def _stream(i: int, proc: subprocess.Popen, lock: threading.Lock, last_error: dict):
+def _stream(i: int, proc: subprocess.Popen, lock: threading.Lock, last_error: dict, said: set | None = None):
+    """Worker i's output, each line marked with it; a warning or note that another worker already gave
+    (the same text: every worker checks the same machine and flags) is not repeated (`said`: the ones given)."""
     for line in proc.stdout:
         if line.startswith(("error:", "preempted:")):
             last_error[i] = line.strip()
         with lock:
+            if said is not None and line.startswith(("warning:", "note:")):
+                if line in said:
+                    continue
+                said.add(line)
             sys.stdout.write(f"[worker {i}] {line}")
             sys.stdout.flush()
 
@@ -158,8 +164,8 @@ def main(argv=None):
                               env=worker_env(c, threads, g), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, bufsize=1)
              for c, g in zip(configs, shares)]
-    lock, last_error = threading.Lock(), {}
-    readers = [threading.Thread(target=_stream, args=(i, p, lock, last_error), daemon=True)
+    lock, last_error, said = threading.Lock(), {}, set()
+    readers = [threading.Thread(target=_stream, args=(i, p, lock, last_error, said), daemon=True)
                for i, p in enumerate(procs)]
     for t in readers:
         t.start()

@@ -85,3 +85,15 @@ def test_more_cpu_workers_than_cores_is_one_line_before_any_starts(monkeypatch, 
     assert_one_line_error(p, "--workers 3 on the CPU needs a core per worker, and this machine has 2; "
                              "use --workers 2 or fewer")
     assert started == []
+
+
+def test_a_warning_every_worker_gives_is_shown_once(capsys):
+    import threading
+    import types
+    lines = ["warning: --xla was not measured on this CPU\n", "epoch 1/1: loss 2.3\n", "note: cached data\n"]
+    lock, errors, said = threading.Lock(), {}, set()
+    for i in range(2):
+        launch._stream(i, types.SimpleNamespace(stdout=list(lines)), lock, errors, said)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["[worker 0] warning: --xla was not measured on this CPU", "[worker 0] epoch 1/1: loss 2.3",
+                   "[worker 0] note: cached data", "[worker 1] epoch 1/1: loss 2.3"]

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+
 def select(scores: np.ndarray, fraction: float, rng: np.random.Generator, min_kept: int = 1) -> np.ndarray:
     """The loss weights of one epoch, float32 [images]: 0 for a pruned image, 1/(1-fraction) for a
     kept well-learned one (score below the mean of the finite scores), 1 for every other. The pruned

@@ -4,7 +4,7 @@ machine during the sitting falls on every arm alike and a sitting cut short stil
 each arm.
 
     python -m bench.ablation run OUT ARMS [--seeds 0 1 2 3 4] [--common "--amp on --xla off"]
-    python -m bench.ablation summary OUT [--baseline NAME]
+    python -m bench.ablation summary OUT [--baseline NAME]    (OUT: a sitting, or its files in bench/results)
 
 ARMS is a text file of lines `NAME: FLAGS` (`#` starts a comment); the first arm is the baseline the
 others are compared with. `run` writes OUT/machine.txt, OUT/arms.txt (each arm's whole command),
@@ -83,9 +83,14 @@ def run(out: str, arms: list[tuple[str, str]], seeds: list[int], common: str) ->
 
 
 def collect(out: str) -> dict[str, dict[int, dict]]:
+    """{arm: {seed: row}} of OUT's NAME-seed-S/metrics.json (a sitting) or NAME-seed-S-metrics.json (its files
+    kept in bench/results)."""
     arms: dict[str, dict[int, dict]] = {}
-    for path in glob.glob(os.path.join(out, "*-seed-*", "metrics.json")):
-        m = re.fullmatch(r"(.+)-seed-(\d+)", os.path.basename(os.path.dirname(path)))
+    paths = glob.glob(os.path.join(out, "*-seed-*", "metrics.json")) + glob.glob(os.path.join(out, "*-seed-*-metrics.json"))
+    for path in paths:
+        name = os.path.basename(os.path.dirname(path)) if path.endswith("/metrics.json") else \
+            os.path.basename(path)[:-len("-metrics.json")]
+        m = re.fullmatch(r"(.+)-seed-(\d+)", name)
         if not m:
             continue
         row = engine_run(path)

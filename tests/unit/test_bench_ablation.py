@@ -1,0 +1,43 @@
+"""bench.ablation's table: each arm's mean and spread, Welch's 95% interval of its TTA mean minus the
+baseline's, FLOPs and training time against the baseline's, from a sitting's files."""
+import json
+
+import pytest
+from scipy import stats
+
+from bench import ablation
+
+
+def _metrics(folder, name, seed, tta, train_flops, training):
+    m = {"test_accuracy": tta - 0.01, "test_accuracy_tta": tta, "wall_seconds": training + 50,
+         "wall_breakdown": {"training steps": training - 10, "first call (tracing, compilation)": 10},
+         "flops": {"training_flops": train_flops, "evaluation_flops": 1e13}}
+    (folder / f"{name}-seed-{seed}-metrics.json").write_text(json.dumps(m))
+
+
+def test_the_table_gives_welchs_interval_and_the_ratios_to_the_baseline(tmp_path):
+    base, arm = [0.907, 0.909, 0.905], [0.903, 0.906]
+    for s, v in enumerate(base):
+        _metrics(tmp_path, "default", s, v, 2.8e14, 1000)
+    for s, v in enumerate(arm):
+        _metrics(tmp_path, "cheap", s, v, 1.4e14, 600)
+    (tmp_path / "arms.txt").write_text("default: engine train\ncheap: engine train --x\n")
+    assert ablation.main(["summary", str(tmp_path)]) == 0
+    diff, lo, hi = ablation._interval(arm, base)
+    welch = stats.ttest_ind(arm, base, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(sum(arm) / 2 - sum(base) / 3)
+    assert (lo, hi) == (pytest.approx(welch.low), pytest.approx(welch.high))
+    table = ablation.table(ablation.collect(str(tmp_path)), ["default", "cheap"], "default")
+    row = next(line for line in table.splitlines() if line.startswith("| cheap "))
+    assert "| 0,1 |" in row and "90.45% ± 0.21" in row
+    assert f"{100 * diff:+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})" in row
+    assert "0.1400 (0.50x)" in row and "600.0 s (0.60x)" in row
+
+
+def test_arms_are_name_colon_flags_once_each(tmp_path):
+    f = tmp_path / "arms"
+    f.write_text("# comment\nbase:\nx: --lr 0.1  # note\n")
+    assert ablation.read_arms(str(f)) == [("base", ""), ("x", "--lr 0.1")]
+    f.write_text("a: --lr 1\na: --lr 2\n")
+    with pytest.raises(ValueError, match="named twice"):
+        ablation.read_arms(str(f))

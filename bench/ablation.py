@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 
+from bench import machine
 from bench.reference.summary import engine_run
 
 ROW = re.compile(r"^([A-Za-z0-9_.+-]+)\s*:\s*(.*)$")
@@ -51,20 +52,11 @@ def read_arms(path: str) -> list[tuple[str, str]]:
     return arms
 
 
-def machine() -> str:
-    out = subprocess.run("lscpu | grep -E 'Model name|^CPU\\(s\\)'; grep -m1 'cpu family' /proc/cpuinfo; "
-                         "grep -m1 '^model\\s' /proc/cpuinfo; echo flags: $(grep -m1 -o -E "
-                         "'avx512_bf16|amx_bf16|avx512f|avx2' /proc/cpuinfo | sort -u | tr '\\n' ' ')",
-                         shell=True, capture_output=True, text=True).stdout
-    import tensorflow as tf
-    return out + f"tensorflow {tf.__version__}\n"
-
-
 def run(out: str, arms: list[tuple[str, str]], seeds: list[int], common: str) -> None:
     os.makedirs(out, exist_ok=True)
     if not os.path.exists(os.path.join(out, "machine.txt")):
         with open(os.path.join(out, "machine.txt"), "w") as f:
-            f.write(time.strftime("%Y-%m-%d %H:%M:%S UTC\n", time.gmtime()) + machine())
+            f.write(machine.describe())
     with open(os.path.join(out, "arms.txt"), "w") as f:
         for name, flags in arms:
             f.write(f"{name}: engine train {common} {flags} --seed S --out {name}-seed-S\n")

@@ -29,10 +29,7 @@ export ENGINE_CACHE=${ENGINE_CACHE:-$out/cache} PYTHONPATH=$(pwd)${PYTHONPATH:+:
 timed() { if [ -x /usr/bin/time ]; then /usr/bin/time -v "$@"; else "$@"; fi; }
 
 {
-  date -u; lscpu | grep -E "Model name|^CPU\(s\)|Thread\(s\) per core"
-  grep -m1 "cpu family" /proc/cpuinfo; grep -m1 "^model\s" /proc/cpuinfo
-  echo "flags: $(grep -m1 -o -E 'avx512_bf16|amx_bf16|amx_int8|avx512_vnni|avx512f|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-  python -c "import tensorflow as tf, keras; print('tensorflow', tf.__version__, 'keras', keras.__version__)" 2>/dev/null
+  python -m bench.machine 2>/dev/null
   "$ref_python" -c "import torch; print('torch', torch.__version__, 'threads', torch.get_num_threads())"
 } > "$out/machine.txt"
 

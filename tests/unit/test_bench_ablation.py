@@ -41,3 +41,16 @@ def test_arms_are_name_colon_flags_once_each(tmp_path):
     f.write_text("a: --lr 1\na: --lr 2\n")
     with pytest.raises(ValueError, match="named twice"):
         ablation.read_arms(str(f))
+
+
+def test_the_machine_file_names_this_cpu_and_the_flags_it_has(monkeypatch, tmp_path):
+    from bench import machine
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+                       "flags\t\t: fpu avx2 avx512f avx512_bf16 sse\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(cpuinfo if p == "/proc/cpuinfo" else p, *a, **k))
+    text = machine.describe()
+    assert "cpu family\t: 25" in text and "model\t\t: 17" in text
+    assert "flags: avx2 avx512_bf16 avx512f\n" in text  # those of FLAGS it has, not amx_*, not the others
+    assert "tensorflow 2." in text

@@ -1,0 +1,35 @@
+"""The machine a measurement ran on, as bench/results' machine.txt files give it: the date, the CPU's
+model name, core count, family and model numbers, the flags that decide the engine's speed (bfloat16
+in hardware, AMX, AVX-512, AVX2) and the TensorFlow and Keras versions.
+
+    python -m bench.machine        (bench/reference/sitting.sh and bench.ablation write it)
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+FLAGS = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx512f", "avx2")
+
+
+def describe() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    lines = [time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())]
+    lines += [line for line in lscpu if re.match(r"Model name|CPU\(s\)|Thread\(s\) per core", line)]
+    cpuinfo = open("/proc/cpuinfo").read()
+    for key in ("cpu family", "model"):
+        m = re.search(rf"^{key}\s*:.*$", cpuinfo, re.M)
+        if m:
+            lines.append(m.group(0))
+    m = re.search(r"^flags\s*:(.*)$", cpuinfo, re.M)
+    have = set(m.group(1).split()) if m else set()
+    lines.append("flags: " + " ".join(sorted(f for f in FLAGS if f in have)))
+    import keras
+    import tensorflow as tf
+    lines.append(f"tensorflow {tf.__version__} keras {keras.__version__}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(describe(), end="")

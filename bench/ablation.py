@@ -4,7 +4,7 @@ machine during the sitting falls on every arm alike and a sitting cut short stil
 each arm.
 
     python -m bench.ablation run OUT ARMS [--seeds 0 1 2 3 4] [--common "--amp on --xla off"]
-    python -m bench.ablation summary OUT [--baseline NAME]    (OUT: a sitting, or its files in bench/results)
+    python -m bench.ablation summary OUT [OUT ...] [--baseline NAME]   (OUT: a sitting, or its files in bench/results)
 
 ARMS is a text file of lines `NAME: FLAGS` (`#` starts a comment); the first arm is the baseline the
 others are compared with. `run` writes OUT/machine.txt, OUT/arms.txt (each arm's whole command),
@@ -15,6 +15,8 @@ sitting stopped part way is continued by the same command. ENGINE_DATA must name
 (plain and with TTA), the difference of the TTA mean to the baseline's with a 95% interval (Welch's t),
 the training and evaluation FLOPs from metrics.json and their ratio to the baseline's, and the mean
 training time (training steps plus the first call, as in bench.reference.summary) and its ratio.
+Given several folders (e.g. a new arm's sitting and an earlier sitting's baseline on the same machine),
+it tables their arms together; an arm's seed found in more than one is taken from the first folder.
 """
 from __future__ import annotations
 
@@ -153,7 +155,8 @@ def main(argv=None) -> int:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     r.add_argument("--common", default="--amp on --xla off", help="flags given to every arm")
     s = sub.add_parser("summary")
-    s.add_argument("out")
+    s.add_argument("out", nargs="+", help="a sitting's folder; several: their arms together (an arm's seed found in "
+                   "more than one is taken from the first)")
     s.add_argument("--baseline", help="the arm the others are compared with (default: arms.txt's first)")
     a = p.parse_args(argv)
     try:
@@ -162,12 +165,17 @@ def main(argv=None) -> int:
                 raise ValueError("set ENGINE_DATA to the data (as for engine train --data)")
             run(a.out, read_arms(a.arms), a.seeds, a.common)
             a.baseline = None
-        arms = collect(a.out)
-        order = [name for name, _ in read_arms(os.path.join(a.out, "arms.txt"))] \
-            if os.path.exists(os.path.join(a.out, "arms.txt")) else sorted(arms)
+        folders = [a.out] if a.command == "run" else a.out
+        arms, order = {}, []
+        for folder in folders:  # an arm's seed found in an earlier folder is taken from there
+            for name, runs in collect(folder).items():
+                arms.setdefault(name, {}).update({s: r for s, r in runs.items() if s not in arms.get(name, {})})
+            if os.path.exists(os.path.join(folder, "arms.txt")):
+                order += [name for name, _ in read_arms(os.path.join(folder, "arms.txt")) if name not in order]
         order += [n for n in sorted(arms) if n not in order]
+        order = [n for n in order if n in arms]
         if not arms:
-            raise ValueError(f"{a.out}: no NAME-seed-S/metrics.json")
+            raise ValueError(f"{', '.join(folders)}: no NAME-seed-S/metrics.json")
         print(table(arms, order, a.baseline or order[0]))
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -54,3 +54,19 @@ def test_the_machine_file_names_this_cpu_and_the_flags_it_has(monkeypatch, tmp_p
     assert "cpu family\t: 25" in text and "model\t\t: 17" in text
     assert "flags: avx2 avx512_bf16 avx512f\n" in text  # those of FLAGS it has, not amx_*, not the others
     assert "tensorflow 2." in text
+
+
+def test_several_folders_are_tabled_together_and_a_seed_is_taken_from_the_first(tmp_path, capsys):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    for s, v in enumerate([0.907, 0.909, 0.905]):
+        _metrics(old, "default", s, v, 2.8e14, 1000)
+    (old / "arms.txt").write_text("default: engine train\n")
+    _metrics(new, "default", 1, 0.5, 2.8e14, 700)  # the same arm and seed again: the first folder's is kept
+    _metrics(new, "cheap", 0, 0.903, 1.4e14, 600)
+    (new / "arms.txt").write_text("cheap: engine train --x\ndefault: engine train\n")
+    assert ablation.main(["summary", str(old), str(new)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert rows[0].startswith("| default | 0,1,2 |") and "90.70% ± 0.20" in rows[0]
+    assert rows[1].startswith("| cheap | 0 |") and "0.1400 (0.50x)" in rows[1] and "600.0 s (0.60x)" in rows[1]
+    assert ablation.main(["summary", str(tmp_path / "none")]) == 2

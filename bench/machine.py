@@ -1,6 +1,7 @@
 """The machine a measurement ran on, as bench/results' machine.txt files give it: the date, the CPU's
-model name, core count, family and model numbers, the flags that decide the engine's speed (bfloat16
-in hardware, AMX, AVX-512, AVX2) and the TensorFlow and Keras versions.
+model name, core count, family and model numbers, the flags the engine's speed depends on
+(engine.devices.cpu_features: AVX2, AVX-512, bfloat16 in hardware, AMX, ...) and the TensorFlow and Keras
+versions.
 
     python -m bench.machine        (bench/reference/sitting.sh and bench.ablation write it)
 """
@@ -10,7 +11,7 @@ import re
 import subprocess
 import time
 
-FLAGS = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx512f", "avx2")
+from engine import devices
 
 
 def describe() -> str:
@@ -22,9 +23,7 @@ def describe() -> str:
         m = re.search(rf"^{key}\s*:.*$", cpuinfo, re.M)
         if m:
             lines.append(m.group(0))
-    m = re.search(r"^flags\s*:(.*)$", cpuinfo, re.M)
-    have = set(m.group(1).split()) if m else set()
-    lines.append("flags: " + " ".join(sorted(f for f in FLAGS if f in have)))
+    lines.append("flags: " + " ".join(devices.cpu_features()))
     import keras
     import tensorflow as tf
     lines.append(f"tensorflow {tf.__version__} keras {keras.__version__}")

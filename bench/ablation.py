@@ -169,7 +169,8 @@ def main(argv=None) -> int:
         arms, order = {}, []
         for folder in folders:  # an arm's seed found in an earlier folder is taken from there
             for name, runs in collect(folder).items():
-                arms.setdefault(name, {}).update({s: r for s, r in runs.items() if s not in arms.get(name, {})})
+                for seed, row in runs.items():
+                    arms.setdefault(name, {}).setdefault(seed, row)
             if os.path.exists(os.path.join(folder, "arms.txt")):
                 order += [name for name, _ in read_arms(os.path.join(folder, "arms.txt")) if name not in order]
         order += [n for n in sorted(arms) if n not in order]

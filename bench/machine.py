@@ -18,11 +18,8 @@ def describe() -> str:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
     lines = [time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())]
     lines += [line for line in lscpu if re.match(r"Model name|CPU\(s\)|Thread\(s\) per core", line)]
-    cpuinfo = open("/proc/cpuinfo").read()
-    for key in ("cpu family", "model"):
-        m = re.search(rf"^{key}\s*:.*$", cpuinfo, re.M)
-        if m:
-            lines.append(m.group(0))
+    family, model = devices.cpu_family_model()
+    lines += [f"cpu family\t: {family}", f"model\t\t: {model}"]
     lines.append("flags: " + " ".join(devices.cpu_features()))
     import keras
     import tensorflow as tf

@@ -303,12 +303,14 @@ def allow_memory_growth() -> None:
 
 
 def _cpuinfo(key: str) -> str:
-    """The first `key: value` line's value in /proc/cpuinfo ("" where there is none)."""
+    """The first `key: value` line's value in /proc/cpuinfo ("" where there is none); the key whole ("model"
+    is not "model name")."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(key):
-                    return line.split(":", 1)[1].strip()
+                name, colon, value = line.partition(":")
+                if colon and name.strip() == key:
+                    return value.strip()
     except OSError:
         pass
     return ""
@@ -322,6 +324,12 @@ def cpu_flags() -> set[str]:
 def cpu_model() -> str:
     """The CPU's model name ("" where /proc/cpuinfo does not say)."""
     return _cpuinfo("model name")
+
+
+def cpu_family_model() -> tuple[str, str]:
+    """The CPU's family and model numbers, which tell its generation (AMD's family 25 model 17: Zen 4);
+    "" where /proc/cpuinfo does not say."""
+    return _cpuinfo("cpu family"), _cpuinfo("model")
 
 
 # The CPU feature rules: each a named predicate of the /proc/cpuinfo flags (`flags`: the flags of another

@@ -59,6 +59,11 @@ def test_hiverge_recipe_resumed_across_the_bias_freeze_equals_the_straight_run(t
     assert f["eval_forward_passes"] == n + 6 * m["tta_images"]
     assert f["evaluation_flops"] == f["eval_flops_per_image"] * f["eval_forward_passes"]
     assert f["train_flops_per_image"] == flops.train_flops(straight.model)
+    # resumed once more, after its last step: only the final test runs, the bias stays frozen, the counts the same
+    tested = run(hiverge(tmp_path / "s", resume=True, whiten_bias_epochs=0.3))
+    assert not tested.model.get_layer("whiten").bias.trainable
+    for key in ("steps", "test_accuracy_tta", "tta_images", "flops"):
+        assert tested.metrics[key] == m[key], key
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     assert config["run"]["recipe"] == "airbench-muon-hiverge@v1"
     assert (config["model"]["brightness"], config["model"]["whiten_bias_epochs"], config["data"]["eval_every"]) == (

@@ -230,6 +230,9 @@ def _start(given: Config, log, warn, closing: contextlib.ExitStack) -> RunStart:
         if restoring:  # other workers read the chief's checkpoints
             checkpoints.restore(None if chief else source_out)
         position = _position(training, checkpoints)
+        # the variables whose training ended by the checkpoint's step freeze now, not at the next train call:
+        # a run resumed after its last step only tests, and its FLOP count reads the trainable set
+        training.loop.at_step(position.step)
         if restoring:
             history = History.resumed(config.run.out, source_out, position.epoch)
             where = ("every epoch trained: the final test" if position.epoch >= training.length.num_epochs

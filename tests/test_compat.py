@@ -48,3 +48,20 @@ def test_a_run_checkpointed_before_the_layout_change_exports(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     logits = exp.serve_fn()(images)["logits"].numpy()
     assert logits.shape == (4, 10) and np.all(np.isfinite(logits))
+
+
+def test_loading_a_run_for_export_builds_it_in_float32_and_leaves_the_callers_policy(tmp_path):
+    """An export's model is float32 whatever the caller's global Keras policy, and that policy is the
+    caller's again afterwards: the same logits under mixed_bfloat16 as under float32."""
+    import keras
+    from engine.export.load import load_run
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    plain = load_run(str(FIXTURES / "tiny"), "latest").serve_fn()(images)["logits"].numpy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        exp = load_run(str(FIXTURES / "tiny"), "latest")
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        assert {layer.dtype_policy.name for layer in exp.model.layers} == {"float32"}
+        np.testing.assert_array_equal(exp.serve_fn()(images)["logits"].numpy(), plain)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -78,6 +78,18 @@ def _disk_full(out: str, below: int = 1 << 20) -> bool:
     return st.f_bavail * st.f_frsize < below
 
 
+@contextlib.contextmanager
+def _float32_models():
+    """Keras models built inside are float32 (an export's graph); the caller's global policy is back after."""
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+@_float32_models()
 def load_run(path: str, checkpoint: str = "best") -> Exportable:
     """Rebuild a run's model in float32 and restore its best (or latest) checkpoint."""
     if not is_run_dir(path):
@@ -94,7 +106,6 @@ def load_run(path: str, checkpoint: str = "best") -> Exportable:
                           f"{json.dumps(class_names)[:60]}")
     ckpt_dir = layout.checkpoint_dir(path, checkpoint)
     latest = find_checkpoint(ckpt_dir, f"no {checkpoint} checkpoint in {path}")
-    keras.mixed_precision.set_global_policy("float32")
     spec = models.get(cfg.model.model)
     shape = cfg.image_shape  # (a run saved without one: 32x32x3)
     preprocess = models.preprocess_for(spec, cfg.model, shape)
@@ -199,6 +210,7 @@ def _mismatch(ours: collections.Counter, theirs: collections.Counter, class_name
             f"does not belong to this run")
 
 
+@_float32_models()
 def load_keras(path: str, normalization: str | None, upsample_method: str = "nearest",
                class_names: list | None = None) -> Exportable:
     """A saved `.keras` model (e.g. from a `model.fit` script) with the input scaling it was trained
@@ -211,7 +223,6 @@ upsampled to its side; another takes images of its own input shape.
     if normalization not in NORMALIZATIONS:
         raise EngineError(f"a .keras model needs --normalization, the input scaling it was trained with: "
                           f"one of {', '.join(NORMALIZATIONS)}")
-    keras.mixed_precision.set_global_policy("float32")
     model = load_keras_file(path, path)
     if not isinstance(model, keras.Model):
         raise EngineError(f"{path}: expected a Keras model, got {type(model).__name__}")

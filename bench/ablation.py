@@ -88,6 +88,8 @@ def collect(out: str) -> dict[str, dict[int, dict]]:
         if not m:
             continue
         row = engine_run(path)
+        if not row["training"]:  # a finished run tested again (--resume after its last step): no training timed
+            row["training"] = None
         flops = json.load(open(path)).get("flops") or {}
         row["train_flops"], row["eval_flops"] = flops.get("training_flops"), flops.get("evaluation_flops")
         arms.setdefault(m.group(1), {})[int(m.group(2))] = row

@@ -70,3 +70,13 @@ def test_several_folders_are_tabled_together_and_a_seed_is_taken_from_the_first(
     assert rows[0].startswith("| default | 0,1,2 |") and "90.70% ± 0.20" in rows[0]
     assert rows[1].startswith("| cheap | 0 |") and "0.1400 (0.50x)" in rows[1] and "600.0 s (0.60x)" in rows[1]
     assert ablation.main(["summary", str(tmp_path / "none")]) == 2
+
+
+def test_a_finished_run_tested_again_has_no_training_time(tmp_path):
+    """A run resumed after its last step (another --tta-fraction, say) trained nothing in its process:
+    its arm's time is "–", not 0.0 s (0.00x)."""
+    _metrics(tmp_path, "default", 0, 0.907, 2.8e14, 1000)
+    _metrics(tmp_path, "retested", 0, 0.908, 1.4e14, 0)
+    table = ablation.table(ablation.collect(str(tmp_path)), ["default", "retested"], "default")
+    row = next(line for line in table.splitlines() if line.startswith("| retested "))
+    assert row.endswith("| 0.1400 (0.50x) | 0.0100 (1.00x) | – |"), row

@@ -64,6 +64,10 @@ def test_hiverge_recipe_resumed_across_the_bias_freeze_equals_the_straight_run(t
     assert not tested.model.get_layer("whiten").bias.trainable
     for key in ("steps", "test_accuracy_tta", "tta_images", "flops"):
         assert tested.metrics[key] == m[key], key
+    # ... and its metrics.json keeps the training figures of the run it tests again (its own would be 0)
+    assert tested.metrics["train_seconds"] == r["train_seconds"] > 0
+    assert tested.metrics["train_img_s"] == r["train_img_s"]
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["train_seconds"] == r["train_seconds"]
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     assert config["run"]["recipe"] == "airbench-muon-hiverge@v1"
     assert (config["model"]["brightness"], config["model"]["whiten_bias_epochs"], config["data"]["eval_every"]) == (

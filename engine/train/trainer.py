@@ -169,7 +169,10 @@ class Trainer:
         test_loss, test_acc, tta_acc = self._test()
         wall, breakdown = self.clock.breakdown()
         metrics = self._metrics(test_loss, test_acc, tta_acc, stopped_early, wall, breakdown)
-        write_json(layout.run_file(r.out, layout.METRICS_FILE), metrics.to_dict())
+        path = layout.run_file(r.out, layout.METRICS_FILE)
+        if self.session.position.epoch >= self.training.length.num_epochs:  # a re-test: nothing trained here
+            metrics = kept_training(metrics, path)
+        write_json(path, metrics.to_dict())
         self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items()))
         if metrics.pruning:
             self.log(prune.describe(metrics.pruning))
@@ -223,6 +226,22 @@ class Trainer:
             pruning=prune.record(self.training, self.config, self.history.entries),
             tta_images=self.tta_images if self.config.model.tta else None,
             flops=run_flops(self.session, self.global_step, self.history.validated, self.test_passes, self.tta_images))
+
+
+def kept_training(metrics: layout.Metrics, path: str) -> layout.Metrics:
+    """The metrics of a run resumed after its last step, which only tests again (another --tta, say),
+    with the training figures (train_seconds, train_img_s) of the metrics.json at `path` it replaces:
+    its own are 0, and the run's record of its training would be lost. Unreadable: its own."""
+    import dataclasses
+    import json
+    try:
+        with open(path) as f:
+            before = layout.Metrics.from_dict(json.load(f))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return metrics
+    if not isinstance(before.train_seconds, (int, float)) or before.train_seconds <= 0:
+        return metrics
+    return dataclasses.replace(metrics, train_seconds=before.train_seconds, train_img_s=before.train_img_s)
 
 
 def compile_cache_used(session, config) -> dict | None:

@@ -17,7 +17,7 @@ import tensorflow as tf
 from engine import devices, layout, plots
 from engine.models import flops
 from engine.config import Config
-from engine.errors import Diverged, Interrupted
+from engine.errors import Diverged, EngineError, Interrupted
 from engine.files import write_json
 from engine.train import actions, clock, compile_cache, prune, resize, startup
 from engine.train.clock import Clock, EpochStats, ProfileWindow, Rate, progress_bar
@@ -169,10 +169,9 @@ class Trainer:
         test_loss, test_acc, tta_acc = self._test()
         wall, breakdown = self.clock.breakdown()
         metrics = self._metrics(test_loss, test_acc, tta_acc, stopped_early, wall, breakdown)
-        path = layout.run_file(r.out, layout.METRICS_FILE)
         if self.session.position.epoch >= self.training.length.num_epochs:  # a re-test: nothing trained here
-            metrics = kept_training(metrics, path)
-        write_json(path, metrics.to_dict())
+            metrics = kept_training(metrics, r.out)
+        write_json(layout.run_file(r.out, layout.METRICS_FILE), metrics.to_dict())
         self.log(f"wall time {wall:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in breakdown.items()))
         if metrics.pruning:
             self.log(prune.describe(metrics.pruning))
@@ -228,16 +227,14 @@ class Trainer:
             flops=run_flops(self.session, self.global_step, self.history.validated, self.test_passes, self.tta_images))
 
 
-def kept_training(metrics: layout.Metrics, path: str) -> layout.Metrics:
+def kept_training(metrics: layout.Metrics, run: str) -> layout.Metrics:
     """The metrics of a run resumed after its last step, which only tests again (another --tta, say),
-    with the training figures (train_seconds, train_img_s) of the metrics.json at `path` it replaces:
-    its own are 0, and the run's record of its training would be lost. Unreadable: its own."""
+    with the training figures (train_seconds, train_img_s) of the run's metrics.json it replaces: its
+    own are 0, and the run's record of its training would be lost. Missing or unreadable: its own."""
     import dataclasses
-    import json
     try:
-        with open(path) as f:
-            before = layout.Metrics.from_dict(json.load(f))
-    except (OSError, ValueError, TypeError, AttributeError):
+        before = layout.read_metrics(run)
+    except EngineError:
         return metrics
     if not isinstance(before.train_seconds, (int, float)) or before.train_seconds <= 0:
         return metrics

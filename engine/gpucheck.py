@@ -50,15 +50,13 @@ def missing_gpu_kernels(model: str, policy: str = "mixed_bfloat16") -> dict:
     lookahead, divergence checks) with the train step it calls (the recipe's augmentation on, XLA
     off: the graph of --no-xla and --deterministic), and the TTA eval step. The graph is the one
     models.build makes where TensorFlow sees a GPU (Keras's own layers, none of the CPU rewrites)."""
-    import keras
     import numpy as np
     import tensorflow as tf
 
     from engine.data.pipeline import Pipeline
     from engine.train import resolve
     from engine.train.build import build_training
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with models.global_policy(policy):
         cfg = resolve.defaults(model).replace("model", weights="none", feature_cache=False, tta=2)
         cfg = cfg.replace("model", crop_pad=cfg.model.crop_pad or 2, flip="alternate" if cfg.model.flip == "none"
                           else cfg.model.flip).replace("optim", batch_size=8)
@@ -70,8 +68,6 @@ def missing_gpu_kernels(model: str, policy: str = "mixed_bfloat16") -> dict:
         evaluate = tf.function(lambda x, y: loop._eval_step(x, y, 2)).get_concrete_function(
             tf.TensorSpec([8, 32, 32, 3], tf.uint8), tf.TensorSpec([8], tf.int32))
         return _missing(driver.graph.as_graph_def()) | _missing(evaluate.graph.as_graph_def())
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 _STRUCTURAL = {"Placeholder", "NoOp", "Identity", "Const", "_Arg", "_Retval", "StatefulPartitionedCall",

@@ -8,6 +8,7 @@ step counter, lookahead, divergence checks) with the train step it calls and the
 augmentation, and the TTA eval step, under both --amp policies a GPU trains in (bfloat16 from
 compute capability 8.0, float16 + loss scaling below), with the environment a user has (no
 ENGINE_AMP / ENGINE_XLA: --amp and --xla auto), as `python -m engine.gpucheck` runs it."""
+import keras
 import pytest
 import tensorflow as tf
 
@@ -39,7 +40,12 @@ def test_the_sweep_traces_the_gpu_graph_with_its_driver(gpu_graph, monkeypatch):
     seen = []
     monkeypatch.setattr(gpucheck, "_missing", lambda g: seen.append(
         {n.op for n in list(g.node) + [n for f in g.library.function for n in f.node_def]}) or {})
-    missing_gpu_kernels("airbench-muon", "mixed_float16")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # a library caller's own policy
+    try:
+        missing_gpu_kernels("airbench-muon", "mixed_float16")
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # not the swept one, nor float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     driver, evaluate = seen
     assert {"IteratorGetNext", "AssignVariableOp", "Rsqrt", "SquaredDifference"} <= driver  # (the step counter: assigned its next position)
     assert "IsFinite" in driver  # the loss-scaling checks of float16

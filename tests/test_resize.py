@@ -69,7 +69,12 @@ def test_the_speed_trial_times_the_full_size_step_under_a_schedule(monkeypatch):
         return step(self, images, labels, index, seed, global_step, side)
     monkeypatch.setattr(TrainLoop, "_train_step", counted_step)
     cfg = tiny("unused").replace("model", resize_schedule="16:0.9")  # step 0 would be at 16x16
-    assert speed.measure_candidate(cfg, 10, False, False, 32) > 0
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # a library caller's own policy
+    try:
+        assert speed.measure_candidate(cfg, 10, False, False, 32) > 0
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # the trial's float32 is not left set
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     assert traced == [None]  # the step at the images' own side, the one most of the run takes
 
 

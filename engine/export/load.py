@@ -78,18 +78,7 @@ def _disk_full(out: str, below: int = 1 << 20) -> bool:
     return st.f_bavail * st.f_frsize < below
 
 
-@contextlib.contextmanager
-def _float32_models():
-    """Keras models built inside are float32 (an export's graph); the caller's global policy is back after."""
-    before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(before)
-
-
-@_float32_models()
+@models.global_policy("float32")  # an export's graph is float32
 def load_run(path: str, checkpoint: str = "best") -> Exportable:
     """Rebuild a run's model in float32 and restore its best (or latest) checkpoint."""
     if not is_run_dir(path):
@@ -210,7 +199,7 @@ def _mismatch(ours: collections.Counter, theirs: collections.Counter, class_name
             f"does not belong to this run")
 
 
-@_float32_models()
+@models.global_policy("float32")  # an export's graph is float32
 def load_keras(path: str, normalization: str | None, upsample_method: str = "nearest",
                class_names: list | None = None) -> Exportable:
     """A saved `.keras` model (e.g. from a `model.fit` script) with the input scaling it was trained

@@ -14,6 +14,7 @@ logits: `build` appends the float32 cast once, so mixed-precision models need no
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -172,6 +173,19 @@ def build(name: str, size: int, num_classes: int, opts=None, *, sync_bn: bool = 
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     return model
+
+
+@contextlib.contextmanager
+def global_policy(name: str):
+    """Keras layers made inside take the precision policy `name` (a model built for a graph, a trial step);
+    the caller's global policy is back after, whatever happens inside."""
+    import keras
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
 
 
 def _keras_name(spec: ModelSpec) -> str:

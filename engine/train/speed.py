@@ -271,36 +271,40 @@ def bf16_conv_ratio(reps: int = 5) -> float:
 
 def measure_candidate(cfg, num_classes: int, amp: bool, xla: bool, batch: int, floor: float = 0.0) -> float:
     """img/s of TRIAL_STEPS training steps of the run's model in (amp, xla) at `batch`, on random
-    uint8 images of the run's shape (at that size under a --resize-schedule too), after one warm-up step (tracing). Stops after one timed step below `floor`."""
+    uint8 images of the run's shape (at its full side, whatever --resize-schedule says), after one
+    warm-up step (tracing). Stops after one timed step below `floor`. The caller's Keras policy is
+    back after."""
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from engine import models
     from engine.data.pipeline import Pipeline
     from engine.train.build import build_training
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
-    policy = precision.apply(amp)
+    policy = precision.policy_name(amp)
     # at the full side whatever --resize-schedule says: the most of a run's steps, and the step the choice is for
     c = cfg.replace("run", amp=amp, xla=xla).replace("optim", batch_size=batch).replace(
         "model", data_init=False, resize_schedule="")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch * 2, *cfg.image_shape), dtype=np.uint8)
     y = rng.integers(0, num_classes, batch * 2).astype(np.int64)
-    try:
-        loop = build_training(c, num_classes, len(x), policy).loop
-        iterator = iter(Pipeline(x, y).train(batch, seed=0, epoch=0).repeat())
-        one = tf.constant(1, tf.int32)
-        float(loop.train_calls(iterator, one)[0])  # warm-up: tracing, compilation
-        elapsed, steps = 0.0, 0
-        while steps < TRIAL_STEPS:
-            t0 = time.perf_counter()
-            float(loop.train_calls(iterator, one)[0])
-            elapsed += time.perf_counter() - t0
-            steps += 1
-            if steps * batch / elapsed < floor:
-                break
-        return steps * batch / elapsed
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-        keras.backend.clear_session()
+    with models.global_policy(policy):  # (entered first: it keeps the caller's policy, which clear_session resets)
+        try:
+            keras.backend.clear_session()
+            keras.mixed_precision.set_global_policy(policy)
+            keras.utils.set_random_seed(0)
+            loop = build_training(c, num_classes, len(x), policy).loop
+            iterator = iter(Pipeline(x, y).train(batch, seed=0, epoch=0).repeat())
+            one = tf.constant(1, tf.int32)
+            float(loop.train_calls(iterator, one)[0])  # warm-up: tracing, compilation
+            elapsed, steps = 0.0, 0
+            while steps < TRIAL_STEPS:
+                t0 = time.perf_counter()
+                float(loop.train_calls(iterator, one)[0])
+                elapsed += time.perf_counter() - t0
+                steps += 1
+                if steps * batch / elapsed < floor:
+                    break
+            return steps * batch / elapsed
+        finally:
+            keras.backend.clear_session()

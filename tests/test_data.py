@@ -117,6 +117,24 @@ def test_bad_sources(tmp_path, tree):
         load(tmp_path / "trunc.tar.gz")
 
 
+def test_two_copies_side_by_side_are_refused_not_merged(tree, tmp_path):
+    """A folder (or archive) holding two data sets, e.g. a copy beside the original, would train on both."""
+    import shutil
+    root, _ = tree
+    both = tmp_path / "both"
+    shutil.copytree(root, both / "cifar")
+    shutil.copytree(root, both / "cifar-old")
+    with pytest.raises(EngineError, match=r"(train|test) images in two folders, cifar/\1/ and cifar-old/\1/"):
+        load(both)
+    archive = tmp_path / "both.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(both, arcname="data")
+    with pytest.raises(EngineError, match=r"(train|test) images in two folders, data/cifar/\1/ and data/cifar-old/\1/"):
+        load(archive)
+    shutil.rmtree(both / "cifar-old")
+    assert len(load(both).x_train) == len(load(root).x_train)  # one copy under a top folder: as it is
+
+
 def test_missing_class_in_test_split(tree):
     root, _ = tree
     for f in (root / "test" / "bee").iterdir():

@@ -317,6 +317,15 @@ class _Tally:
         self.limit = memory_limit()
         self.over = False
         self.class_dirs = []        # (split, class, relative path)
+        self.split_dirs = {}        # split -> the relative path of the folder its images are in
+
+    def split_at(self, path: str, split: str, folder: str) -> None:
+        """An image of `split` is in `folder` (train, a/train, ...): a split found in two folders (two
+        copies of a data set side by side) is refused, not merged."""
+        first = self.split_dirs.setdefault(split, folder)
+        if first != folder:
+            raise EngineError(f"{path} holds {split} images in two folders, {first}/ and {folder}/; "
+                              f"give the folder or archive of one data set")
 
 
 def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, log=print) -> Splits:
@@ -387,6 +396,7 @@ def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _
         if is_c100:
             c100[base] = restricted_unpickle(data, f"{path}:{rel}", max_text=MAX_CIFAR100_BYTES)
             continue
+        tally.split_at(path, parts[-3], "/".join(parts[:-2]))
         count += 1
         if count > MAX_IMAGES:
             raise EngineError(f"refusing {path}: it holds more than {MAX_IMAGES:,} images")

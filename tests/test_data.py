@@ -135,6 +135,18 @@ def test_two_copies_side_by_side_are_refused_not_merged(tree, tmp_path):
     assert len(load(both).x_train) == len(load(root).x_train)  # one copy under a top folder: as it is
 
 
+def test_label_mode_coarse_on_image_folders_is_refused_at_the_first_image_not_after_reading_all(tmp_path):
+    """The archive's tail is damaged: a reader that went on to the end would report that instead."""
+    noise = [(f"train/a/{i}.png", png_bytes(a)) for i, a in enumerate(make_images(40, seed=3))]
+    whole = make_tar(tmp_path / "whole.tar.gz", noise).read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(EngineError, match="not a valid or complete tar"):
+        load(cut)
+    with pytest.raises(EngineError, match="--label-mode coarse: .* is a source of image folders"):
+        data.load(str(cut), None, log=lambda *a: None, label_mode="coarse")
+
+
 def test_missing_class_in_test_split(tree):
     root, _ = tree
     for f in (root / "test" / "bee").iterdir():

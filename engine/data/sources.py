@@ -339,7 +339,7 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
     tally = _Tally(size)
     try:
         with size_checked_here():
-            _read_entries(path, images, batches, c100, decoder, tally, idx)
+            _read_entries(path, images, batches, c100, decoder, tally, idx, label_mode)
             if not tally.over:
                 decoder.finish()
         found = [what for what, there in (("pickled CIFAR-10 batches", batches), ("CIFAR-100 pickles", c100),
@@ -361,7 +361,10 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
 
 
 def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _Decoder, tally: _Tally,
-                  idx: dict | None = None) -> None:
+                  idx: dict | None = None, label_mode: str = "fine") -> None:
+    """Read the entries of `path` into images, batches, c100 and idx. --label-mode coarse is refused at the
+    first entry that cannot be CIFAR-100's (a source holding two kinds is refused anyway), not after
+    the whole source is read."""
     total = count = 0
     for rel, read in _entries(path):
         parts = rel.split("/")
@@ -374,6 +377,7 @@ def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _
             continue
         key = mnist.idx_key(base) if idx is not None else None
         if key:  # an IDX file: kept as it is, its header checked by mnist.idx_array
+            check_label_mode(path, label_mode, "a source of MNIST IDX files")
             if key in idx:
                 raise EngineError(f"{path} holds two {mnist.IDX_FILES[key]} files: {idx[key][0]} and {path}:{rel}")
             idx[key] = (f"{path}:{rel}", read(mnist.MAX_FILE_BYTES))
@@ -386,6 +390,8 @@ def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _
         is_image = len(parts) >= 3 and parts[-3] in images and base.lower().endswith(IMAGE_EXTS)
         if not (is_batch or is_c100 or is_image):
             continue
+        if not is_c100:
+            check_label_mode(path, label_mode, f"a source of {'pickled CIFAR-10 batches' if is_batch else 'image folders'}")
         data = read(MAX_BATCH_BYTES if is_batch else MAX_CIFAR100_BYTES if is_c100 else MAX_IMAGE_BYTES)
         total += len(data)
         if total > MAX_TOTAL_BYTES:

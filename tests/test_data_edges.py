@@ -106,7 +106,8 @@ def test_an_npz_of_twelve_classes_trains_a_twelve_class_model(tmp_path):
 def test_label_mode_coarse_where_it_cannot_apply_is_one_line(tmp_path, data, kind):
     _npz(tmp_path / "c3.npz", 3)
     _tree_tar(tmp_path / "t.tar", big_side=8)
-    if data == "t.tar":  # refused at its first image (what it holds is not known before it is opened): probe's load
+    # a tree's kind is known once it is opened: refused at its first image (probe's load, without TensorFlow)
+    if data == "t.tar":
         p = engine(tmp_path, "probe", "--data", data, "--label-mode", "coarse", "--model", "pixels", "--folds", "2")
     else:
         p = train(tmp_path, data, "--label-mode", "coarse")

@@ -69,8 +69,10 @@ class RunFolder:
 
     def __init__(self, out: str, warn: Callable[[str], None]):
         self.out, self.warn, self.created, self.aside = out, warn, False, None
+        self.parents = []  # the folders above --out that the start made, deepest first
 
     def claim(self, run) -> files.Lock:
+        self.parents = _missing_parents(run.out)
         self.created, lock = _claim(run)
         return lock
 
@@ -98,6 +100,11 @@ class RunFolder:
             self.settle()
             if self.created:
                 shutil.rmtree(self.out, ignore_errors=True)
+                for parent in self.parents:  # (only while empty: another run may have begun in one since)
+                    try:
+                        os.rmdir(parent)
+                    except OSError:
+                        break
             if isinstance(e, StopNow):
                 kept = "" if self.created else f"; {self.out} is as it was"
                 error = Interrupted if e.signame == "SIGINT" else Preempted
@@ -268,6 +275,15 @@ def _position(training: Training, checkpoints: Checkpoints) -> Position:
         epoch, step_in_epoch = training.length.num_epochs, 0
     loss, correct, seen = (float(v) for v in checkpoints.partial.numpy())
     return Position(step, epoch, step_in_epoch, (loss, correct, int(seen)) if step_in_epoch and seen else None)
+
+
+def _missing_parents(out: str) -> list[str]:
+    """The folders above `out` that do not exist yet, deepest first."""
+    missing, parent = [], os.path.dirname(os.path.abspath(out))
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    return missing
 
 
 def _claim(run) -> tuple[bool, files.Lock]:

@@ -253,6 +253,9 @@ def _read_member(f, m, path, limit):
                           f"{e})") from None
 
 
+# What a folder or archive holds, by the kind of its entries (a source holds one kind).
+_KINDS = {"batch": "pickled CIFAR-10 batches", "c100": "CIFAR-100 pickles", "idx": "MNIST IDX files",
+          "image": "image folders"}
 _BATCH_RE = re.compile(r"^(data_batch_\d+|test_batch|batches\.meta)$")
 
 
@@ -342,13 +345,10 @@ def _read_tree(path: str, label_mode: str = "fine", size: tuple | None = None, l
             _read_entries(path, images, batches, c100, decoder, tally, idx, label_mode)
             if not tally.over:
                 decoder.finish()
-        found = [what for what, there in (("pickled CIFAR-10 batches", batches), ("CIFAR-100 pickles", c100),
-                                          ("MNIST IDX files", idx),
-                                          ("image folders", images["train"] or images["test"])) if there]
+        found = [_KINDS[kind] for kind, there in (("batch", batches), ("c100", c100), ("idx", idx),
+                                                  ("image", images["train"] or images["test"])) if there]
         if len(found) > 1:
             raise EngineError(f"{path} holds both {found[0]} and {found[1]}; use one")
-        if found and not c100:
-            check_label_mode(path, label_mode, f"a source of {found[0]}")
         if idx:
             return mnist.load_idx_members(idx, path)
         if batches:
@@ -377,7 +377,7 @@ def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _
             continue
         key = mnist.idx_key(base) if idx is not None else None
         if key:  # an IDX file: kept as it is, its header checked by mnist.idx_array
-            check_label_mode(path, label_mode, "a source of MNIST IDX files")
+            check_label_mode(path, label_mode, f"a source of {_KINDS['idx']}")
             if key in idx:
                 raise EngineError(f"{path} holds two {mnist.IDX_FILES[key]} files: {idx[key][0]} and {path}:{rel}")
             idx[key] = (f"{path}:{rel}", read(mnist.MAX_FILE_BYTES))
@@ -391,7 +391,7 @@ def _read_entries(path: str, images: dict, batches: dict, c100: dict, decoder: _
         if not (is_batch or is_c100 or is_image):
             continue
         if not is_c100:
-            check_label_mode(path, label_mode, f"a source of {'pickled CIFAR-10 batches' if is_batch else 'image folders'}")
+            check_label_mode(path, label_mode, f"a source of {_KINDS['batch' if is_batch else 'image']}")
         data = read(MAX_BATCH_BYTES if is_batch else MAX_CIFAR100_BYTES if is_c100 else MAX_IMAGE_BYTES)
         total += len(data)
         if total > MAX_TOTAL_BYTES:
